@@ -1,0 +1,515 @@
+"""The adversarial-training engine: one loop for every domain.
+
+One *step* is one generator update, preceded by ``n_critic`` discriminator updates, each on a fresh real
+batch. Per step::
+
+    for _ in range(n_critic):
+        real, cond = next batch                     # resumable, seeded order
+        fake = domain.fake(G, z ~ prior, cond)       # no gradient to G
+        L_D = loss.discriminator(D(real), D(fake)) [+ gp * GP] [+ r1 * R1]
+        update D
+    L_G = domain.generator_loss(...) or loss.generator(D(domain.fake(G, z, cond)))
+    update G; update the EMA copy of G
+
+The engine never names a domain: everything domain-specific goes through ``genkit.Domain``.
+Exact resume: model weights, optimizer states, the step, the global and latent RNG states and the data
+position are all checkpointed, so N steps == N/2 steps + resume + N/2 steps, bit for bit on the same device.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import random
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from . import __version__
+from .checkpoint import MODEL_FILES, latest_checkpoint, load_state, load_weights, save_checkpoint
+from .config import RunConfig
+from .domain import Data, Domain, StepContext
+from .errors import GenkitError
+from .losses import Loss, gradient_penalty, r1_penalty
+from .progress import progress_bar
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; asking for an absent accelerator is an error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise GenkitError(f"device {name!r} requested but CUDA is not available (use --device cpu or auto)")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise GenkitError("device 'mps' requested but MPS is not available (use --device cpu or auto)")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed % 2**32)
+    except ImportError:  # pragma: no cover
+        pass
+    torch.manual_seed(seed)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+class Batches:
+    """An endless, seeded, resumable stream of real batches.
+
+    Each epoch is a fresh permutation drawn from a generator seeded by ``(seed, epoch)``, so the whole
+    position is two integers. A ``TensorDataset`` is gathered a batch at a time with one index operation.
+    """
+
+    def __init__(self, dataset: Any, batch_size: int, seed: int, device: torch.device,
+                 transform: Callable | None = None):
+        self.dataset = dataset
+        self.n = len(dataset)
+        if self.n < batch_size:
+            raise GenkitError(f"the data holds {self.n} examples, fewer than --batch-size {batch_size}")
+        self.batch_size = batch_size
+        self.seed = seed
+        self.device = device
+        self.transform = transform
+        self.epoch = 0
+        self.pos = 0
+        self._perm: torch.Tensor | None = None
+        self._tensors = getattr(dataset, "tensors", None)
+        if self._tensors is not None and device.type != "cpu":
+            self._tensors = tuple(t.to(device) for t in self._tensors)
+
+    def _permutation(self) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return torch.randperm(self.n, generator=g)
+
+    def next(self) -> tuple[torch.Tensor, Any]:
+        if self._perm is None:
+            self._perm = self._permutation()
+        if self.pos + self.batch_size > self.n:  # drop the ragged tail: every batch is full
+            self.epoch += 1
+            self.pos = 0
+            self._perm = self._permutation()
+        idx = self._perm[self.pos:self.pos + self.batch_size]
+        self.pos += self.batch_size
+        if self._tensors is not None:
+            idx = idx.to(self.device) if self.device.type != "cpu" else idx
+            items = tuple(t[idx] for t in self._tensors)
+        else:
+            from torch.utils.data import default_collate
+
+            items = default_collate([self.dataset[int(i)] for i in idx])
+            items = tuple(t.to(self.device, non_blocking=True) if torch.is_tensor(t) else t for t in items)
+        x = items[0]
+        cond = items[1] if len(items) > 1 else None
+        if self.transform is not None:
+            x = self.transform(x)
+        return x, cond
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "pos": self.pos}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.pos = int(state["epoch"]), int(state["pos"])
+        self._perm = self._permutation()
+
+
+class EMA:
+    """Exponential moving average of the generator's weights (buffers are copied as they are)."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self._src = [p for p in model.parameters()]
+        self._dst = [p for p in self.model.parameters()]
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        torch._foreach_lerp_(self._dst, [p.detach() for p in self._src], 1.0 - self.decay)
+        for b_dst, b_src in zip(self.model.buffers(), model.buffers()):
+            b_dst.copy_(b_src)
+
+
+class Interrupted(Exception):
+    """Raised after a Ctrl-C / SIGTERM once the checkpoint is safely written."""
+
+    def __init__(self, step: int, signum: int, checkpoint: Path):
+        super().__init__(f"interrupted at step {step}")
+        self.step, self.signum, self.checkpoint = step, signum, checkpoint
+
+
+@dataclass
+class RunPaths:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.toml"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def samples(self) -> Path:
+        return self.root / "samples"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.json"
+
+    @property
+    def data_meta(self) -> Path:
+        return self.root / "data.json"
+
+
+@dataclass
+class Trainer:
+    """Trains ``domain``'s generator and discriminator under ``config``; writes the run directory ``out``."""
+
+    domain: Domain
+    config: RunConfig
+    data: Data
+    loss: Loss
+    out: Path
+    quiet: bool = False
+    step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        cfg = self.config.train
+        self.paths = RunPaths(Path(self.out))
+        self.device = resolve_device(cfg.device)
+        seed_everything(cfg.seed)
+        G, D = self.domain.build_models(self.config.options, self.data)
+        self.G, self.D = G.to(self.device), D.to(self.device)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
+        self.ema = EMA(self.G, cfg.ema) if cfg.ema > 0 else None
+        # Two RNG streams besides torch's global one: the latent/penalty noise and the data order.
+        self.rng = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
+        self.batches = Batches(self.data.train, cfg.batch_size, cfg.seed, self.device, self.data.transform)
+        n = self.domain.snapshot_size(self.config.options)
+        fixed_rng = torch.Generator(device=self.device).manual_seed(cfg.seed + 2)
+        self.fixed_z = self.domain.sample_latent(n, self.config.options, rng=fixed_rng, device=self.device)
+        fixed_cond = self.domain.snapshot_conditions(n, self.data)
+        self.fixed_cond = fixed_cond.to(self.device) if fixed_cond is not None else None
+        self.elapsed = 0.0
+        self.pretrained = False
+        self.ctx = StepContext(generator=self.G, discriminator=self.D, loss=self.loss, step=0,
+                               total_steps=cfg.steps, batch_size=cfg.batch_size, device=self.device,
+                               rng=self.rng, options=self.config.options, data=self.data)
+        self._acc: torch.Tensor | None = None
+        self._acc_n = 0
+        self._stop_signal: int | None = None
+
+    # -- one step -----------------------------------------------------------------------------------
+    def _real(self) -> tuple[torch.Tensor, Any]:
+        real, cond = self.batches.next()
+        return real, (cond if self.data.conditional else None)
+
+    def train_step(self) -> torch.Tensor:
+        """One generator update after ``n_critic`` discriminator updates; returns the step's statistics."""
+        cfg, dom, opts, ctx = self.config.train, self.domain, self.config.options, self.ctx
+        G, D, loss = self.G, self.D, self.loss
+        ctx.step = self.step
+        D.requires_grad_(True)
+        for _ in range(cfg.n_critic):
+            real, cond = self._real()
+            ctx.real, ctx.cond = real, cond
+            z = dom.sample_latent(cfg.batch_size, opts, rng=self.rng, device=self.device)
+            with torch.no_grad():
+                fake = dom.fake(G, z, cond, ctx)
+            d_real, d_fake = D(real, cond), D(fake, cond)
+            loss_d = loss.discriminator(d_real, d_fake)
+            penalty = torch.zeros((), device=self.device)
+            if cfg.gp > 0:
+                penalty = penalty + cfg.gp * gradient_penalty(D, real, fake, cond, self.rng)
+            if cfg.r1 > 0:
+                penalty = penalty + cfg.r1 * r1_penalty(D, real, cond)
+            self.opt_d.zero_grad(set_to_none=True)
+            (loss_d + penalty).backward()
+            self.opt_d.step()
+        D.requires_grad_(False)  # no discriminator gradients are needed for the generator update
+        z = dom.sample_latent(cfg.batch_size, opts, rng=self.rng, device=self.device)
+        loss_g = dom.generator_loss(z, cond, ctx)
+        if loss_g is None:
+            fake = dom.fake(G, z, cond, ctx)
+            real_logits = D(real, cond) if loss.uses_real_in_generator else None
+            loss_g = loss.generator(D(fake, cond), real_logits)
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+        if self.ema is not None:
+            self.ema.update(G)
+        self.step += 1
+        return torch.stack([loss_d.detach(), loss_g.detach(), d_real.detach().mean(),
+                            d_fake.detach().mean(), penalty.detach()])
+
+    # -- snapshots, metrics, checkpoints ------------------------------------------------------------
+    @property
+    def sampler(self) -> nn.Module:
+        """The generator used for samples: the EMA copy when there is one."""
+        return self.ema.model if self.ema is not None else self.G
+
+    @torch.no_grad()
+    def snapshot(self, name: str) -> list[Path]:
+        G = self.sampler
+        was_training = G.training
+        G.eval()
+        with torch.random.fork_rng(devices=[]):
+            samples = self.domain.generate(G, self.fixed_z, self.fixed_cond, self.config.options)
+        G.train(was_training)
+        self.paths.samples.mkdir(parents=True, exist_ok=True)
+        return self.domain.write_snapshot(samples.cpu() if torch.is_tensor(samples) else samples,
+                                          None if self.fixed_cond is None else self.fixed_cond.cpu(),
+                                          self.paths.samples / name, self.config.options, self.data)
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        G = self.sampler
+        was_training = G.training
+        G.eval()
+        with torch.random.fork_rng(devices=[]):
+            self.ctx.step = self.step
+            self.ctx.generator = G
+            try:
+                metrics = self.domain.evaluate(self.ctx)
+            finally:
+                self.ctx.generator = self.G
+        G.train(was_training)
+        return {k: float(v) for k, v in metrics.items()}
+
+    def _log(self, record: dict[str, Any]) -> None:
+        self.history.append(record)
+        with open(self.paths.metrics, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _flush_metrics(self, extra: dict[str, float] | None = None) -> dict[str, Any] | None:
+        if self._acc is None or self._acc_n == 0:
+            if extra:
+                record = {"step": self.step, "seconds": round(self.elapsed, 3), **extra}
+                self._log(record)
+                return record
+            return None
+        mean = (self._acc / self._acc_n).tolist()
+        record = {"step": self.step, "loss_d": mean[0], "loss_g": mean[1], "d_real": mean[2], "d_fake": mean[3]}
+        if self.config.train.gp > 0 or self.config.train.r1 > 0:
+            record["penalty"] = mean[4]
+        record["seconds"] = round(self.elapsed, 3)
+        record.update(extra or {})
+        self._acc, self._acc_n = None, 0
+        self._log(record)
+        return record
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "step": self.step,
+            "elapsed": self.elapsed,
+            "pretrained": self.pretrained,
+            "optimizer_g": self.opt_g.state_dict(),
+            "optimizer_d": self.opt_d.state_dict(),
+            "rng_torch": torch.get_rng_state(),
+            "rng_latent": self.rng.get_state(),
+            "batches": self.batches.state_dict(),
+            "fixed_z": self.fixed_z.cpu(),
+            "config_toml": self.config.to_toml(),
+            "domain": self.domain.name,
+            "genkit_version": __version__,
+        }
+        if self.fixed_cond is not None and torch.is_tensor(self.fixed_cond):
+            state["fixed_cond"] = self.fixed_cond.cpu()
+        if self.device.type == "cuda":
+            state["rng_cuda"] = torch.cuda.get_rng_state_all()
+        if self._acc is not None:
+            state["acc"] = self._acc.cpu()
+            state["acc_n"] = self._acc_n
+        return state
+
+    def save(self) -> Path:
+        models = {"generator": self.G, "discriminator": self.D}
+        if self.ema is not None:
+            models["generator_ema"] = self.ema.model
+        return save_checkpoint(self.paths.checkpoints, self.step, models, self.state_dict())
+
+    def load(self, ckpt: Path) -> None:
+        state = load_state(ckpt)
+        load_weights(self.G, ckpt / MODEL_FILES["generator"], self.device)
+        load_weights(self.D, ckpt / MODEL_FILES["discriminator"], self.device)
+        if self.ema is not None:
+            load_weights(self.ema.model, ckpt / MODEL_FILES["generator_ema"], self.device)
+        self.opt_g.load_state_dict(state["optimizer_g"])
+        self.opt_d.load_state_dict(state["optimizer_d"])
+        self.step = int(state["step"])
+        self.elapsed = float(state["elapsed"])
+        self.pretrained = bool(state.get("pretrained", False))
+        torch.set_rng_state(state["rng_torch"])
+        self.rng.set_state(state["rng_latent"])
+        if "rng_cuda" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        self.batches.load_state_dict(state["batches"])
+        self.fixed_z = state["fixed_z"].to(self.device)
+        if "fixed_cond" in state:
+            self.fixed_cond = state["fixed_cond"].to(self.device)
+        if "acc" in state:
+            self._acc, self._acc_n = state["acc"].to(self.device), int(state["acc_n"])
+        # Forget metrics logged after the checkpoint, so the resumed run does not log them twice.
+        if self.paths.metrics.is_file():
+            lines = self.paths.metrics.read_text(encoding="utf-8").splitlines()
+            kept = []
+            for line in lines:
+                try:
+                    if json.loads(line).get("step", 0) <= self.step:
+                        kept.append(line)
+                except json.JSONDecodeError:
+                    continue
+            self.paths.metrics.write_text("".join(l + "\n" for l in kept), encoding="utf-8")
+            self.history = [json.loads(l) for l in kept]
+
+    # -- the run ------------------------------------------------------------------------------------
+    def _on_signal(self, signum, frame) -> None:
+        if self._stop_signal is not None:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self._stop_signal = signum
+        if not self.quiet:
+            from .errors import warn
+
+            warn("stopping: writing a checkpoint after this step (press Ctrl-C again to abort without one)")
+
+    def _pretrain(self) -> None:
+        cfg = self.config.train
+        if cfg.pretrain_steps <= 0 or self.pretrained:
+            return
+        bar = progress_bar(total=cfg.pretrain_steps, desc=f"{self.domain.name} pretrain", disable=self.quiet)
+
+        def progress(n: int, stats: dict) -> None:
+            bar.update(n)
+            if stats:
+                bar.set_postfix({k: f"{v:.3g}" for k, v in stats.items()}, refresh=False)
+
+        self.ctx.step = 0
+        start = time.perf_counter()
+        stats = self.domain.pretrain(self.ctx, self._real, cfg.pretrain_steps, progress)
+        bar.close()
+        self.elapsed += time.perf_counter() - start
+        self.pretrained = True
+        self._log({"step": 0, "phase": "pretrain", "seconds": round(self.elapsed, 3), **(stats or {})})
+
+    def run(self) -> dict[str, Any]:
+        """Train to ``config.train.steps``; returns the summary (also written to ``summary.json``)."""
+        cfg = self.config.train
+        self.paths.samples.mkdir(parents=True, exist_ok=True)
+        handlers = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                handlers[sig] = signal.signal(sig, self._on_signal)
+            except ValueError:  # not in the main thread (e.g. some notebook kernels)
+                pass
+        try:
+            self._pretrain()
+            return self._loop()
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+
+    def _loop(self) -> dict[str, Any]:
+        cfg = self.config.train
+        self.G.train()
+        self.D.train()
+        bar = progress_bar(total=cfg.steps, initial=self.step, desc=f"{self.domain.name}", disable=self.quiet)
+        last_ckpt: Path | None = None
+        tick = time.perf_counter()
+        while self.step < cfg.steps:
+            stats = self.train_step()
+            self._acc = stats if self._acc is None else self._acc + stats
+            self._acc_n += 1
+            now = time.perf_counter()
+            self.elapsed += now - tick
+            tick = now
+            bar.update(1)
+            final = self.step >= cfg.steps
+            if self.step % cfg.log_every == 0 or final:
+                extra = self.evaluate() if (cfg.eval_every and self.step % cfg.eval_every == 0 and not final) else None
+                record = self._flush_metrics(extra)
+                if record is not None:
+                    bar.set_postfix(loss_d=f"{record['loss_d']:.3f}", loss_g=f"{record['loss_g']:.3f}", refresh=False)
+            if cfg.sample_every and self.step % cfg.sample_every == 0 and not final:
+                self.snapshot(f"step-{self.step:08d}")
+            if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and not final) or \
+                    (self._stop_signal is not None and not final):
+                last_ckpt = self.save()
+            if self._stop_signal is not None and not final:
+                bar.close()
+                self._write_summary("interrupted", last_ckpt, [])
+                raise Interrupted(self.step, self._stop_signal, last_ckpt)
+            tick = time.perf_counter()
+        bar.close()
+        final_eval = self.evaluate()
+        if final_eval:
+            self._log({"step": self.step, "seconds": round(self.elapsed, 3), **final_eval})
+        last_ckpt = self.save()
+        files = self.snapshot("final")
+        exported = self.domain.export(self.sampler, self.paths.root, self.config.options, self.data)
+        return self._write_summary("completed", last_ckpt, files, final_eval, exported)
+
+    def _write_summary(self, status: str, ckpt: Path | None, files: list[Path],
+                       metrics: dict[str, float] | None = None, exported: list[Path] | None = None) -> dict[str, Any]:
+        last = next((r for r in reversed(self.history) if "loss_d" in r), {})
+        summary = {
+            "status": status,
+            "domain": self.domain.name,
+            "preset": self.config.preset,
+            "data": self.config.data,
+            "data_source": self.data.source,
+            "steps": self.step,
+            "seconds": round(self.elapsed, 3),
+            "seconds_per_step": round(self.elapsed / max(self.step, 1), 5),
+            "loss": self.loss.name,
+            "loss_d": last.get("loss_d"),
+            "loss_g": last.get("loss_g"),
+            "parameters": {"generator": count_parameters(self.G), "discriminator": count_parameters(self.D)},
+            "device": str(self.device),
+            "run_dir": str(self.paths.root),
+            "samples": [str(p) for p in files],
+            "checkpoint": str(ckpt) if ckpt else None,
+            "metrics": metrics or {},
+            "exported": [str(p) for p in (exported or [])],
+            "genkit_version": __version__,
+        }
+        self.paths.summary.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        return summary
+
+
+def find_checkpoint(path: Path) -> tuple[Path, Path]:
+    """Accept a run directory or a checkpoint folder; return ``(run_dir, checkpoint_dir)``."""
+    path = Path(path)
+    if not path.exists():
+        raise GenkitError(f"no such run or checkpoint: {path}")
+    if (path / "state.pt").is_file():
+        return path.parent.parent, path
+    if not (path / "config.toml").is_file():
+        raise GenkitError(f"{path} holds no genkit run (no config.toml)")
+    ckpt = latest_checkpoint(path / "checkpoints")
+    if ckpt is None:
+        raise GenkitError(f"{path} holds no checkpoint (nothing under {path / 'checkpoints'})")
+    return path, ckpt

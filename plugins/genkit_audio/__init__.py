@@ -1,0 +1,1 @@
+"""genkit's audio domain (work in progress): registers nothing yet."""

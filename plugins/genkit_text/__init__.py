@@ -1,0 +1,1 @@
+"""genkit's text domain (work in progress): registers nothing yet."""

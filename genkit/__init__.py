@@ -11,5 +11,6 @@ from .domain import Data, Domain, Option, StepContext
 from .errors import GenkitError, warn
 from .hookspecs import hookimpl
 from .losses import Loss
+from .progress import progress_bar
 
-__all__ = ["__version__", "Data", "Domain", "GenkitError", "Loss", "Option", "StepContext", "hookimpl", "warn"]
+__all__ = ["__version__", "Data", "Domain", "GenkitError", "Loss", "Option", "StepContext", "hookimpl", "progress_bar", "warn"]

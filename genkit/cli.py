@@ -19,7 +19,8 @@ import click
 from . import __version__
 from .config import RESUMABLE_OVERRIDES, TRAIN_FIELDS, from_dict, read_toml, resolve
 from .errors import GenkitError, warn
-from .plugins import pm, registry
+from . import plugins as _plugins
+from .plugins import registry
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -392,7 +393,7 @@ def create_cli() -> click.Group:
 
     # Plugins may add commands; remember which plugin added which.
     reg = registry()
-    for impl in pm.hook.genkit_register_commands.get_hookimpls():
+    for impl in _plugins.pm.hook.genkit_register_commands.get_hookimpls():
         before = set(cli.commands)
         impl.function(cli=cli)
         added = sorted(set(cli.commands) - before)

@@ -72,6 +72,15 @@ def unregister_plugin(name: str) -> None:
     invalidate()
 
 
+def reset() -> None:
+    """Forget every loaded plugin (for tests): the next ``registry()`` loads them afresh."""
+    global pm, _loaded
+    pm = pluggy.PluginManager("genkit")
+    pm.add_hookspecs(hookspecs)
+    _loaded = False
+    invalidate()
+
+
 def invalidate() -> None:
     global _registry
     _registry = None

@@ -28,8 +28,8 @@ class ImageDomain(Domain):
         Option("channels", 0, "1 (grayscale) or 3 (RGB); 0 = as the data.", choices=(0, 1, 3)),
         Option("conditional", False, "Class-conditional generator and projection discriminator (labels from the data)."),
         Option("latent_dim", 100, "Dimension of z ~ N(0, I)."),
-        Option("g_width", 64, "Generator width (ngf): channels of its last hidden layer."),
-        Option("d_width", 64, "Discriminator width (ndf): channels of its first layer."),
+        Option("g_width", 32, "Generator width (ngf): channels of its last hidden layer."),
+        Option("d_width", 32, "Discriminator width (ndf): channels of its first layer."),
         Option("d_norm", "batch", "Discriminator normalisation: batch, spectral, layer or none.",
                choices=("batch", "spectral", "layer", "none")),
     )
@@ -39,9 +39,9 @@ class ImageDomain(Domain):
               "beta2": 0.999, "checkpoint_every": 1000, "sample_every": 500, "log_every": 50}
     presets = {
         # The paper's own settings: batch 128 and the same Adam; a GPU-sized run.
-        "paper": {"batch_size": 128, "steps": 20000},
+        "paper": {"batch_size": 128, "steps": 20000, "g_width": 64, "d_width": 64},
         # A minute-long smoke run: enough to see digit-like strokes.
-        "quick": {"steps": 400, "g_width": 32, "d_width": 32, "sample_every": 100, "checkpoint_every": 200},
+        "quick": {"steps": 400, "sample_every": 100, "checkpoint_every": 200},
     }
 
     # -- data ---------------------------------------------------------------------------------------

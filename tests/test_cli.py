@@ -1,0 +1,146 @@
+"""The command line: help without torch, plugins and info listings, and bad input handled in one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from genkit import __version__
+
+
+def python(code: str, **env) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, **env}, timeout=120)
+
+
+@pytest.mark.parametrize("args", [["--help"], ["run", "--help"], ["run", "image", "--help"], ["plugins"]])
+def test_help_and_listing_do_not_import_torch(args):
+    out = python("import sys\nfrom genkit.cli import create_cli\n"
+                 f"create_cli().main({args!r}, standalone_mode=False)\n"
+                 "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "NO-TORCH"
+
+
+def test_version(invoke):
+    result = invoke("--version")
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+def test_run_help_lists_common_and_domain_options(invoke):
+    result = invoke("run", "image", "--help")
+    for flag in ("--config", "--data", "--steps", "--batch-size", "--loss", "--lr-g", "--lr-d", "--n-critic", "--seed",
+                 "--device", "--out", "--resume", "--checkpoint-every", "--json", "--size", "--channels", "--conditional"):
+        assert flag in result.output, flag
+
+
+def test_plugins_json_names_what_each_plugin_registers(invoke, ring):
+    result = invoke("plugins", "--json")
+    rows = {p["name"]: p for p in json.loads(result.stdout)}
+    assert "image" in rows["image"]["domains"]
+    assert {"ns", "wgan-gp", "hinge", "lsgan", "minimax"} <= set(rows["genkit.losses"]["losses"])
+    assert rows["ring"]["domains"] == ["ring"]
+    assert rows["image"]["version"] == __version__
+
+
+def test_info_image_json(invoke):
+    result = invoke("info", "image", "--json")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["sample_shape"] == [1, 28, 28]
+    assert info["parameters"]["generator"] > 0 and info["parameters"]["discriminator"] > 0
+    assert info["config"]["train"]["loss"] == "ns"
+    assert info["config"]["image"]["size"] == 28 or info["config"]["image"]["size"] == 0
+    assert info["data"]["examples"] == 5000
+    wide = json.loads(invoke("info", "image", "--json", "--g-width", "64").stdout)
+    assert wide["parameters"]["generator"] > info["parameters"]["generator"]
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("genkit: error:")
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["run", "nosuchdomain"], ["unknown domain 'nosuchdomain'", "image"]),
+    (["run", "image", "--loss", "nosuchloss"], ["unknown loss 'nosuchloss'", "wgan-gp"]),
+    (["run", "image", "--data", "/no/such/path"], ["/no/such/path"]),
+    (["run", "image", "--steps", "0"], ["steps must be positive"]),
+    (["run", "image", "--steps", "-5"], ["steps must be positive"]),
+    (["run", "image", "--lr-g", "0"], ["lr-g must be positive"]),
+    (["run", "image", "--device", "tpu"], ["unknown device 'tpu'"]),
+    (["run", "image", "--pretrain-steps", "3"], ["no pre-training phase"]),
+    (["info", "nosuchdomain"], ["unknown domain"]),
+    (["sample", "/no/such/run"], ["/no/such/run"]),
+])
+def test_bad_input_is_one_line_and_writes_nothing(invoke, tmp_path, monkeypatch, args, fragments):
+    monkeypatch.chdir(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    result = invoke(*args)
+    assert_one_line_error(result, *fragments)
+    assert sorted(tmp_path.rglob("*")) == before  # nothing created, not even runs/
+
+
+def test_empty_folder_is_an_error(invoke, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert_one_line_error(invoke("run", "image", "--data", empty, "--out", tmp_path / "out"), str(empty), "no images")
+    assert not (tmp_path / "out").exists()
+
+
+def test_resume_on_a_folder_without_a_run(invoke, tmp_path):
+    (tmp_path / "notarun").mkdir()
+    (tmp_path / "notarun" / "keep.txt").write_text("user data")
+    assert_one_line_error(invoke("run", "image", "--resume", tmp_path / "notarun"), "no genkit run")
+    assert sorted(p.name for p in (tmp_path / "notarun").iterdir()) == ["keep.txt"]
+
+
+def test_config_with_unknown_keys(invoke, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('domain = "image"\n[train]\nsteps = 5\nlearning_rate = 0.1\n')
+    assert_one_line_error(invoke("run", "image", "--config", bad, "--out", tmp_path / "o"), str(bad), "learning_rate")
+    bad.write_text('[image]\nwidth = 3\n')
+    assert_one_line_error(invoke("run", "image", "--config", bad, "--out", tmp_path / "o"), "width")
+    bad.write_text('colour = "blue"\n')
+    assert_one_line_error(invoke("run", "image", "--config", bad, "--out", tmp_path / "o"), "colour")
+    bad.write_text('[train\n')
+    assert_one_line_error(invoke("run", "image", "--config", bad, "--out", tmp_path / "o"), "not valid TOML")
+    bad.write_text('[train]\nsteps = "many"\n')
+    assert_one_line_error(invoke("run", "image", "--config", bad, "--out", tmp_path / "o"), "steps must be int")
+    assert not (tmp_path / "o").exists()
+
+
+def test_out_folder_with_user_files_is_never_overwritten(invoke, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "thesis.tex").write_text("precious")
+    assert_one_line_error(invoke("run", "image", "--out", out), "not empty")
+    assert (out / "thesis.tex").read_text() == "precious"
+
+
+def test_bad_flag_is_a_usage_error(invoke):
+    result = invoke("run", "image", "--steps", "many")
+    assert result.exit_code == 2
+    assert "Invalid value for '--steps'" in result.stderr
+
+
+def test_unexpected_errors_are_one_line_unless_debugging(tmp_path):
+    code = ("from genkit.cli import main\nimport genkit.cli as c\n"
+            "def boom(*a, **k):\n    raise RuntimeError('kaboom')\n"
+            "c.info_domain = boom\nmain(['info', 'image'])\n")
+    quiet = python(code)
+    assert quiet.returncode == 1
+    assert quiet.stderr.strip().splitlines() == [
+        "genkit: error: RuntimeError: kaboom (set GENKIT_DEBUG=1 for the traceback)"]
+    loud = python(code, GENKIT_DEBUG="1")
+    assert loud.returncode == 1 and "Traceback" in loud.stderr

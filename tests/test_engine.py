@@ -1,0 +1,174 @@
+"""The engine on the small ring domain: n-critic scheduling, EMA, seeding, checkpoints, exact resume."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import pytest
+import torch
+
+from conftest import load_weights, read_metrics
+from genkit.checkpoint import latest_checkpoint, load_state
+from genkit.config import resolve
+from genkit.engine import Interrupted, Trainer
+from genkit.plugins import registry
+
+
+def make_trainer(tmp_path, name="run", **overrides) -> Trainer:
+    reg = registry()
+    dom = reg.domain("ring")
+    overrides.setdefault("hidden", 16)
+    overrides.setdefault("examples", 512)
+    overrides.setdefault("batch_size", 32)
+    overrides.setdefault("log_every", 2)
+    cfg = resolve(dom, reg.losses, overrides=overrides)
+    data = dom.load_data(cfg.data, cfg.options, cache_dir=tmp_path / "cache")
+    out = tmp_path / name
+    out.mkdir()
+    return Trainer(domain=dom, config=cfg, data=data, loss=reg.loss(cfg.train.loss), out=out, quiet=True)
+
+
+def count_calls(optimizer):
+    calls = []
+    original = optimizer.step
+
+    def step(*a, **k):
+        calls.append(1)
+        return original(*a, **k)
+
+    optimizer.step = step
+    return calls
+
+
+def test_n_critic_discriminator_updates_per_generator_update(ring, tmp_path):
+    t = make_trainer(tmp_path, n_critic=5, steps=3, checkpoint_every=0, sample_every=0)
+    d_calls, g_calls = count_calls(t.opt_d), count_calls(t.opt_g)
+    t.run()
+    assert (len(d_calls), len(g_calls)) == (15, 3)
+    # every discriminator update drew a fresh real batch: 15 batches of 32 from 512 examples
+    assert t.batches.epoch * (512 // 32) + t.batches.pos // 32 == 15
+
+
+def test_generator_update_computes_no_discriminator_gradients(ring, tmp_path):
+    t = make_trainer(tmp_path, steps=1)
+    t.train_step()
+    # the discriminator's gradients were cleared before its own update and none were added by the G update
+    d_grads = [p.grad for p in t.D.parameters()]
+    t.opt_d.zero_grad(set_to_none=True)
+    g_before = {k: v.clone() for k, v in t.G.state_dict().items()}
+    t.D.requires_grad_(True)
+    t.train_step()
+    assert any(not torch.equal(g_before[k], v) for k, v in t.G.state_dict().items())
+    assert all(not p.requires_grad for p in t.D.parameters())  # frozen during the generator update
+    assert all(g is not None for g in d_grads)  # but it did train in the critic loop
+
+
+def test_ema_tracks_the_generator(ring, tmp_path):
+    t = make_trainer(tmp_path, ema=0.9, steps=1)
+    ema_before = [p.clone() for p in t.ema.model.parameters()]
+    t.train_step()
+    for e0, e1, g in zip(ema_before, t.ema.model.parameters(), t.G.parameters()):
+        torch.testing.assert_close(e1, 0.9 * e0 + 0.1 * g.detach())
+    assert not any(p.requires_grad for p in t.ema.model.parameters())
+    assert t.sampler is t.ema.model
+
+
+def test_same_seed_same_weights_other_seed_other_weights(ring, tmp_path):
+    a = make_trainer(tmp_path, "a", seed=3, steps=5)
+    b = make_trainer(tmp_path, "b", seed=3, steps=5)
+    c = make_trainer(tmp_path, "c", seed=4, steps=5)
+    for t in (a, b, c):
+        for _ in range(5):
+            t.train_step()
+    for (k, va), vb, vc in zip(a.G.state_dict().items(), b.G.state_dict().values(), c.G.state_dict().values()):
+        assert torch.equal(va, vb), k
+    assert any(not torch.equal(va, vc) for va, vc in zip(a.G.state_dict().values(), c.G.state_dict().values()))
+
+
+def test_checkpoint_round_trip(ring, tmp_path):
+    t = make_trainer(tmp_path, steps=4, ema=0.5)
+    for _ in range(3):
+        t.train_step()
+    ckpt = t.save()
+    assert ckpt.name == "step-00000003"
+    assert latest_checkpoint(t.paths.checkpoints) == ckpt
+    state = load_state(ckpt)  # loads with weights_only=True: nothing but tensors and plain data
+    assert state["step"] == 3 and state["domain"] == "ring"
+    assert "steps = 4" in state["config_toml"]
+    g = load_weights(ckpt / "generator.safetensors")
+    for k, v in t.G.state_dict().items():
+        assert torch.equal(g[k], v)
+    assert (ckpt / "generator_ema.safetensors").is_file()
+    fresh = make_trainer(tmp_path, "fresh", steps=4, ema=0.5)
+    fresh.load(ckpt)
+    assert fresh.step == 3
+    for a, b in zip(fresh.opt_g.state_dict()["state"].values(), t.opt_g.state_dict()["state"].values()):
+        assert torch.equal(a["exp_avg"], b["exp_avg"])
+
+
+@pytest.mark.parametrize("overrides", [{}, {"loss": "wgan-gp", "n_critic": 2, "ema": 0.9, "conditional": True}])
+def test_exact_resume(ring, tmp_path, overrides):
+    """N steps == N/2 steps + resume + N/2 steps: the same weights, bit for bit."""
+    full = make_trainer(tmp_path, "full", steps=8, checkpoint_every=0, **overrides)
+    full.run()
+    half = make_trainer(tmp_path, "half", steps=4, checkpoint_every=0, **overrides)
+    half.run()
+    resumed = make_trainer(tmp_path, "resumed", steps=8, checkpoint_every=0, **overrides)
+    resumed.paths = half.paths
+    resumed.load(latest_checkpoint(half.paths.checkpoints))
+    assert resumed.step == 4
+    resumed.run()
+    for name in ("generator", "discriminator") + (("generator_ema",) if overrides.get("ema") else ()):
+        a = load_weights(full.paths.checkpoints / "step-00000008" / f"{name}.safetensors")
+        b = load_weights(half.paths.checkpoints / "step-00000008" / f"{name}.safetensors")
+        for k in a:
+            assert torch.equal(a[k], b[k]), f"{name}.{k} differs after resume"
+    # metrics: the resumed run continues the log without duplicates
+    steps = [r["step"] for r in read_metrics(half.paths.root) if "loss_d" in r]
+    assert steps == [2, 4, 6, 8]
+
+
+def test_interrupt_writes_a_checkpoint_and_resume_finishes(ring, tmp_path):
+    t = make_trainer(tmp_path, steps=10, checkpoint_every=0)
+    original = t.train_step
+
+    def step():
+        out = original()
+        if t.step == 3:
+            t._stop_signal = signal.SIGTERM  # what the SIGTERM handler sets
+        return out
+
+    t.train_step = step
+    with pytest.raises(Interrupted) as info:
+        t.run()
+    assert info.value.step == 3
+    assert latest_checkpoint(t.paths.checkpoints).name == "step-00000003"
+    assert json.loads(t.paths.summary.read_text())["status"] == "interrupted"
+
+
+def test_metrics_and_summary_contract(ring, tmp_path):
+    t = make_trainer(tmp_path, steps=6, log_every=3, sample_every=2, checkpoint_every=3)
+    summary = t.run()
+    rows = read_metrics(t.paths.root)
+    train_rows = [r for r in rows if "loss_d" in r]
+    assert [r["step"] for r in train_rows] == [3, 6]
+    for r in train_rows:
+        assert {"step", "loss_d", "loss_g", "seconds"} <= set(r)
+        assert all(isinstance(r[k], float) for k in ("loss_d", "loss_g"))
+    assert train_rows[1]["seconds"] >= train_rows[0]["seconds"] > 0
+    # the ring domain's evaluation runs at the end and lands in the summary
+    assert 0 <= summary["metrics"]["modes"] <= 8
+    assert sorted(p.name for p in t.paths.samples.iterdir()) == ["final.json", "step-00000002.json", "step-00000004.json"]
+    assert sorted(p.name for p in t.paths.checkpoints.iterdir() if p.is_dir()) == ["step-00000003", "step-00000006"]
+    assert json.loads(t.paths.summary.read_text()) == json.loads(json.dumps(summary))
+    assert summary["status"] == "completed" and summary["steps"] == 6
+
+
+def test_ring_generator_learns_the_modes(ring, tmp_path):
+    """A real, if small, training run: the generator covers most of the ring's 8 modes."""
+    t = make_trainer(tmp_path, steps=2000, hidden=128, examples=4096, batch_size=128, log_every=100,
+                     checkpoint_every=0, sample_every=0, lr_g=1e-3, lr_d=1e-3)
+    summary = t.run()
+    assert summary["metrics"]["modes"] >= 6, summary["metrics"]
+    assert summary["metrics"]["high_quality"] > 0.3, summary["metrics"]

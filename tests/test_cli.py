@@ -144,3 +144,28 @@ def test_unexpected_errors_are_one_line_unless_debugging(tmp_path):
         "genkit: error: RuntimeError: kaboom (set GENKIT_DEBUG=1 for the traceback)"]
     loud = python(code, GENKIT_DEBUG="1")
     assert loud.returncode == 1 and "Traceback" in loud.stderr
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_signal_writes_a_checkpoint_before_exiting(tmp_path, sig):
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "genkit", "run", "image", "--g-width", "8", "--d-width", "8",
+                             "--batch-size", "16", "--steps", "100000", "--log-every", "2", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "GENKIT_CACHE": str(tmp_path / "cache")})
+    deadline = time.time() + 90
+    while not (out / "metrics.jsonl").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(getattr(signal, sig))
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + getattr(signal, sig), stderr
+    assert "Traceback" not in stderr
+    assert f"--resume {out}" in stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    ckpt = Path(summary["checkpoint"])
+    assert (ckpt / "state.pt").is_file() and (ckpt / "generator.safetensors").is_file()
+    assert (out / "checkpoints" / "latest").read_text().strip() == ckpt.name

@@ -1,0 +1,210 @@
+"""The image domain: DCGAN shapes, every data source, and a tiny run end to end through the CLI."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import struct
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import load_weights, read_metrics
+from genkit import GenkitError
+from genkit_image.model import DCGANConfig, Discriminator, Generator
+from genkit.plugins import registry
+
+TINY = ["--g-width", "8", "--d-width", "8", "--batch-size", "16"]
+
+
+@pytest.mark.parametrize("size", [28, 32, 64])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_dcgan_shapes(size, channels):
+    cfg = DCGANConfig(size=size, channels=channels, g_width=8, d_width=8)
+    G, D = Generator(cfg), Discriminator(cfg)
+    x = G(torch.randn(5, 100))
+    assert x.shape == (5, channels, size, size)
+    assert x.min() >= -1 and x.max() <= 1  # tanh output
+    assert D(x).shape == (5,)
+
+
+def test_conditional_dcgan_uses_the_label():
+    cfg = DCGANConfig(num_classes=10, g_width=8, d_width=8)
+    G, D = Generator(cfg).eval(), Discriminator(cfg).eval()
+    z = torch.randn(4, 100)
+    a, b = G(z, torch.tensor([0, 1, 2, 3])), G(z, torch.tensor([4, 5, 6, 7]))
+    assert not torch.allclose(a, b)
+    assert not torch.allclose(D(a, torch.tensor([0, 1, 2, 3])), D(a, torch.tensor([4, 5, 6, 7])))
+
+
+@pytest.mark.parametrize("norm", ["spectral", "layer", "none"])
+def test_discriminator_norm_variants(norm):
+    D = Discriminator(DCGANConfig(d_width=8, d_norm=norm))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in D.modules())
+    assert D(torch.randn(2, 1, 28, 28)).shape == (2,)
+
+
+def domain():
+    return registry().domain("image")
+
+
+def opts(**kw):
+    return {**domain().option_defaults(), **kw}
+
+
+def test_default_data_is_real_mnist(cache):
+    data = domain().load_data("mnist5k", opts(), cache_dir=cache)
+    x, y = data.train.tensors
+    assert x.shape == (5000, 1, 28, 28) and x.dtype == torch.uint8
+    assert sorted(set(y.tolist())) == list(range(10))
+    assert data.extra == {"size": 28, "channels": 1}
+    real = data.transform(x[:8])
+    assert real.min() == -1.0 and real.max() == 1.0
+    assert x.float().mean() / 255 == pytest.approx(0.13, abs=0.02)  # MNIST's mean intensity
+
+
+def write_png(path, size=(20, 12), color=(200, 10, 10), mode="RGB"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, size, color).save(path)
+
+
+def test_folder_with_labels_and_a_broken_file(cache, tmp_path, capsys):
+    root = tmp_path / "pics"
+    for i in range(3):
+        write_png(root / "cats" / f"c{i}.png")
+        write_png(root / "dogs" / "deep" / f"d{i}.jpg", color=(10, 10, 200))
+    (root / "dogs" / "broken.png").write_bytes(b"not a png at all")
+    data = domain().load_data(str(root), opts(size=32, conditional=True), cache_dir=cache)
+    x, y = data.train.tensors
+    assert x.shape == (6, 3, 32, 32)
+    assert data.class_names == ["cats", "dogs"] and data.num_classes == 2
+    assert y.tolist() == [0, 0, 0, 1, 1, 1]
+    assert x[0, 0].float().mean() == pytest.approx(200, abs=1) and x[3, 2].float().mean() == pytest.approx(200, abs=2)
+    err = capsys.readouterr().err
+    assert "broken.png" in err and "skipped 1 unreadable file(s) of 7" in err
+
+
+def test_folder_grayscale_conversion_and_default_size(cache, tmp_path):
+    root = tmp_path / "flat"
+    write_png(root / "a.png", size=(100, 80))
+    write_png(root / "b.png", size=(64, 64))
+    data = domain().load_data(str(root), opts(channels=1), cache_dir=cache)
+    assert data.train.tensors[0].shape == (2, 1, 64, 64)
+    assert not data.conditional
+    with pytest.raises(GenkitError, match="needs class labels"):
+        domain().load_data(str(root), opts(conditional=True), cache_dir=cache)
+
+
+def test_folder_of_only_broken_files(cache, tmp_path):
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.png").write_bytes(b"junk")
+    with pytest.raises(GenkitError, match="none of the 1 image files could be read"):
+        domain().load_data(str(tmp_path / "bad"), opts(), cache_dir=cache)
+
+
+def test_npz_float_nhwc(cache, tmp_path):
+    x = np.random.default_rng(0).random((10, 32, 32, 3)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x, y=np.array([5, 7] * 5))
+    data = domain().load_data(str(tmp_path / "d.npz"), opts(conditional=True), cache_dir=cache)
+    got = data.train.tensors[0]
+    assert got.shape == (10, 3, 32, 32)
+    assert torch.equal(got[0, :, 0, 0], torch.from_numpy(np.rint(x[0, 0, 0] * 255).astype(np.uint8)))
+    assert data.class_names == ["5", "7"] and data.train.tensors[1].tolist() == [0, 1] * 5
+    (tmp_path / "bad.npz").write_bytes(b"zip? no")
+    with pytest.raises(GenkitError, match="bad.npz"):
+        domain().load_data(str(tmp_path / "bad.npz"), opts(), cache_dir=cache)
+    np.savez(tmp_path / "nokey.npz", weights=x)
+    with pytest.raises(GenkitError, match="no image array"):
+        domain().load_data(str(tmp_path / "nokey.npz"), opts(), cache_dir=cache)
+
+
+def write_idx(path, array, magic):
+    with gzip.open(path, "wb") if path.suffix == ".gz" else open(path, "wb") as f:
+        f.write(struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in array.shape) + array.tobytes())
+
+
+def test_torchvision_mnist_from_the_cache_folder(cache):
+    """torchvision's MNIST loader reads a cached copy without touching the network."""
+    raw = cache / "torchvision" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    images = np.random.default_rng(1).integers(0, 256, (12, 28, 28), dtype=np.uint8)
+    labels = np.arange(12, dtype=np.uint8) % 10
+    write_idx(raw / "train-images-idx3-ubyte", images, 0x803)
+    write_idx(raw / "train-labels-idx1-ubyte", labels, 0x801)
+    write_idx(raw / "t10k-images-idx3-ubyte", images[:2], 0x803)
+    write_idx(raw / "t10k-labels-idx1-ubyte", labels[:2], 0x801)
+    data = domain().load_data("mnist", opts(), cache_dir=cache)
+    x, y = data.train.tensors
+    assert torch.equal(x[:, 0], torch.from_numpy(images)) and y.tolist() == labels.tolist()
+    assert data.class_names[0].startswith("0")
+
+
+def test_torchvision_offline_is_a_clear_error(cache, monkeypatch):
+    import socket
+
+    import torchvision
+
+    with socket.socket() as s:  # a port on this machine that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setattr(torchvision.datasets.FashionMNIST, "mirrors", [f"http://127.0.0.1:{port}/"])
+    with pytest.raises(GenkitError, match="could not download fashion-mnist"):
+        domain().load_data("fashion-mnist", opts(), cache_dir=cache)
+
+
+def test_end_to_end_run_and_sample(invoke, tmp_path):
+    out = tmp_path / "run"
+    result = invoke("run", "image", *TINY, "--steps", "4", "--log-every", "2", "--sample-every", "2",
+                    "--checkpoint-every", "2", "--ema", "0.9", "--out", out, "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary == json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["steps"] == 4 and summary["data_source"].startswith("MNIST")
+    final = out / "samples" / "final.png"
+    assert summary["samples"] == [str(final)]
+    assert Image.open(final).size == (10 * 30 + 2, 10 * 30 + 2)  # a 10 x 10 grid of 28 px digits, 2 px padding
+    assert (out / "samples" / "step-00000002.png").is_file()
+    assert [r["step"] for r in read_metrics(out)] == [2, 4]
+    assert (out / "checkpoints" / "latest").read_text().strip() == "step-00000004"
+    assert sorted(p.name for p in (out / "checkpoints" / "step-00000004").iterdir()) == [
+        "discriminator.safetensors", "generator.safetensors", "generator_ema.safetensors", "state.pt"]
+    assert 'loss = "ns"' in (out / "config.toml").read_text()
+
+    result = invoke("sample", out, "-n", "7", "--seed", "3", "--json")
+    assert result.exit_code == 0, result.output
+    written = json.loads(result.stdout)
+    assert written["weights"] == "generator_ema.safetensors"
+    pngs = [p for p in written["files"] if "sample-" in p.rsplit("/", 1)[-1]]
+    assert len(pngs) == 7 and Image.open(pngs[0]).size == (28, 28)
+    again = json.loads(invoke("sample", out / "checkpoints" / "step-00000004", "-n", "7", "--seed", "3", "--json").stdout)
+    assert again["out"] != written["out"]  # a new folder: nothing is overwritten
+    assert np.array_equal(np.asarray(Image.open(pngs[0])), np.asarray(Image.open(again["files"][0])))
+
+
+def test_config_file_reproduces_the_run(invoke, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert invoke("run", "image", *TINY, "--steps", "3", "--seed", "7", "--out", a).exit_code == 0
+    assert invoke("run", "image", "--config", a / "config.toml", "--out", b).exit_code == 0
+    wa = load_weights(a / "checkpoints" / "step-00000003" / "generator.safetensors")
+    wb = load_weights(b / "checkpoints" / "step-00000003" / "generator.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_cli_resume_matches_an_uninterrupted_run(invoke, tmp_path):
+    full, half = tmp_path / "full", tmp_path / "half"
+    common = [*TINY, "--conditional", "--loss", "hinge", "--n-critic", "2"]
+    assert invoke("run", "image", *common, "--steps", "6", "--out", full).exit_code == 0
+    assert invoke("run", "image", *common, "--steps", "3", "--out", half).exit_code == 0
+    result = invoke("run", "image", "--resume", half, "--steps", "6")
+    assert result.exit_code == 0, result.output
+    for name in ("generator", "discriminator"):
+        wa = load_weights(full / "checkpoints" / "step-00000006" / f"{name}.safetensors")
+        wb = load_weights(half / "checkpoints" / "step-00000006" / f"{name}.safetensors")
+        assert all(torch.equal(wa[k], wb[k]) for k in wa), name
+    assert "steps = 6" in (half / "config.toml").read_text()
+    again = invoke("run", "image", "--resume", half)
+    assert again.exit_code == 1 and "already at step 6 of 6" in again.stderr
+    changed = invoke("run", "image", "--resume", half, "--steps", "9", "--loss", "ns")
+    assert changed.exit_code == 1 and "cannot change loss" in changed.stderr

@@ -349,6 +349,47 @@ def sample_run(path: Path, n: int, out: Path | None, seed: int, device: str, as_
             click.echo(str(f))
 
 
+def eval_run(path: Path, device: str, as_json: bool) -> None:
+    import torch
+
+    from .checkpoint import MODEL_FILES, load_weights
+    from .domain import Domain, StepContext
+    from .engine import find_checkpoint, resolve_device
+
+    run_dir, ckpt = find_checkpoint(path)
+    raw = read_toml(run_dir / "config.toml")
+    reg = registry()
+    domain = reg.domain(raw.get("domain", ""))
+    if type(domain).evaluate is Domain.evaluate:
+        raise GenkitError(f"domain {domain.name!r} defines no evaluation")
+    cfg = from_dict(raw, domain, str(run_dir / "config.toml"))
+    dev = resolve_device(device)
+    data = domain.load_data(cfg.data, cfg.options, cache_dir=_cache_dir())
+    torch.manual_seed(cfg.train.seed)
+    G, D = domain.build_models(cfg.options, data)
+    weights = ckpt / MODEL_FILES["generator_ema"]
+    if not weights.is_file():
+        weights = ckpt / MODEL_FILES["generator"]
+    load_weights(G, weights, dev)
+    load_weights(D, ckpt / MODEL_FILES["discriminator"], dev)
+    G.to(dev).eval()
+    D.to(dev).eval()
+    step = int(ckpt.name.split("-")[-1]) if ckpt.name.startswith("step-") else 0
+    ctx = StepContext(generator=G, discriminator=D, loss=reg.loss(cfg.train.loss), step=step,
+                      total_steps=cfg.train.steps, batch_size=cfg.train.batch_size, device=dev,
+                      rng=torch.Generator(device=dev).manual_seed(cfg.train.seed), options=cfg.options, data=data)
+    with torch.no_grad():
+        metrics = {k: float(v) for k, v in domain.evaluate(ctx).items()}
+    result = {"run_dir": str(run_dir), "checkpoint": str(ckpt), "weights": weights.name, "step": step,
+              "metrics": metrics}
+    if as_json:
+        _echo_json(result)
+    else:
+        click.echo(f"{run_dir} @ {ckpt.name} ({weights.name})")
+        for key, value in metrics.items():
+            click.echo(f"{key}: {value:.6g}")
+
+
 def create_cli() -> click.Group:
     @click.group(context_settings=CONTEXT)
     @click.version_option(__version__, "--version", "-V", prog_name="genkit")
@@ -377,6 +418,14 @@ def create_cli() -> click.Group:
     def sample(path, n, out, seed, device, as_json):
         """Generate N samples from a run directory or checkpoint folder (EMA weights when present)."""
         sample_run(path, n, out, seed, device, as_json)
+
+    @cli.command(name="eval", context_settings=CONTEXT)
+    @click.argument("path", type=click.Path(path_type=Path))
+    @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or mps.")
+    @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+    def eval_(path, device, as_json):
+        """Score a run's latest checkpoint (or a checkpoint folder) with its domain's offline metrics."""
+        eval_run(path, device, as_json)
 
     @cli.command(context_settings=CONTEXT)
     @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")

@@ -16,7 +16,7 @@ from genkit import GenkitError
 from genkit_image.model import DCGANConfig, Discriminator, Generator
 from genkit.plugins import registry
 
-TINY = ["--g-width", "8", "--d-width", "8", "--batch-size", "16"]
+TINY = ["--g-width", "8", "--d-width", "8", "--batch-size", "16", "--eval-samples", "0"]
 
 
 @pytest.mark.parametrize("size", [28, 32, 64])
@@ -59,7 +59,7 @@ def test_default_data_is_real_mnist(cache):
     x, y = data.train.tensors
     assert x.shape == (5000, 1, 28, 28) and x.dtype == torch.uint8
     assert sorted(set(y.tolist())) == list(range(10))
-    assert data.extra == {"size": 28, "channels": 1}
+    assert (data.extra["size"], data.extra["channels"]) == (28, 1)
     real = data.transform(x[:8])
     assert real.min() == -1.0 and real.max() == 1.0
     assert x.float().mean() / 255 == pytest.approx(0.13, abs=0.02)  # MNIST's mean intensity
@@ -208,3 +208,47 @@ def test_cli_resume_matches_an_uninterrupted_run(invoke, tmp_path):
     assert again.exit_code == 1 and "already at step 6 of 6" in again.stderr
     changed = invoke("run", "image", "--resume", half, "--steps", "9", "--loss", "ns")
     assert changed.exit_code == 1 and "cannot change loss" in changed.stderr
+
+
+def two_class_npz(path, n=400, seed=0):
+    """Class 0: a bright square top-left; class 1: bottom-right; both on noise."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+    y = np.arange(n) % 2
+    x[y == 0, 2:12, 2:12] = 250
+    x[y == 1, 16:26, 16:26] = 250
+    np.savez(path, x=x, y=y)
+    return path
+
+
+def test_refnet_metrics_separate_real_from_noise(cache, tmp_path):
+    from genkit_image import metrics
+
+    data = domain().load_data(str(two_class_npz(tmp_path / "d.npz")), opts(), cache_dir=cache)
+    x, y = data.train.tensors[0], data.extra["_labels"]
+    net, acc, test_idx = metrics.reference_classifier(x, y, 2, data.source, cache)
+    assert acc == 1.0
+    assert len(list((cache / "image-refnet").glob("*.safetensors"))) == 1  # cached for the next evaluation
+    held_out = x[test_idx]
+    train = data.transform(x[np.setdiff1d(np.arange(len(x)), test_idx.numpy())])
+    real = metrics.score(net, acc, held_out, train, 2)
+    noise = metrics.score(net, acc, held_out, torch.rand(200, 1, 28, 28) * 2 - 1, 2)
+    assert real["refnet_is"] == pytest.approx(2.0, abs=0.1) and real["refnet_classes"] == 2
+    assert real["refnet_confident"] > 0.95
+    assert real["refnet_fd"] < 0.05 * noise["refnet_fd"]
+    assert noise["refnet_is"] < 1.5
+
+
+def test_eval_command_scores_a_run_like_the_run_did(invoke, tmp_path):
+    data = two_class_npz(tmp_path / "d.npz")
+    out = tmp_path / "run"
+    tiny = [a for a in TINY if a not in ("--eval-samples", "0")]
+    result = invoke("run", "image", "--data", data, *tiny, "--eval-samples", "100", "--steps", "2", "--out", out, "--json")
+    assert result.exit_code == 0, result.output
+    during = json.loads(result.stdout)["metrics"]
+    assert set(during) >= {"refnet_is", "refnet_fd", "refnet_kid", "refnet_confident", "refnet_classes"}
+    assert read_metrics(out)[-1]["refnet_fd"] == during["refnet_fd"]
+    after = json.loads(invoke("eval", out, "--json").stdout)
+    assert after["step"] == 2 and after["weights"] == "generator.safetensors"
+    assert after["metrics"] == pytest.approx(during, rel=1e-6)
+    assert "refnet_fd:" in invoke("eval", out).stdout

@@ -32,6 +32,7 @@ class ImageDomain(Domain):
         Option("d_width", 32, "Discriminator width (ndf): channels of its first layer."),
         Option("d_norm", "batch", "Discriminator normalisation: batch, spectral, layer or none.",
                choices=("batch", "spectral", "layer", "none")),
+        Option("eval_samples", 1000, "Samples scored by the reference classifier at evaluations (0 = no evaluation)."),
     )
     # Radford et al.: Adam, lr 2e-4, beta1 0.5, batch 128; 3000 steps of batch 64 is about 38 epochs of
     # the 5k MNIST subset and takes about 4 minutes on 2 CPU cores (docs/benchmarks.md).
@@ -87,7 +88,8 @@ class ImageDomain(Domain):
 
         return Data(train=TensorDataset(x, labels), conditional=conditional,
                     num_classes=len(names) if conditional else 0, class_names=names,
-                    transform=to_float, source=source, extra={"size": size, "channels": channels})
+                    transform=to_float, source=source,
+                    extra={"size": size, "channels": channels, "_cache_dir": Path(cache_dir), "_labels": y})
 
     # -- models -------------------------------------------------------------------------------------
     def model_config(self, options: Mapping[str, Any], data: Data):
@@ -110,6 +112,29 @@ class ImageDomain(Domain):
 
     def sample_shape(self, options, data):
         return (data.extra["channels"], data.extra["size"], data.extra["size"])
+
+    # -- evaluation ---------------------------------------------------------------------------------
+    def evaluate(self, ctx):
+        """refnet metrics (see metrics.py) of ``eval_samples`` samples; {} when off or the data has no labels."""
+        import torch
+
+        from . import metrics
+
+        n, data = ctx.options["eval_samples"], ctx.data
+        labels = data.extra.get("_labels")
+        if n <= 0 or labels is None or len(data.class_names) < 2 or data.train is None:
+            return {}
+        x = data.train.tensors[0]
+        net, acc, test_idx = metrics.reference_classifier(x, labels, len(data.class_names), data.source,
+                                                           data.extra["_cache_dir"])
+        g = torch.Generator(device=ctx.device).manual_seed(12345)  # not ctx.rng: evaluation must not move training's stream
+        fakes = []
+        for start in range(0, n, 500):
+            m = min(500, n - start)
+            z = self.sample_latent(m, ctx.options, rng=g, device=ctx.device)
+            cond = (torch.arange(start, start + m, device=ctx.device) % data.num_classes) if data.conditional else None
+            fakes.append(self.generate(ctx.generator, z, cond, ctx.options).cpu())
+        return metrics.score(net, acc, x[test_idx], torch.cat(fakes), len(data.class_names))
 
     # -- output -------------------------------------------------------------------------------------
     def write_snapshot(self, samples, cond, path, options, data):

@@ -293,11 +293,11 @@ def info_domain(domain, config_file, preset, data_spec, as_json, params) -> None
     click.echo(cfg.to_toml().rstrip())
 
 
-def sample_run(path: Path, n: int, out: Path | None, seed: int, device: str, as_json: bool) -> None:
+def sample_run(path: Path, n: int, out: Path | None, seed: int, device: str, as_json: bool, best: bool = False) -> None:
     from .config import from_dict as cfg_from_dict
     from .engine import find_checkpoint
 
-    run_dir, ckpt = find_checkpoint(path)
+    run_dir, ckpt = find_checkpoint(path, best)
     raw = read_toml(run_dir / "config.toml")
     domain = registry().domain(raw.get("domain", ""))
     cfg = cfg_from_dict(raw, domain, str(run_dir / "config.toml"))
@@ -349,14 +349,14 @@ def sample_run(path: Path, n: int, out: Path | None, seed: int, device: str, as_
             click.echo(str(f))
 
 
-def eval_run(path: Path, device: str, as_json: bool) -> None:
+def eval_run(path: Path, device: str, as_json: bool, best: bool = False) -> None:
     import torch
 
     from .checkpoint import MODEL_FILES, load_weights
     from .domain import Domain, StepContext
     from .engine import find_checkpoint, resolve_device
 
-    run_dir, ckpt = find_checkpoint(path)
+    run_dir, ckpt = find_checkpoint(path, best)
     raw = read_toml(run_dir / "config.toml")
     reg = registry()
     domain = reg.domain(raw.get("domain", ""))
@@ -414,18 +414,20 @@ def create_cli() -> click.Group:
     @click.option("--out", type=click.Path(path_type=Path), help="Folder to write (default: RUN/samples/sample-NNN).")
     @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the latent draw.")
     @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or mps.")
+    @click.option("--best", is_flag=True, help="Use the run's best checkpoint (checkpoints/best), not the latest.")
     @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
-    def sample(path, n, out, seed, device, as_json):
+    def sample(path, n, out, seed, device, best, as_json):
         """Generate N samples from a run directory or checkpoint folder (EMA weights when present)."""
-        sample_run(path, n, out, seed, device, as_json)
+        sample_run(path, n, out, seed, device, as_json, best)
 
     @cli.command(name="eval", context_settings=CONTEXT)
     @click.argument("path", type=click.Path(path_type=Path))
     @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or mps.")
+    @click.option("--best", is_flag=True, help="Use the run's best checkpoint (checkpoints/best), not the latest.")
     @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-    def eval_(path, device, as_json):
+    def eval_(path, device, best, as_json):
         """Score a run's latest checkpoint (or a checkpoint folder) with its domain's offline metrics."""
-        eval_run(path, device, as_json)
+        eval_run(path, device, as_json, best)
 
     @cli.command(context_settings=CONTEXT)
     @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")

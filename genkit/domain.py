@@ -86,6 +86,7 @@ class Domain:
     options: tuple[Option, ...] = ()
     recipe: dict[str, Any] = {}
     presets: dict[str, dict[str, Any]] = {}
+    best_metric: tuple[str, str] | None = None  # (metric from evaluate, "min" or "max"): marks checkpoints/best
     sample_ext: str = ""  # extension of the per-sample files genkit sample writes (".png", ".wav", ".txt")
 
     # -- data ---------------------------------------------------------------------------------------

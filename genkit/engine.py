@@ -219,6 +219,7 @@ class Trainer:
         self.ctx = StepContext(generator=self.G, discriminator=self.D, loss=self.loss, step=0,
                                total_steps=cfg.steps, batch_size=cfg.batch_size, device=self.device,
                                rng=self.rng, options=self.config.options, data=self.data)
+        self.best: dict[str, Any] = {}  # {"step": int, "value": float} of the best evaluation so far
         self._acc: torch.Tensor | None = None
         self._acc_n = 0
         self._stop_signal: int | None = None
@@ -336,6 +337,7 @@ class Trainer:
             "config_toml": self.config.to_toml(),
             "domain": self.domain.name,
             "genkit_version": __version__,
+            "best": dict(self.best),
         }
         if self.fixed_cond is not None and torch.is_tensor(self.fixed_cond):
             state["fixed_cond"] = self.fixed_cond.cpu()
@@ -363,6 +365,7 @@ class Trainer:
         self.step = int(state["step"])
         self.elapsed = float(state["elapsed"])
         self.pretrained = bool(state.get("pretrained", False))
+        self.best = dict(state.get("best", {}))
         torch.set_rng_state(state["rng_torch"])
         self.rng.set_state(state["rng_latent"])
         if "rng_cuda" in state and self.device.type == "cuda":
@@ -385,6 +388,23 @@ class Trainer:
                     continue
             self.paths.metrics.write_text("".join(l + "\n" for l in kept), encoding="utf-8")
             self.history = [json.loads(l) for l in kept]
+
+    def _improves(self, metrics: dict[str, float] | None) -> bool:
+        """True (and ``self.best`` updated) when the domain's ``best_metric`` beats the best so far."""
+        spec = self.domain.best_metric
+        if not spec or not metrics or spec[0] not in metrics or not math.isfinite(metrics[spec[0]]):
+            return False
+        name, mode = spec
+        value = metrics[name]
+        if self.best and not (value < self.best["value"] if mode == "min" else value > self.best["value"]):
+            return False
+        self.best = {"step": self.step, "metric": name, "value": value}
+        return True
+
+    def _mark_best(self, ckpt: Path) -> None:
+        tmp = self.paths.checkpoints / ".best.tmp"
+        tmp.write_text(ckpt.name + "\n", encoding="utf-8")
+        os.replace(tmp, self.paths.checkpoints / "best")
 
     # -- the run ------------------------------------------------------------------------------------
     def _on_signal(self, signum, frame) -> None:
@@ -451,6 +471,8 @@ class Trainer:
             if self.step % cfg.log_every == 0 or final:
                 extra = self.evaluate() if (cfg.eval_every and self.step % cfg.eval_every == 0 and not final) else None
                 record = self._flush_metrics(extra)
+                if self._improves(extra):
+                    self._mark_best(self.save())
                 if record is not None:
                     bar.set_postfix(loss_d=f"{record['loss_d']:.3f}", loss_g=f"{record['loss_g']:.3f}", refresh=False)
             if cfg.sample_every and self.step % cfg.sample_every == 0 and not final:
@@ -467,7 +489,10 @@ class Trainer:
         final_eval = self.evaluate()
         if final_eval:
             self._log({"step": self.step, "seconds": round(self.elapsed, 3), **final_eval})
+        improved = self._improves(final_eval)
         last_ckpt = self.save()
+        if improved:
+            self._mark_best(last_ckpt)
         files = self.snapshot("final")
         exported = self.domain.export(self.sampler, self.paths.root, self.config.options, self.data)
         return self._write_summary("completed", last_ckpt, files, final_eval, exported)
@@ -493,6 +518,7 @@ class Trainer:
             "samples": [str(p) for p in files],
             "checkpoint": str(ckpt) if ckpt else None,
             "metrics": metrics or {},
+            "best": dict(self.best),
             "exported": [str(p) for p in (exported or [])],
             "genkit_version": __version__,
         }
@@ -500,8 +526,11 @@ class Trainer:
         return summary
 
 
-def find_checkpoint(path: Path) -> tuple[Path, Path]:
-    """Accept a run directory or a checkpoint folder; return ``(run_dir, checkpoint_dir)``."""
+def find_checkpoint(path: Path, best: bool = False) -> tuple[Path, Path]:
+    """Accept a run directory or a checkpoint folder; return ``(run_dir, checkpoint_dir)``.
+
+    For a run directory: the latest checkpoint, or with ``best`` the one ``checkpoints/best`` names.
+    """
     path = Path(path)
     if not path.exists():
         raise GenkitError(f"no such run or checkpoint: {path}")
@@ -509,6 +538,14 @@ def find_checkpoint(path: Path) -> tuple[Path, Path]:
         return path.parent.parent, path
     if not (path / "config.toml").is_file():
         raise GenkitError(f"{path} holds no genkit run (no config.toml)")
+    if best:
+        pointer = path / "checkpoints" / "best"
+        if not pointer.is_file():
+            raise GenkitError(f"{path} has no best checkpoint (its domain defines no best_metric, or no evaluation ran)")
+        ckpt = path / "checkpoints" / pointer.read_text(encoding="utf-8").strip()
+        if not (ckpt / "state.pt").is_file():
+            raise GenkitError(f"{pointer} names {ckpt.name}, which is missing")
+        return path, ckpt
     ckpt = latest_checkpoint(path / "checkpoints")
     if ckpt is None:
         raise GenkitError(f"{path} holds no checkpoint (nothing under {path / 'checkpoints'})")

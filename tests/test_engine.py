@@ -172,3 +172,18 @@ def test_ring_generator_learns_the_modes(ring, tmp_path):
     summary = t.run()
     assert summary["metrics"]["modes"] >= 6, summary["metrics"]
     assert summary["metrics"]["high_quality"] > 0.3, summary["metrics"]
+
+
+def test_best_checkpoint_follows_the_domains_best_metric(ring, tmp_path, monkeypatch):
+    t = make_trainer(tmp_path, steps=6, eval_every=2, checkpoint_every=0)
+    scores = iter([0.2, 0.5, 0.4])  # evaluations at steps 2, 4 and the end (6): best is step 4
+    monkeypatch.setattr(type(t.domain), "evaluate", lambda self, ctx: {"high_quality": next(scores), "modes": 1.0})
+    summary = t.run()
+    assert (t.paths.checkpoints / "best").read_text().strip() == "step-00000004"
+    assert summary["best"] == {"step": 4, "metric": "high_quality", "value": 0.5}
+    assert load_state(t.paths.checkpoints / "step-00000004")["best"]["value"] == 0.5
+    from genkit.engine import find_checkpoint
+
+    t.config.write(t.paths.config)  # what `genkit run` writes first
+    assert find_checkpoint(t.paths.root, best=True)[1].name == "step-00000004"
+    assert find_checkpoint(t.paths.root)[1].name == "step-00000006"

@@ -22,6 +22,7 @@ class ImageDomain(Domain):
     summary = "DCGAN on 28/32/64-pixel images (default: handwritten digits, offline)"
     paper = "Radford, Metz & Chintala, Unsupervised Representation Learning with DCGANs, ICLR 2016"
     sample_ext = ".png"
+    best_metric = ("refnet_fd", "min")  # checkpoints/best names the checkpoint with the lowest refnet FD
     options = (
         Option("size", 0, "Image side in pixels: 28, 32 or 64 (0 = the data's: 28 for MNIST, 32 for CIFAR-10, else 64).",
                choices=(0, 28, 32, 64)),

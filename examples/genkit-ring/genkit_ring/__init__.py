@@ -33,6 +33,7 @@ class RingDomain(Domain):
     summary = "2-D ring of 8 Gaussians (mode-collapse toy problem)"
     paper = "Metz et al., Unrolled Generative Adversarial Networks, ICLR 2017 (the 2-D mixture benchmark)"
     sample_ext = ".json"
+    best_metric = ("high_quality", "max")
     options = (
         Option("hidden", 128, "Width of both MLPs."),
         Option("latent_dim", 8, "Dimension of z ~ N(0, I)."),

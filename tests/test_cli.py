@@ -80,6 +80,7 @@ def assert_one_line_error(result, *fragments):
     (["run", "image", "--lr-g", "0"], ["lr-g must be positive"]),
     (["run", "image", "--device", "tpu"], ["unknown device 'tpu'"]),
     (["run", "image", "--pretrain-steps", "3"], ["no pre-training phase"]),
+    (["run", "image", "--augment", "flip"], ["unknown policy 'flip'"]),
     (["info", "nosuchdomain"], ["unknown domain"]),
     (["sample", "/no/such/run"], ["/no/such/run"]),
 ])

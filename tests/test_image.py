@@ -252,3 +252,33 @@ def test_eval_command_scores_a_run_like_the_run_did(invoke, tmp_path):
     assert after["step"] == 2 and after["weights"] == "generator.safetensors"
     assert after["metrics"] == pytest.approx(during, rel=1e-6)
     assert "refnet_fd:" in invoke("eval", out).stdout
+
+
+def test_diffaugment_policies():
+    from genkit_image.augment import diff_augment, parse_policy
+
+    torch.manual_seed(0)
+    x = torch.rand(64, 1, 16, 16, requires_grad=True)
+    shifted = diff_augment(x, ("translation",))
+    assert shifted.shape == x.shape
+    # a pure shift: every output row holds the input's pixels or zeros, and some images moved
+    assert (shifted == 0).any() and not torch.equal(shifted, x)
+    cut = diff_augment(x, ("cutout",))
+    zeros = (cut == 0).flatten(1).sum(1)
+    assert torch.all(zeros >= 1) and torch.all(zeros <= 64)  # at most an 8 x 8 square of 16 x 16
+    diff_augment(x, parse_policy("color,translation,cutout")).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0  # differentiable: gradients reach the generator
+    with pytest.raises(GenkitError, match="unknown policy 'flip'"):
+        parse_policy("translation,flip")
+
+
+def test_augment_is_used_in_training_only():
+    D = Discriminator(DCGANConfig(d_width=8, augment=("translation", "cutout")))
+    x = torch.rand(4, 1, 28, 28)
+    D.eval()
+    assert torch.equal(D(x), D(x))
+    D.train()
+    torch.manual_seed(1)
+    a = D(x)
+    torch.manual_seed(2)
+    assert not torch.allclose(a, D(x))

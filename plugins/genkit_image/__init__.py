@@ -33,6 +33,7 @@ class ImageDomain(Domain):
         Option("d_width", 32, "Discriminator width (ndf): channels of its first layer."),
         Option("d_norm", "batch", "Discriminator normalisation: batch, spectral, layer or none.",
                choices=("batch", "spectral", "layer", "none")),
+        Option("augment", "", "DiffAugment policies for small data, comma-separated: color, translation, cutout ('' = off)."),
         Option("eval_samples", 1000, "Samples scored by the reference classifier at evaluations (0 = no evaluation)."),
     )
     # Radford et al.: Adam, lr 2e-4, beta1 0.5, batch 128; 3000 steps of batch 64 is about 38 epochs of
@@ -94,11 +95,13 @@ class ImageDomain(Domain):
 
     # -- models -------------------------------------------------------------------------------------
     def model_config(self, options: Mapping[str, Any], data: Data):
+        from .augment import parse_policy
         from .model import DCGANConfig
 
         return DCGANConfig(size=data.extra["size"], channels=data.extra["channels"], latent_dim=options["latent_dim"],
                            g_width=options["g_width"], d_width=options["d_width"],
-                           num_classes=data.num_classes if data.conditional else 0, d_norm=options["d_norm"])
+                           num_classes=data.num_classes if data.conditional else 0, d_norm=options["d_norm"],
+                           augment=parse_policy(options["augment"]))
 
     def build_models(self, options, data):
         from .model import Discriminator, Generator

@@ -13,6 +13,7 @@ Where it departs:
   (MNIST) and 4 x 4 otherwise, then each layer doubles the side.
 - Class-conditional variant: the generator sees the one-hot class appended to z (Mirza & Osindero 2014);
   the discriminator adds a projection term <embed(y), features> to its logit (Miyato & Koyama 2018).
+- ``augment`` (off by default) applies DiffAugment (Zhao et al. 2020) inside the discriminator, for small data.
 - ``d_norm`` swaps the discriminator's batch norm for spectral norm, layer norm or none: batch norm is
   wrong with per-sample gradient penalties (Gulrajani et al. 2017 use layer norm), spectral norm
   (Miyato et al. 2018) is the usual choice for hinge loss.
@@ -27,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .augment import diff_augment
+
 
 @dataclass
 class DCGANConfig:
@@ -37,6 +40,7 @@ class DCGANConfig:
     d_width: int = 64  # channels of the discriminator's first layer; doubles with depth (ndf)
     num_classes: int = 0  # > 0: class-conditional
     d_norm: str = "batch"  # batch | spectral | layer | none
+    augment: tuple[str, ...] = ()  # DiffAugment policies applied to everything D sees while training
 
     @property
     def base(self) -> int:
@@ -109,6 +113,8 @@ class Discriminator(nn.Module):
         init_weights(self)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if self.cfg.augment and self.training:
+            x = diff_augment(x, self.cfg.augment)
         h = self.features(x)
         logit = self.out(h).flatten()
         if self.embed is not None:

@@ -114,7 +114,10 @@ class Batches:
         else:
             from torch.utils.data import default_collate
 
-            items = default_collate([self.dataset[int(i)] for i in idx])
+            rows = [self.dataset[int(i)] for i in idx]
+            rows = [r if isinstance(r, (tuple, list)) else (r,) for r in rows]
+            items = tuple(None if any(r[k] is None for r in rows) else default_collate([r[k] for r in rows])
+                          for k in range(len(rows[0])))
             items = tuple(t.to(self.device, non_blocking=True) if torch.is_tensor(t) else t for t in items)
         x = items[0]
         cond = items[1] if len(items) > 1 else None

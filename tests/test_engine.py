@@ -187,3 +187,24 @@ def test_best_checkpoint_follows_the_domains_best_metric(ring, tmp_path, monkeyp
     t.config.write(t.paths.config)  # what `genkit run` writes first
     assert find_checkpoint(t.paths.root, best=True)[1].name == "step-00000004"
     assert find_checkpoint(t.paths.root)[1].name == "step-00000006"
+
+
+def test_batches_from_a_plain_dataset_resume_in_place():
+    from genkit.engine import Batches
+
+    class Squares(torch.utils.data.Dataset):  # not a TensorDataset: items are gathered one by one
+        def __len__(self):
+            return 10
+
+        def __getitem__(self, i):
+            return torch.tensor([float(i * i)]), None
+
+    a = Batches(Squares(), 4, seed=1, device=torch.device("cpu"))
+    seen = [a.next() for _ in range(3)]  # 2 batches of epoch 0 (the ragged 2 are dropped), 1 of epoch 1
+    assert all(x.shape == (4, 1) and cond is None for x, cond in seen)
+    assert len({int(v) for v in torch.cat([seen[0][0], seen[1][0]]).flatten()}) == 8  # no repeats in an epoch
+    b = Batches(Squares(), 4, seed=1, device=torch.device("cpu"))
+    b.load_state_dict(a.state_dict())
+    assert torch.equal(a.next()[0], b.next()[0])
+    with pytest.raises(Exception, match="fewer than --batch-size 11"):
+        Batches(Squares(), 11, seed=1, device=torch.device("cpu"))

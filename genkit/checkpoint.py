@@ -54,6 +54,18 @@ def save_checkpoint(root: Path, step: int, models: dict[str, torch.nn.Module], s
     return final
 
 
+def prune_checkpoints(root: Path, keep: int) -> list[Path]:
+    """Delete all but the newest ``keep`` checkpoints, never the one ``best`` or ``latest`` names."""
+    if keep <= 0 or not root.is_dir():
+        return []
+    protected = {(root / name).read_text(encoding="utf-8").strip() for name in (LATEST, "best") if (root / name).is_file()}
+    found = sorted(p for p in root.glob("step-*") if p.is_dir())
+    removed = [p for p in found[:-keep] if p.name not in protected]
+    for p in removed:
+        shutil.rmtree(p)
+    return removed
+
+
 def latest_checkpoint(root: Path) -> Path | None:
     """The newest complete checkpoint under ``root`` (a run's ``checkpoints/`` folder), or None."""
     pointer = root / LATEST

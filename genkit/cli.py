@@ -40,6 +40,7 @@ COMMON_OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--seed", "seed", int, "Random seed (same seed, same run)."),
     ("--device", "device", str, "auto, cpu, cuda, cuda:N or mps."),
     ("--checkpoint-every", "checkpoint_every", int, "Steps between checkpoints (0 = only at the end)."),
+    ("--keep-checkpoints", "keep_checkpoints", int, "Keep only the newest N checkpoints, plus the best (0 = all)."),
     ("--sample-every", "sample_every", int, "Steps between sample snapshots (0 = only at the end)."),
     ("--log-every", "log_every", int, "Steps between metrics.jsonl lines."),
     ("--eval-every", "eval_every", int, "Steps between domain evaluations (0 = only at the end)."),

@@ -48,6 +48,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     checkpoint_every: int = 500  # steps between checkpoints; 0 = only at the end
+    keep_checkpoints: int = 0  # keep only the newest N checkpoints (plus the best); 0 = keep all
     sample_every: int = 500  # steps between sample snapshots; 0 = only at the end
     log_every: int = 50  # steps between metrics.jsonl lines
     eval_every: int = 0  # steps between domain evaluations; 0 = only at the end
@@ -56,7 +57,8 @@ class TrainConfig:
 
 TRAIN_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 # Settings that may change when a run is resumed: they do not change what is computed.
-RESUMABLE_OVERRIDES = {"steps", "device", "checkpoint_every", "sample_every", "log_every", "eval_every"}
+RESUMABLE_OVERRIDES = {"steps", "device", "checkpoint_every", "keep_checkpoints", "sample_every", "log_every",
+                       "eval_every"}
 
 
 @dataclass
@@ -122,7 +124,7 @@ def validate_train(train: TrainConfig, losses: Mapping[str, Any]) -> None:
 
     for name in ("steps", "batch_size", "n_critic", "lr_g", "lr_d", "log_every"):
         positive(name)
-    for name in ("checkpoint_every", "sample_every", "eval_every", "pretrain_steps", "r1"):
+    for name in ("checkpoint_every", "keep_checkpoints", "sample_every", "eval_every", "pretrain_steps", "r1"):
         if getattr(train, name) < 0:
             raise GenkitError(f"{name.replace('_', '-')} must be zero or positive, got {getattr(train, name)}")
     if train.gp < 0:

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from . import __version__
-from .checkpoint import MODEL_FILES, latest_checkpoint, load_state, load_weights, save_checkpoint
+from .checkpoint import MODEL_FILES, latest_checkpoint, load_state, load_weights, prune_checkpoints, save_checkpoint
 from .config import RunConfig
 from .domain import Data, Domain, StepContext
 from .errors import GenkitError
@@ -355,7 +355,9 @@ class Trainer:
         models = {"generator": self.G, "discriminator": self.D}
         if self.ema is not None:
             models["generator_ema"] = self.ema.model
-        return save_checkpoint(self.paths.checkpoints, self.step, models, self.state_dict())
+        ckpt = save_checkpoint(self.paths.checkpoints, self.step, models, self.state_dict())
+        prune_checkpoints(self.paths.checkpoints, self.config.train.keep_checkpoints)
+        return ckpt
 
     def load(self, ckpt: Path) -> None:
         state = load_state(ckpt)

@@ -208,3 +208,12 @@ def test_batches_from_a_plain_dataset_resume_in_place():
     assert torch.equal(a.next()[0], b.next()[0])
     with pytest.raises(Exception, match="fewer than --batch-size 11"):
         Batches(Squares(), 11, seed=1, device=torch.device("cpu"))
+
+
+def test_keep_checkpoints_prunes_old_ones_but_never_the_best(ring, tmp_path, monkeypatch):
+    t = make_trainer(tmp_path, steps=10, checkpoint_every=2, keep_checkpoints=2, eval_every=2)
+    scores = iter([0.9, 0.1, 0.2, 0.3, 0.4, 0.5])  # the best is the first evaluation, at step 2
+    monkeypatch.setattr(type(t.domain), "evaluate", lambda self, ctx: {"high_quality": next(scores)})
+    t.run()
+    kept = sorted(p.name for p in t.paths.checkpoints.iterdir() if p.is_dir())
+    assert kept == ["step-00000002", "step-00000008", "step-00000010"]

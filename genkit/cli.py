@@ -294,14 +294,37 @@ def info_domain(domain, config_file, preset, data_spec, as_json, params) -> None
     click.echo(cfg.to_toml().rstrip())
 
 
-def sample_run(path: Path, n: int, out: Path | None, seed: int, device: str, as_json: bool, best: bool = False) -> None:
-    from .config import from_dict as cfg_from_dict
+def _open_run(path: Path, best: bool):
+    """A run directory or checkpoint folder -> (run_dir, checkpoint, domain, resolved config)."""
     from .engine import find_checkpoint
 
     run_dir, ckpt = find_checkpoint(path, best)
     raw = read_toml(run_dir / "config.toml")
     domain = registry().domain(raw.get("domain", ""))
-    cfg = cfg_from_dict(raw, domain, str(run_dir / "config.toml"))
+    return run_dir, ckpt, domain, from_dict(raw, domain, str(run_dir / "config.toml"))
+
+
+def _build_from_checkpoint(domain, cfg, data, ckpt: Path, dev, with_discriminator: bool = False):
+    """The run's networks with the checkpoint's weights (the EMA generator when there is one), in eval mode."""
+    import torch
+
+    from .checkpoint import MODEL_FILES, load_weights
+
+    torch.manual_seed(cfg.train.seed)
+    G, D = domain.build_models(cfg.options, data)
+    weights = ckpt / MODEL_FILES["generator_ema"]
+    if not weights.is_file():
+        weights = ckpt / MODEL_FILES["generator"]
+    load_weights(G, weights, dev)
+    G.to(dev).eval()
+    if with_discriminator:
+        load_weights(D, ckpt / MODEL_FILES["discriminator"], dev)
+        D.to(dev).eval()
+    return G, D, weights
+
+
+def sample_run(path: Path, n: int, out: Path | None, seed: int, device: str, as_json: bool, best: bool = False) -> None:
+    run_dir, ckpt, domain, cfg = _open_run(path, best)
     meta_path = run_dir / "data.json"
     if not meta_path.is_file():
         raise GenkitError(f"{run_dir} has no data.json; was it written by genkit run?")
@@ -320,18 +343,11 @@ def sample_run(path: Path, n: int, out: Path | None, seed: int, device: str, as_
         _check_out_dir(out)
     import torch
 
-    from .checkpoint import MODEL_FILES, load_weights
     from .engine import resolve_device
 
     dev = resolve_device(device)
     data = domain.load_data_meta(meta, run_dir)
-    torch.manual_seed(cfg.train.seed)
-    G, _ = domain.build_models(cfg.options, data)
-    weights = ckpt / MODEL_FILES["generator_ema"]
-    if not weights.is_file():
-        weights = ckpt / MODEL_FILES["generator"]
-    load_weights(G, weights, dev)
-    G.to(dev).eval()
+    G, _, weights = _build_from_checkpoint(domain, cfg, data, ckpt, dev)
     rng = torch.Generator(device=dev).manual_seed(seed)
     z = domain.sample_latent(n, cfg.options, rng=rng, device=dev)
     cond = domain.snapshot_conditions(n, data)
@@ -353,28 +369,16 @@ def sample_run(path: Path, n: int, out: Path | None, seed: int, device: str, as_
 def eval_run(path: Path, device: str, as_json: bool, best: bool = False) -> None:
     import torch
 
-    from .checkpoint import MODEL_FILES, load_weights
     from .domain import Domain, StepContext
-    from .engine import find_checkpoint, resolve_device
+    from .engine import resolve_device
 
-    run_dir, ckpt = find_checkpoint(path, best)
-    raw = read_toml(run_dir / "config.toml")
+    run_dir, ckpt, domain, cfg = _open_run(path, best)
     reg = registry()
-    domain = reg.domain(raw.get("domain", ""))
     if type(domain).evaluate is Domain.evaluate:
         raise GenkitError(f"domain {domain.name!r} defines no evaluation")
-    cfg = from_dict(raw, domain, str(run_dir / "config.toml"))
     dev = resolve_device(device)
     data = domain.load_data(cfg.data, cfg.options, cache_dir=_cache_dir())
-    torch.manual_seed(cfg.train.seed)
-    G, D = domain.build_models(cfg.options, data)
-    weights = ckpt / MODEL_FILES["generator_ema"]
-    if not weights.is_file():
-        weights = ckpt / MODEL_FILES["generator"]
-    load_weights(G, weights, dev)
-    load_weights(D, ckpt / MODEL_FILES["discriminator"], dev)
-    G.to(dev).eval()
-    D.to(dev).eval()
+    G, D, weights = _build_from_checkpoint(domain, cfg, data, ckpt, dev, with_discriminator=True)
     step = int(ckpt.name.split("-")[-1]) if ckpt.name.startswith("step-") else 0
     ctx = StepContext(generator=G, discriminator=D, loss=reg.loss(cfg.train.loss), step=step,
                       total_steps=cfg.train.steps, batch_size=cfg.train.batch_size, device=dev,

@@ -219,6 +219,7 @@ class Trainer:
         self.fixed_cond = fixed_cond.to(self.device) if fixed_cond is not None else None
         self.elapsed = 0.0
         self.pretrained = False
+        self.pretrain_seconds = 0.0
         self.ctx = StepContext(generator=self.G, discriminator=self.D, loss=self.loss, step=0,
                                total_steps=cfg.steps, batch_size=cfg.batch_size, device=self.device,
                                rng=self.rng, options=self.config.options, data=self.data)
@@ -331,6 +332,7 @@ class Trainer:
             "step": self.step,
             "elapsed": self.elapsed,
             "pretrained": self.pretrained,
+            "pretrain_seconds": self.pretrain_seconds,
             "optimizer_g": self.opt_g.state_dict(),
             "optimizer_d": self.opt_d.state_dict(),
             "rng_torch": torch.get_rng_state(),
@@ -370,6 +372,7 @@ class Trainer:
         self.step = int(state["step"])
         self.elapsed = float(state["elapsed"])
         self.pretrained = bool(state.get("pretrained", False))
+        self.pretrain_seconds = float(state.get("pretrain_seconds", 0.0))
         self.best = dict(state.get("best", {}))
         torch.set_rng_state(state["rng_torch"])
         self.rng.set_state(state["rng_latent"])
@@ -436,8 +439,13 @@ class Trainer:
         start = time.perf_counter()
         stats = self.domain.pretrain(self.ctx, self._real, cfg.pretrain_steps, progress)
         bar.close()
-        self.elapsed += time.perf_counter() - start
+        self.pretrain_seconds = time.perf_counter() - start
+        self.elapsed += self.pretrain_seconds
         self.pretrained = True
+        if self.ema is not None:  # average the pre-trained generator, not its random initialisation
+            with torch.no_grad():
+                for dst, src in zip(self.ema.model.state_dict().values(), self.G.state_dict().values()):
+                    dst.copy_(src)
         self._log({"step": 0, "phase": "pretrain", "seconds": round(self.elapsed, 3), **(stats or {})})
 
     def run(self) -> dict[str, Any]:
@@ -513,7 +521,8 @@ class Trainer:
             "data_source": self.data.source,
             "steps": self.step,
             "seconds": round(self.elapsed, 3),
-            "seconds_per_step": round(self.elapsed / max(self.step, 1), 5),
+            "pretrain_seconds": round(self.pretrain_seconds, 3),
+            "seconds_per_step": round((self.elapsed - self.pretrain_seconds) / max(self.step, 1), 5),
             "loss": self.loss.name,
             "loss_d": last.get("loss_d"),
             "loss_g": last.get("loss_g"),

@@ -1,1 +1,444 @@
-"""genkit's text domain (work in progress): registers nothing yet."""
+"""genkit's text domain: a transformers causal language model trained adversarially, SeqGAN-style
+(REINFORCE, Yu et al., AAAI 2017) or RelGAN-style (Gumbel-softmax, Nie et al., ICLR 2019), after
+maximum-likelihood pre-training; with SeqGAN's synthetic oracle benchmark built in.
+
+This module is imported when genkit loads its plugins, so it imports no torch or transformers; the
+model, data and metric modules are imported by the methods that need them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Mapping
+
+from genkit import Data, Domain, GenkitError, Option, hookimpl, progress_bar, warn
+
+DEFAULT_DATA = "pydoc"
+ORACLE_SWEEP_KEYS = ("nll_oracle", "nll_gen")
+TEXT_SWEEP_KEYS = ("nll_gen", "bleu2_method1", "bleu3_method1", "bleu4_method1", "bleu5_method1",
+                   "self_bleu2_method1", "self_bleu3_method1", "self_bleu4_method1", "self_bleu5_method1")
+
+
+def parse_temperatures(text: str) -> list[float]:
+    try:
+        temps = [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise GenkitError(f"--sweep {text!r}: expected comma-separated temperatures, e.g. 0.7,1.0,1.3") from None
+    if any(t <= 0 for t in temps):
+        raise GenkitError(f"--sweep {text!r}: temperatures must be positive")
+    return temps
+
+
+class TextDomain(Domain):
+    name = "text"
+    summary = "a transformers language model, trained by MLE then adversarially (SeqGAN / RelGAN estimators)"
+    paper = ("Yu et al., SeqGAN, AAAI 2017; Nie et al., RelGAN, ICLR 2019; "
+             "Caccia et al., Language GANs Falling Short, ICLR 2020")
+    sample_ext = ".txt"
+    options = (
+        Option("model", "", "A local transformers model folder (save_pretrained) to start from; empty = a small "
+                            "GPT-2 trained from scratch."),
+        Option("estimator", "gumbel", "Gradient through discrete tokens: gumbel (RelGAN) or reinforce (SeqGAN).",
+               choices=("gumbel", "reinforce")),
+        Option("beta_max", 100.0, "Gumbel-softmax: final inverse temperature (RelGAN's beta_max)."),
+        Option("beta_steps", 100, "Gumbel-softmax: adversarial steps N over which beta grows as beta_max**(step/N) "
+                                  "(then stays at beta_max)."),
+        Option("gumbel_feed", "hard", "Gumbel-softmax: feed the sampled token back (hard, RelGAN) or the soft "
+                                      "one-hot through inputs_embeds (soft).", choices=("hard", "soft")),
+        Option("mle_mix", 0.0, "REINFORCE: weight of the MLE loss on real data added to the generator loss."),
+        Option("mle_lr", 3e-3, "Adam learning rate of the MLE pre-training phase (--pretrain-steps)."),
+        Option("n_layer", 2, "From-scratch GPT-2: transformer blocks."),
+        Option("n_embd", 64, "From-scratch GPT-2: width."),
+        Option("n_head", 4, "From-scratch GPT-2: attention heads."),
+        Option("dropout", 0.1, "From-scratch GPT-2: dropout during MLE pre-training."),
+        Option("d_embed", 64, "Discriminator: embedding size."),
+        Option("d_filters", 64, "Discriminator: filters per convolution width (2, 3, 4, 5)."),
+        Option("tokenizer", "bpe", "From-scratch tokenizer trained on the corpus: bpe (byte-level) or word.",
+               choices=("bpe", "word")),
+        Option("vocab_size", 2000, "From-scratch tokenizer: vocabulary size."),
+        Option("max_len", 40, "Tokens per sequence, end-of-sequence included; longer examples are cut "
+                              "(the oracle's is 20)."),
+        Option("unit", "line", "--data FILE|DIR: one example per line or per paragraph.",
+               choices=("line", "paragraph")),
+        Option("test_fraction", 0.1, "Fraction of a corpus held out as the test split (BLEU references, NLL_gen)."),
+        Option("split_seed", 0, "Seed of the fixed train/test split."),
+        Option("oracle_seed", 88, "--data oracle: seed of the oracle LSTM and its data (SeqGAN's seed is 88)."),
+        Option("temperature", 1.0, "Sampling temperature (samples and evaluation)."),
+        Option("top_k", 0, "Sampling: keep the k most likely tokens (0 = all)."),
+        Option("top_p", 1.0, "Sampling: nucleus probability mass (1 = all)."),
+        Option("eval_samples", 10000, "Samples scored by NLL_oracle at the final evaluation and in the MLE sweep "
+                                      "(SeqGAN: 10,000)."),
+        Option("eval_samples_mid", 2000, "Samples scored by NLL_oracle at the evaluations during training (--eval-every)."),
+        Option("bleu_samples", 500, "Samples scored by BLEU and self-BLEU (Texygen's fast mode: 500)."),
+        Option("sweep", "0.8,1.0,1.2", "Temperatures of the MLE baseline's sweep, measured after pre-training."),
+    )
+    # RelGAN's adversarial settings: Adam(lr 1e-4, betas 0.9/0.999), batch 64, relativistic standard loss.
+    # 1,500 MLE steps (about 10 epochs of the oracle data) then 100 adversarial steps are sized to fit
+    # 15 minutes on 2 CPU cores (docs/text.md has the measured table).
+    recipe = {"steps": 100, "pretrain_steps": 1500, "batch_size": 64, "loss": "rsgan", "lr_g": 1e-4,
+              "lr_d": 1e-4, "beta1": 0.9, "beta2": 0.999, "n_critic": 1, "checkpoint_every": 50,
+              "sample_every": 50, "log_every": 10, "eval_every": 50}
+    presets = {
+        # A one-minute smoke run.
+        "quick": {"steps": 20, "beta_steps": 20, "pretrain_steps": 100, "eval_every": 0, "eval_samples": 1000,
+                  "eval_samples_mid": 1000, "bleu_samples": 200,
+                  "checkpoint_every": 0, "sample_every": 0},
+        # SeqGAN's setting for the oracle: REINFORCE after MLE.
+        "seqgan": {"estimator": "reinforce"},
+        # RelGAN's synthetic-data setting with the larger inverse temperature.
+        "relgan": {"estimator": "gumbel", "beta_max": 1000.0},
+    }
+
+    # -- data ---------------------------------------------------------------------------------------
+    def default_data(self, options: Mapping[str, Any]) -> str:
+        return DEFAULT_DATA
+
+    def load_data(self, spec: str, options: Mapping[str, Any], *, cache_dir: Path) -> Data:
+        import torch
+        from torch.utils.data import TensorDataset
+
+        from . import data as tdata
+
+        self._check_options(options)
+        if spec == "oracle":
+            if options["model"]:
+                raise GenkitError("--data oracle trains a from-scratch model over the oracle's 5,000 tokens; drop --model")
+            from .oracle import SEQ_LEN, VOCAB
+
+            oracle, train, test, nll_data = load_oracle(cache_dir, options["oracle_seed"])
+            tokenizer = tdata.id_tokenizer(VOCAB)
+            extra = {"kind": "oracle", "tokenizer": tokenizer, "oracle": oracle, "test_ids": test,
+                     "vocab_size": VOCAB + 1, "bos_id": VOCAB, "eos_id": None, "seq_len": SEQ_LEN,
+                     "oracle_seed": options["oracle_seed"], "nll_oracle_data": nll_data}
+            source = (f"SeqGAN oracle LSTM (seed {options['oracle_seed']}): {len(train)} training sequences of "
+                      f"{SEQ_LEN} tokens over {VOCAB}")
+            ids = train
+        else:
+            if spec == "pydoc":
+                examples = tdata.pydoc_sentences()
+                source = f"Python's documentation topics (pydoc_data.topics), {len(examples)} sentences"
+            else:
+                examples, source = tdata.read_text_examples(Path(spec), options["unit"])
+            train_txt, test_txt = tdata.split(examples, options["test_fraction"], options["split_seed"])
+            if options["model"]:
+                tokenizer, vocab_size = load_pretrained_tokenizer(options["model"])
+            else:
+                tokenizer = tdata.train_tokenizer(train_txt, options["tokenizer"], options["vocab_size"])
+                vocab_size = len(tokenizer)
+            ids, cut = tdata.encode(tokenizer, train_txt, options["max_len"], spec)
+            test_ids, _ = tdata.encode(tokenizer, test_txt, options["max_len"], spec)
+            if cut > 0.25:
+                warn(f"{cut:.0%} of the training examples are longer than --max-len {options['max_len']} tokens "
+                     "and were cut")
+            bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+            extra = {"kind": "text", "tokenizer": tokenizer, "test_ids": test_ids, "test_texts": test_txt,
+                     "vocab_size": vocab_size, "bos_id": bos, "eos_id": tokenizer.eos_token_id,
+                     "seq_len": options["max_len"]}
+            if options["model"]:
+                extra["model_path"] = options["model"]
+            source += f"; {len(train_txt)} train / {len(test_txt)} test"
+        vocab = extra["vocab_size"]
+
+        def one_hot(batch):  # token ids -> one-hot float vectors, the discriminator's real input
+            return torch.nn.functional.one_hot(batch, vocab).float()
+
+        return Data(train=TensorDataset(ids), transform=one_hot, source=source, extra=extra)
+
+    def _check_options(self, options: Mapping[str, Any]) -> None:
+        if options["max_len"] < 2:
+            raise GenkitError(f"--max-len must be at least 2, got {options['max_len']}")
+        if options["beta_max"] < 1:
+            raise GenkitError(f"--beta-max must be at least 1, got {options['beta_max']}")
+        if options["beta_steps"] < 1:
+            raise GenkitError(f"--beta-steps must be positive, got {options['beta_steps']}")
+        if options["top_k"] < 0 or options["mle_mix"] < 0:
+            raise GenkitError("--top-k and --mle-mix must be zero or positive")
+        if not 0 < options["top_p"] <= 1 or options["temperature"] <= 0:
+            raise GenkitError("--top-p must be in (0, 1] and --temperature positive")
+        if min(options["eval_samples"], options["eval_samples_mid"], options["bleu_samples"]) < 1:
+            raise GenkitError("--eval-samples, --eval-samples-mid and --bleu-samples must be positive")
+        if not 0 < options["test_fraction"] < 1:
+            raise GenkitError(f"--test-fraction must be in (0, 1), got {options['test_fraction']}")
+        if options["n_embd"] % options["n_head"]:
+            raise GenkitError(f"--n-embd {options['n_embd']} must be a multiple of --n-head {options['n_head']}")
+        parse_temperatures(options["sweep"])
+
+    # -- models -------------------------------------------------------------------------------------
+    def build_models(self, options, data):
+        from .model import Discriminator, LMConfig, TextGenerator, build_lm
+
+        ex = data.extra
+        if ex.get("lm_config_dir"):  # genkit sample of a run that started from --model: rebuild from its config
+            from transformers import AutoConfig, AutoModelForCausalLM
+
+            lm = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(ex["lm_config_dir"]))
+        elif options["model"]:
+            lm = load_pretrained_lm(options["model"])
+        else:
+            lm = build_lm(LMConfig(vocab_size=ex["vocab_size"], seq_len=ex["seq_len"], n_layer=options["n_layer"],
+                                   n_embd=options["n_embd"], n_head=options["n_head"], dropout=options["dropout"],
+                                   bos_id=ex["bos_id"], eos_id=ex["eos_id"]))
+        keys = ORACLE_SWEEP_KEYS if ex["kind"] == "oracle" else TEXT_SWEEP_KEYS
+        G = TextGenerator(lm, ex["seq_len"], ex["bos_id"], ex["eos_id"],
+                          sweep_shape=(len(parse_temperatures(options["sweep"])), len(keys)))
+        D = Discriminator(G.vocab_size, options["d_embed"], options["d_filters"])
+        return G, D
+
+    def sample_latent(self, n, options, *, rng, device):
+        import torch
+
+        # The randomness of a text sample is drawn token by token while sampling (from the engine's rng in
+        # training); the "latent" only carries the number of samples.
+        return torch.zeros(n, 1, device=device)
+
+    def sample_shape(self, options, data):
+        return (data.extra["seq_len"],)
+
+    # -- the adversarial step -----------------------------------------------------------------------
+    def beta(self, ctx) -> float:
+        """RelGAN's exponential schedule: beta_max ** (step / N), from 1 at step 0 to beta_max at step N."""
+        # N is an option, not --steps: a run extended with --resume --steps keeps its schedule.
+        n = ctx.options["beta_steps"]
+        return float(ctx.options["beta_max"]) ** (min(ctx.step, n) / n)
+
+    def fake(self, generator, z, cond, ctx):
+        import torch.nn.functional as F
+
+        with no_dropout(generator):
+            if ctx.options["estimator"] == "gumbel":
+                return generator.gumbel_softmax(len(z), self.beta(ctx), ctx.rng, ctx.options["gumbel_feed"])
+            tokens = generator.sample(len(z), generator=ctx.rng, batch_size=len(z))
+            return F.one_hot(tokens, generator.vocab_size).float()
+
+    def generator_loss(self, z, cond, ctx):
+        if ctx.options["estimator"] == "gumbel":
+            return None  # the engine's loss on D(gumbel-softmax outputs), e.g. RelGAN's rsgan
+        import torch
+        import torch.nn.functional as F
+
+        from .model import reinforce_loss
+
+        G, D = ctx.generator, ctx.discriminator
+        with no_dropout(G):
+            tokens = G.sample(len(z), generator=ctx.rng, batch_size=len(z))
+            with torch.no_grad():
+                rewards = torch.sigmoid(D(F.one_hot(tokens, G.vocab_size).float(), cond))
+            logp, mask = G.token_log_probs(tokens)
+            loss = reinforce_loss(logp, mask, rewards, rewards.mean())
+        if ctx.options["mle_mix"] > 0 and ctx.real is not None:
+            loss = loss + ctx.options["mle_mix"] * G.mle_loss(ctx.real.argmax(dim=-1))
+        return loss
+
+    def pretrain(self, ctx, batches, steps, progress):
+        """Maximum-likelihood (teacher-forced) training, then the MLE baseline's temperature sweep."""
+        import torch
+
+        G = ctx.generator
+        G.train()
+        opt = torch.optim.Adam(G.parameters(), lr=ctx.options["mle_lr"])
+        running = None
+        for _ in range(steps):
+            real, _ = batches()
+            loss = G.mle_loss(real.argmax(dim=-1))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            value = loss.item()
+            running = value if running is None else 0.98 * running + 0.02 * value
+            progress(1, {"nll": running})
+        G.eval()
+        with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):
+            sweep = self.temperature_sweep(G, ctx.data, ctx.options)
+        G.train()
+        return {"mle_nll_train": running, **sweep}
+
+    def temperature_sweep(self, generator, data: Data, options: Mapping[str, Any]) -> dict[str, float]:
+        """Metrics of ``generator`` (the MLE model) at each ``--sweep`` temperature; stored in its buffer."""
+        import torch
+
+        temps = parse_temperatures(options["sweep"])
+        keys = ORACLE_SWEEP_KEYS if data.extra["kind"] == "oracle" else TEXT_SWEEP_KEYS
+        out: dict[str, float] = {}
+        rows = []
+        bar = progress_bar(total=len(temps), desc="text MLE temperature sweep")
+        for t in temps:
+            m = self.metrics(generator, data, options, temperature=t, top_k=0, top_p=1.0)
+            rows.append([m[k] for k in keys])
+            bar.update(1)
+        bar.close()
+        generator.mle_sweep.copy_(torch.tensor(rows, dtype=generator.mle_sweep.dtype))
+        for t, row in zip(temps, rows):
+            for k, v in zip(keys, row):
+                out[f"mle_t{t:g}_{k}"] = float(v)
+        return out
+
+    # -- evaluation ---------------------------------------------------------------------------------
+    def metrics(self, generator, data: Data, options: Mapping[str, Any], *, temperature: float, top_k: int,
+                top_p: float, n: int | None = None) -> dict[str, float]:
+        """The metrics of ``generator``'s samples at one sampling setting (see ``metrics.py``)."""
+        from .data import decode
+        from .metrics import model_nll, text_metrics
+
+        ex = data.extra
+        out: dict[str, float] = {}
+        if ex["kind"] == "oracle":
+            samples = generator.sample(n or options["eval_samples"], temperature=temperature, top_k=top_k, top_p=top_p)
+            out["nll_oracle"] = ex["oracle"].nll(samples.cpu())
+            out["nll_gen"] = model_nll(generator, ex["test_ids"], temperature)
+            out["nll_oracle_data"] = ex["nll_oracle_data"]
+        else:
+            samples = generator.sample(options["bleu_samples"], temperature=temperature, top_k=top_k, top_p=top_p)
+            texts = decode(ex["tokenizer"], samples.cpu(), ex["eos_id"])
+            out.update(text_metrics(texts, ex["test_texts"]))
+            if len(ex["test_ids"]):
+                out["nll_gen"] = model_nll(generator, ex["test_ids"], temperature)
+        return out
+
+    def evaluate(self, ctx):
+        import math
+
+        opts = ctx.options
+        final = ctx.step >= ctx.total_steps
+        out = self.metrics(ctx.generator, ctx.data, opts, temperature=opts["temperature"], top_k=opts["top_k"],
+                           top_p=opts["top_p"], n=opts["eval_samples"] if final else opts["eval_samples_mid"])
+        if opts["estimator"] == "gumbel":
+            out["gumbel_beta"] = self.beta(ctx)
+        sweep = ctx.generator.mle_sweep
+        if sweep.numel() and not math.isnan(float(sweep[0, 0])):
+            keys = ORACLE_SWEEP_KEYS if ctx.data.extra["kind"] == "oracle" else TEXT_SWEEP_KEYS
+            for t, row in zip(parse_temperatures(opts["sweep"]), sweep.tolist()):
+                for k, v in zip(keys, row):
+                    out[f"mle_t{t:g}_{k}"] = v
+        return out
+
+    # -- output -------------------------------------------------------------------------------------
+    def generate(self, generator, z, cond, options):
+        return generator.generate(len(z), temperature=options["temperature"], top_k=options["top_k"],
+                                  top_p=options["top_p"])
+
+    def _lines(self, samples, data: Data) -> list[str]:
+        from .data import decode
+
+        return decode(data.extra["tokenizer"], samples, data.extra["eos_id"])
+
+    def write_snapshot(self, samples, cond, path, options, data):
+        file = path.with_suffix(".txt")
+        file.write_text("".join(line + "\n" for line in self._lines(samples, data)), encoding="utf-8")
+        return [file]
+
+    def write_samples(self, samples, cond, out_dir, options, data):
+        return self.write_snapshot(samples, cond, out_dir / "samples", options, data)
+
+    def export(self, generator, run_dir, options, data):
+        """``RUN/model``: the generator and its tokenizer in transformers' own format."""
+        final = Path(run_dir) / "model"
+        tmp = Path(run_dir) / ".model.tmp"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        generator.lm.save_pretrained(tmp)
+        data.extra["tokenizer"].save_pretrained(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+        return [final]
+
+    def save_data_meta(self, data, run_dir):
+        run_dir = Path(run_dir)
+        ex = data.extra
+        _atomic_dir(run_dir / "tokenizer", ex["tokenizer"].save_pretrained)
+        meta: dict[str, Any] = {"source": data.source, "extra": {
+            k: ex[k] for k in ("kind", "vocab_size", "bos_id", "eos_id", "seq_len", "oracle_seed") if k in ex}}
+        model = ex.get("model_path")
+        if model:
+            from transformers import AutoConfig
+
+            _atomic_dir(run_dir / "lm_config", AutoConfig.from_pretrained(model).save_pretrained)
+        return meta
+
+    def load_data_meta(self, meta, run_dir):
+        from transformers import AutoTokenizer
+
+        run_dir = Path(run_dir)
+        extra = dict(meta.get("extra", {}))
+        if not (run_dir / "tokenizer").is_dir():
+            raise GenkitError(f"{run_dir} has no tokenizer/ folder; was it written by genkit run text?")
+        extra["tokenizer"] = AutoTokenizer.from_pretrained(str(run_dir / "tokenizer"))
+        if (run_dir / "lm_config").is_dir():
+            extra["lm_config_dir"] = str(run_dir / "lm_config")
+        return Data(train=None, source=meta.get("source", ""), extra=extra)
+
+
+@contextmanager
+def no_dropout(generator):
+    """Run the LM in eval mode (no dropout) and restore its mode afterwards; gradients still flow."""
+    was = generator.lm.training
+    generator.lm.eval()
+    try:
+        yield
+    finally:
+        generator.lm.train(was)
+
+
+def _atomic_dir(final: Path, write) -> None:
+    tmp = final.with_name(f".{final.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    write(str(tmp))
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+
+
+def load_oracle(cache_dir: Path, seed: int):
+    """The oracle and its data, cached under ``GENKIT_CACHE/text`` (sampling 20,000 sequences takes a while)."""
+    import torch
+
+    from .oracle import OracleLSTM, oracle_data
+
+    cache = Path(cache_dir) / "text" / f"oracle-seed{seed}.pt"
+    if cache.is_file():
+        try:
+            saved = torch.load(cache, weights_only=True)
+            return OracleLSTM(seed), saved["train"], saved["test"], float(saved["nll_oracle_data"])
+        except Exception:  # a corrupt cache is rebuilt
+            warn(f"{cache}: unreadable, rebuilding the oracle data")
+    oracle, train, test = oracle_data(seed)
+    nll = oracle.nll(test)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(cache.name + ".tmp")
+    torch.save({"train": train, "test": test, "nll_oracle_data": nll}, tmp)
+    tmp.replace(cache)
+    return oracle, train, test, nll
+
+
+def load_pretrained_tokenizer(path: str):
+    from transformers import AutoConfig, AutoTokenizer
+
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise GenkitError(f"--model {path}: no such folder (a transformers model saved with save_pretrained)")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        vocab_size = int(AutoConfig.from_pretrained(str(folder)).vocab_size)
+    except Exception as exc:
+        raise GenkitError(f"--model {path}: cannot load its tokenizer and config ({str(exc).splitlines()[0][:160]})") from None
+    if tokenizer.eos_token_id is None:
+        raise GenkitError(f"--model {path}: its tokenizer has no end-of-sequence token")
+    return tokenizer, vocab_size
+
+
+def load_pretrained_lm(path: str):
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(str(Path(path).expanduser()))
+    except Exception as exc:
+        raise GenkitError(f"--model {path}: cannot load a causal language model ({str(exc).splitlines()[0][:160]})") from None
+
+
+@hookimpl
+def genkit_register_domains(register):
+    register(TextDomain())

@@ -1,0 +1,169 @@
+"""Text corpora and tokenizers for the text domain.
+
+- ``pydoc``: the default, real English that ships with every Python: the documentation topics of
+  ``pydoc_data.topics`` (the text ``help("topics")`` shows), split into sentences; the train/test split is
+  a fixed permutation drawn from the seed.
+- ``FILE.txt`` or a folder of ``.txt`` files: one example per line, or one per paragraph (blank-line
+  separated) with ``--unit paragraph``.
+- ``oracle``: SeqGAN's synthetic data (see ``oracle.py``).
+
+A from-scratch model gets a tokenizer trained on the training split with the ``tokenizers`` library
+(byte-level BPE, or word level); it is wrapped in a ``PreTrainedTokenizerFast`` so that it is saved and
+loaded with the model by plain transformers.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Iterable
+
+from genkit import GenkitError
+
+BOS, EOS = "<bos>", "<eos>"  # EOS doubles as padding: a sequence is text, <eos>, then <eos> to the fixed length
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\"'`])")
+
+
+def _clean(text: str) -> str:
+    return " ".join(text.split())
+
+
+def pydoc_sentences() -> list[str]:
+    """Sentences of Python's own documentation topics, in a stable order (topic name, then position)."""
+    from pydoc_data.topics import topics
+
+    out: list[str] = []
+    for name in sorted(topics):
+        for para in re.split(r"\n\s*\n", topics[name]):
+            lines = [l.strip() for l in para.splitlines()]
+            # Skip code blocks, tables and grammar rules: keep prose (lines of mostly letters).
+            if not lines or any(l.startswith((">>>", "...", "+--", "===", "---")) for l in lines):
+                continue
+            text = _clean(para)
+            if sum(c.isalpha() or c == " " for c in text) < 0.85 * len(text):
+                continue
+            for sent in SENTENCE_END.split(text):
+                sent = sent.strip()
+                if 20 <= len(sent) <= 200 and sent[0].isupper() and sent[-1] in ".!?":
+                    out.append(sent)
+    return out
+
+
+def read_text_examples(path: Path, unit: str = "line") -> tuple[list[str], str]:
+    """Examples from a UTF-8 ``.txt`` file or a folder of them (sorted, recursive).
+
+    Invalid UTF-8 raises ``GenkitError`` naming the file and the line; no examples at all is an error too.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise GenkitError(f"--data {path}: no such file or folder (built-in data: pydoc, oracle)")
+    files = sorted(p for p in path.rglob("*.txt") if p.is_file()) if path.is_dir() else [path]
+    if not files:
+        raise GenkitError(f"--data {path}: the folder holds no .txt files")
+    examples: list[str] = []
+    for file in files:
+        raw = file.read_bytes()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = raw[:exc.start].count(b"\n") + 1
+            raise GenkitError(f"{file}: line {line}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset "
+                              f"{exc.start})") from None
+        text = text.lstrip("\ufeff")
+        if unit == "paragraph":
+            parts = re.split(r"\n\s*\n", text)
+        else:
+            parts = text.splitlines()
+        examples += [e for e in (_clean(p) for p in parts) if e]
+    if not examples:
+        raise GenkitError(f"--data {path}: no text (the input is empty or only blank lines)")
+    return examples, f"{path} ({len(files)} file{'s' if len(files) != 1 else ''}, one example per {unit})"
+
+
+def split(examples: list[str], test_fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """A fixed train/test split: a permutation drawn from ``seed`` (independent of torch's global RNG)."""
+    import random
+
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    n_test = int(round(len(examples) * test_fraction)) if len(examples) > 1 else 0
+    n_test = min(max(n_test, 1 if len(examples) >= 10 else 0), len(examples) - 1)
+    test = [examples[i] for i in order[:n_test]]
+    train = [examples[i] for i in order[n_test:]]
+    return train, test
+
+
+def train_tokenizer(texts: Iterable[str], kind: str = "bpe", vocab_size: int = 2000):
+    """Train a ``PreTrainedTokenizerFast`` on ``texts``: byte-level BPE (any text round-trips) or word level."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    texts = list(texts)
+    if kind == "bpe":
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[BOS, EOS],
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    elif kind == "word":
+        tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace()])
+        tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+        trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, special_tokens=[BOS, EOS, "<unk>"],
+                                            show_progress=False)
+    else:  # pragma: no cover - guarded by Option choices
+        raise GenkitError(f"unknown tokenizer {kind!r} (bpe or word)")
+    tok.train_from_iterator(texts, trainer=trainer)
+    return wrap_tokenizer(tok)
+
+
+def id_tokenizer(vocab: int):
+    """A word-level tokenizer whose tokens are the numbers ``0 .. vocab-1`` (the oracle's), plus ``<bos>``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    table = {str(i): i for i in range(vocab)}
+    table[BOS] = vocab
+    tok = Tokenizer(models.WordLevel(vocab=table, unk_token=BOS))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.decoder = decoders.WordPiece(prefix="##")
+    return wrap_tokenizer(tok, eos=None)
+
+
+def wrap_tokenizer(tok, eos: str | None = EOS):
+    from transformers import PreTrainedTokenizerFast
+
+    kwargs = {"bos_token": BOS}
+    if eos is not None:
+        kwargs.update(eos_token=eos, pad_token=eos)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, **kwargs)
+
+
+def encode(tokenizer, texts: list[str], max_len: int, source: str):
+    """Token ids [N, max_len]: each text's tokens, then EOS, padded with EOS; longer texts are cut.
+
+    Returns the ids and the fraction of examples that were cut.
+    """
+    import torch
+
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise GenkitError(f"{source}: the tokenizer has no end-of-sequence token")
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    out = torch.full((len(ids), max_len), eos, dtype=torch.long)
+    cut = 0
+    for i, seq in enumerate(ids):
+        seq = seq[:max_len - 1]
+        if len(ids[i]) > max_len - 1:
+            cut += 1
+        if seq:
+            out[i, :len(seq)] = torch.tensor(seq, dtype=torch.long)
+    return out, cut / max(len(ids), 1)
+
+
+def decode(tokenizer, ids, eos_id: int | None) -> list[str]:
+    """Texts of token-id rows, each cut at its first EOS."""
+    texts = []
+    for row in ids.tolist():
+        if eos_id is not None and eos_id in row:
+            row = row[:row.index(eos_id)]
+        texts.append(_clean(tokenizer.decode(row, skip_special_tokens=True)))
+    return texts

@@ -1,0 +1,311 @@
+"""The text domain's networks: a transformers causal LM as the generator, a CNN discriminator over token
+embeddings, and the two ways of getting a gradient through discrete samples.
+
+Papers:
+- SeqGAN: Yu, Zhang, Wang & Yu, "SeqGAN: Sequence Generative Adversarial Nets with Policy Gradient",
+  AAAI 2017. The generator is a policy; the discriminator's score of a finished sequence is its reward
+  (REINFORCE, ``estimator = "reinforce"``).
+- RelGAN: Nie, Narodytska & Patel, "RelGAN: Relational Generative Adversarial Networks for Text
+  Generation", ICLR 2019. The generator's outputs are Gumbel-softmax vectors ``softmax(beta (o_t + g_t))``
+  fed to the discriminator through its embedding matrix; the inverse temperature ``beta`` grows from 1 to
+  ``beta_max`` as ``beta_max ** (step / N)``; the loss is the relativistic standard GAN loss
+  (``estimator = "gumbel"``, ``--loss rsgan``).
+
+What this file follows: RelGAN's hard feedback (the sampled token ``argmax(o_t + g_t)`` is the next input;
+the gradient reaches the generator through each step's logits ``o_t``), RelGAN's CNN discriminator over
+embedded one-hot vectors (filter widths 2 to 5, max-pooling over time, a highway layer, dropout),
+SeqGAN's start token, sequence-level reward and MLE pre-training.
+
+Where it departs:
+- The generator is any ``AutoModelForCausalLM`` (a small GPT-2 from ``GPT2Config`` by default), not an
+  LSTM or RelGAN's relational memory.
+- The hard-feedback Gumbel path samples with a key/value cache, then recomputes all logits in one
+  teacher-forced pass with gradients; with the same Gumbel noise this is exactly RelGAN's computation, but
+  costs one parallel pass instead of a sequential one. ``gumbel_feed = "soft"`` feeds the soft one-hot
+  vectors times the embedding matrix back through ``inputs_embeds`` instead (gradients then also flow
+  through the prefix).
+- REINFORCE uses the discriminator's probability of "real" for the whole sequence as the reward of every
+  token, with the batch mean as baseline, instead of SeqGAN's Monte-Carlo rollouts (16 rollouts per token
+  would cost 16 x 20 generator passes per step on a CPU); ``mle_mix`` adds the MLE loss on real data.
+- Adversarial updates run the LM without dropout, so that sampled tokens and recomputed logits agree;
+  dropout is used in MLE pre-training only.
+- Text has variable length: every sequence ends with EOS and is padded with EOS to a fixed length. After
+  the first EOS the generator's output is forced to EOS (as ``generate()`` pads), so those positions carry
+  no gradient and no likelihood.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+NEG_INF = -1e9
+_CACHE_ARG: dict[type, str] = {}
+
+
+@dataclass
+class LMConfig:
+    """The from-scratch generator: a GPT-2 (Radford et al. 2019) small enough to train on 2 CPU cores."""
+
+    vocab_size: int = 5001  # the tokenizer's size (the oracle's 5,000 tokens + <bos>)
+    seq_len: int = 20  # tokens per sequence, EOS and padding included (SeqGAN's oracle: 20)
+    n_layer: int = 2  # two blocks: enough for 20-token oracle data, fast on a CPU
+    n_embd: int = 64  # width; the tied 5,000 x 64 embedding dominates the parameter count
+    n_head: int = 4
+    dropout: float = 0.1  # MLE pre-training only; 10,000 sequences overfit without it
+    bos_id: int = 5000
+    eos_id: int | None = None  # None: fixed-length data without EOS (the oracle)
+
+
+def build_lm(cfg: LMConfig):
+    """A fresh GPT-2 language model (``GPT2LMHeadModel``, input and output embeddings tied)."""
+    from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(vocab_size=cfg.vocab_size, n_positions=max(cfg.seq_len + 1, 8), n_embd=cfg.n_embd,
+                        n_layer=cfg.n_layer, n_head=cfg.n_head, resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout,
+                        attn_pdrop=cfg.dropout, bos_token_id=cfg.bos_id, eos_token_id=cfg.eos_id,
+                        pad_token_id=cfg.eos_id)
+    lm = GPT2LMHeadModel(config)
+    lm.generation_config = GenerationConfig(bos_token_id=cfg.bos_id, eos_token_id=cfg.eos_id,
+                                            pad_token_id=cfg.eos_id)
+    return lm
+
+
+def sample_categorical(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One draw per row of ``softmax(logits)`` by inverting the CDF ([B, V] -> [B]); faster than multinomial."""
+    cdf = torch.softmax(logits.float(), dim=-1).cumsum_(dim=-1)
+    u = torch.rand(cdf.shape[0], 1, generator=generator, device=cdf.device) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u, right=True).clamp_(max=cdf.shape[-1] - 1).squeeze(1)
+
+
+def warp_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """Temperature, then top-k, then nucleus (top-p) filtering: the order and meaning of ``generate()``'s."""
+    if temperature != 1.0:
+        logits = logits / temperature
+    if top_k and 0 < top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, NEG_INF)
+    if top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        probs = sorted_logits.softmax(dim=-1)
+        before = probs.cumsum(dim=-1) - probs  # probability mass of strictly more likely tokens
+        drop_sorted = before > top_p
+        drop_sorted[..., 0] = False  # always keep the most likely token
+        drop = drop_sorted.scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, NEG_INF)
+    return logits
+
+
+def gumbel_noise(shape, generator: torch.Generator | None, device, dtype=torch.float32) -> torch.Tensor:
+    u = torch.rand(shape, generator=generator, device=device, dtype=dtype)
+    return -torch.log(-torch.log(u.clamp_(1e-10, 1.0 - 1e-7)))
+
+
+def after_eos(tokens: torch.Tensor, eos_id: int | None) -> torch.Tensor:
+    """True at the positions strictly after each row's first EOS (forced padding)."""
+    if eos_id is None:
+        return torch.zeros_like(tokens, dtype=torch.bool)
+    is_eos = (tokens == eos_id).long()
+    return (is_eos.cumsum(dim=1) - is_eos) > 0
+
+
+class TextGenerator(nn.Module):
+    """Wraps a causal LM (``self.lm``) with the sequence format the domain uses: ``<bos>`` + ``seq_len`` tokens.
+
+    ``self.lm`` is a plain transformers model: ``lm.save_pretrained(DIR)`` is the exported generator.
+    The buffer ``mle_sweep`` holds the MLE baseline's metrics at several temperatures (NaN until the
+    pre-training phase fills it), so that they survive checkpoints and reach the final summary.
+    """
+
+    def __init__(self, lm: nn.Module, seq_len: int, bos_id: int, eos_id: int | None, sweep_shape=(0, 0)):
+        super().__init__()
+        self.lm = lm
+        self.seq_len, self.bos_id, self.eos_id = seq_len, bos_id, eos_id
+        self.vocab_size = int(lm.get_output_embeddings().weight.shape[0])
+        # <bos> is never generated (unless it is also the EOS, as in OpenAI's GPT-2 tokenizer).
+        self.banned = [bos_id] if bos_id != eos_id else []
+        self.register_buffer("mle_sweep", torch.full(tuple(sweep_shape), float("nan")))
+
+    # -- teacher forcing ----------------------------------------------------------------------------
+    def _inputs(self, tokens: torch.Tensor) -> torch.Tensor:
+        bos = torch.full_like(tokens[:, :1], self.bos_id)
+        return torch.cat([bos, tokens[:, :-1]], dim=1)
+
+    def _mask(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.banned:
+            logits = logits.clone()
+            logits[..., self.banned] = NEG_INF
+        return logits
+
+    def logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Next-token logits at every position of ``tokens`` [B, T] given ``<bos>`` and the prefix: [B, T, V]."""
+        return self._mask(self.lm(input_ids=self._inputs(tokens)).logits.float())
+
+    def token_log_probs(self, tokens: torch.Tensor, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probability of each token [B, T] and the mask of positions that count (up to the first EOS)."""
+        logits = self.logits(tokens)
+        if temperature != 1.0:
+            logits = logits / temperature
+        logp = logits.log_softmax(dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+        return logp, ~after_eos(tokens, self.eos_id)
+
+    def mle_loss(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Mean negative log-likelihood per token (the positions up to and including the first EOS)."""
+        logp, mask = self.token_log_probs(tokens)
+        return -(logp * mask).sum() / mask.sum().clamp(min=1)
+
+    # -- sampling -----------------------------------------------------------------------------------
+    def _step_logits(self, inputs_ids=None, inputs_embeds=None, cache=None):
+        # transformers 5 names the key/value cache ``cache``; 4.x named it ``past_key_values``.
+        if _CACHE_ARG.get(type(self.lm)) is None:
+            import inspect
+
+            _CACHE_ARG[type(self.lm)] = "cache" if "cache" in inspect.signature(self.lm.forward).parameters \
+                else "past_key_values"
+        name = _CACHE_ARG[type(self.lm)]
+        out = self.lm(input_ids=inputs_ids, inputs_embeds=inputs_embeds, use_cache=True, **{name: cache})
+        return self._mask(out.logits[:, -1].float()), out[name]
+
+    def _force_eos(self, logits: torch.Tensor, done: torch.Tensor) -> torch.Tensor:
+        if self.eos_id is None or not bool(done.any()):
+            return logits
+        forced = torch.full_like(logits, NEG_INF)
+        forced[:, self.eos_id] = 0.0
+        return torch.where(done.unsqueeze(1), forced, logits)
+
+    @torch.no_grad()
+    def sample(self, n: int, *, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+               generator: torch.Generator | None = None, gumbel: bool = False, batch_size: int = 1000):
+        """Ancestral sampling with a key/value cache: token ids [n, seq_len].
+
+        With ``gumbel=True`` tokens are ``argmax(o_t + g_t)`` (the Gumbel-max trick, same distribution) and
+        ``(tokens, logits, noise)`` are returned for the Gumbel-softmax estimator.
+        """
+        device = self.lm.get_input_embeddings().weight.device
+        all_tokens, all_logits, all_noise = [], [], []
+        for start in range(0, n, batch_size):
+            b = min(batch_size, n - start)
+            x = torch.full((b, 1), self.bos_id, dtype=torch.long, device=device)
+            done = torch.zeros(b, dtype=torch.bool, device=device)
+            cache, toks, lgs, noise = None, [], [], []
+            for _ in range(self.seq_len):
+                logits, cache = self._step_logits(inputs_ids=x, cache=cache)
+                if gumbel:
+                    logits = self._force_eos(logits, done)
+                    g = gumbel_noise(logits.shape, generator, device)
+                    tok = (logits + g).argmax(dim=-1)
+                    lgs.append(logits)
+                    noise.append(g)
+                else:
+                    logits = self._force_eos(warp_logits(logits, temperature, top_k, top_p), done)
+                    tok = sample_categorical(logits, generator)
+                if self.eos_id is not None:
+                    done = done | (tok == self.eos_id)
+                toks.append(tok)
+                x = tok.unsqueeze(1)
+            all_tokens.append(torch.stack(toks, dim=1))
+            if gumbel:
+                all_logits.append(torch.stack(lgs, dim=1))
+                all_noise.append(torch.stack(noise, dim=1))
+        tokens = torch.cat(all_tokens)
+        if gumbel:
+            return tokens, torch.cat(all_logits), torch.cat(all_noise)
+        return tokens
+
+    @torch.no_grad()
+    def generate(self, n: int, *, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                 batch_size: int = 500) -> torch.Tensor:
+        """``n`` samples with transformers' ``generate()`` (torch's global RNG): token ids [n, seq_len]."""
+        device = self.lm.get_input_embeddings().weight.device
+        pad = self.eos_id if self.eos_id is not None else 0
+        out = []
+        for start in range(0, n, batch_size):
+            b = min(batch_size, n - start)
+            ids = torch.full((b, 1), self.bos_id, dtype=torch.long, device=device)
+            seq = self.lm.generate(
+                input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=temperature,
+                top_k=top_k, top_p=top_p, max_new_tokens=self.seq_len, eos_token_id=self.eos_id,
+                pad_token_id=pad, suppress_tokens=self.banned or None)[:, 1:]
+            if seq.shape[1] < self.seq_len:  # every row ended early
+                seq = F.pad(seq, (0, self.seq_len - seq.shape[1]), value=pad)
+            out.append(seq)
+        return torch.cat(out)
+
+    def forward(self, z: torch.Tensor, cond=None) -> torch.Tensor:
+        """``G(z)``: ``len(z)`` sampled sequences (token ids); ``z`` only counts the samples."""
+        return self.sample(len(z))
+
+    # -- the two estimators -------------------------------------------------------------------------
+    def gumbel_softmax(self, n: int, beta: float, generator: torch.Generator | None, feed: str = "hard"):
+        """RelGAN's generator output: soft one-hot vectors ``softmax(beta (o_t + g_t))`` [n, seq_len, V].
+
+        Differentiable with respect to the LM's parameters when grad is enabled.
+        """
+        if feed == "soft":
+            return self._gumbel_soft_feed(n, beta, generator)
+        tokens, logits, noise = self.sample(n, generator=generator, gumbel=True, batch_size=n)
+        if torch.is_grad_enabled():
+            logits = self._force_eos_all(self.logits(tokens), tokens)
+        return torch.softmax(beta * (logits + noise), dim=-1)
+
+    def _force_eos_all(self, logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        forced = after_eos(tokens, self.eos_id)
+        if not bool(forced.any()):
+            return logits
+        eos_row = torch.full_like(logits[:1, :1], NEG_INF)
+        eos_row[..., self.eos_id] = 0.0
+        return torch.where(forced.unsqueeze(-1), eos_row.expand_as(logits), logits)
+
+    def _gumbel_soft_feed(self, n: int, beta: float, generator):
+        emb = self.lm.get_input_embeddings().weight
+        x = emb[self.bos_id].expand(n, 1, -1)
+        done = torch.zeros(n, dtype=torch.bool, device=emb.device)
+        cache, outs = None, []
+        for _ in range(self.seq_len):
+            logits, cache = self._step_logits(inputs_embeds=x, cache=cache)
+            logits = self._force_eos(logits, done)
+            y = torch.softmax(beta * (logits + gumbel_noise(logits.shape, generator, emb.device)), dim=-1)
+            outs.append(y)
+            if self.eos_id is not None:
+                done = done | (y.argmax(dim=-1) == self.eos_id)
+            x = (y @ emb).unsqueeze(1).to(emb.dtype)
+        return torch.stack(outs, dim=1)
+
+
+def reinforce_loss(log_probs: torch.Tensor, mask: torch.Tensor, rewards: torch.Tensor,
+                   baseline: torch.Tensor | float) -> torch.Tensor:
+    """REINFORCE (Williams 1992) with a sequence-level reward, as SeqGAN without rollouts.
+
+    ``loss = -mean_i[(r_i - b) * sum_t log p(y_it)] / T``: the gradient of the expected reward (per token
+    of the fixed length ``T``), with ``b`` a baseline. ``log_probs`` and ``mask`` are [B, T]; ``rewards`` [B].
+    """
+    advantage = (rewards - baseline).detach()
+    seq_logp = (log_probs * mask).sum(dim=1)
+    return -(advantage * seq_logp).mean() / log_probs.shape[1]
+
+
+class Discriminator(nn.Module):
+    """RelGAN's CNN discriminator: embed (one-hot x matrix), convolutions of widths 2..5, max over time,
+    highway, dropout, one logit per sequence. Accepts one-hot or soft one-hot [B, T, V] (or token ids [B, T])."""
+
+    def __init__(self, vocab_size: int, embed: int = 64, filters: int = 64, widths=(2, 3, 4, 5), dropout: float = 0.25):
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.embed = nn.Parameter(torch.randn(vocab_size, embed) * 0.02)
+        self.convs = nn.ModuleList(nn.Conv1d(embed, filters, w, padding=w - 1) for w in widths)
+        feat = filters * len(widths)
+        self.highway = nn.Linear(feat, feat)
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(feat, 1)
+
+    def forward(self, x: torch.Tensor, cond=None) -> torch.Tensor:
+        e = F.embedding(x, self.embed) if not x.is_floating_point() else x @ self.embed
+        h = e.transpose(1, 2)
+        feats = torch.cat([F.relu(conv(h)).amax(dim=2) for conv in self.convs], dim=1)
+        highway = self.highway(feats)  # RelGAN uses one projection for both the gate and the transform
+        gate = torch.sigmoid(highway)
+        feats = gate * F.relu(highway) + (1.0 - gate) * feats
+        return self.out(self.dropout(feats)).squeeze(1)

@@ -1,0 +1,353 @@
+"""The text domain: tokenizer, oracle, estimators, metrics, export, and tiny runs end to end through the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import load_weights, read_metrics
+from genkit import GenkitError
+from genkit.plugins import registry
+from genkit_text import data as tdata
+from genkit_text.metrics import References, bleu, distinct, self_bleu, text_metrics
+from genkit_text.model import (Discriminator, LMConfig, TextGenerator, build_lm, reinforce_loss, warp_logits)
+from genkit_text.oracle import OracleLSTM, oracle_data
+
+SUBJECTS = ["the cat", "a dog", "my friend", "the teacher", "an old man", "the small bird"]
+VERBS = ["sees", "likes", "follows", "finds", "helps"]
+OBJECTS = ["the ball.", "a red car.", "the garden!", "its owner.", "the café.", "every child?"]
+SENTENCES = [f"{s} {v} {o}".capitalize() for s in SUBJECTS for v in VERBS for o in OBJECTS][:120]
+
+TINY = ["--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--d-embed", "16", "--d-filters", "8",
+        "--vocab-size", "300", "--max-len", "12", "--batch-size", "8", "--pretrain-steps", "5", "--steps", "3",
+        "--bleu-samples", "20", "--sweep", "0.8,1.0", "--eval-every", "0", "--checkpoint-every", "0",
+        "--sample-every", "0", "--log-every", "1", "--device", "cpu", "--quiet"]
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n".join(SENTENCES) + "\n", encoding="utf-8")
+    return path
+
+
+def domain():
+    return registry().domain("text")
+
+
+def tiny_generator(vocab=50, seq_len=6, eos=1, bos=0):
+    torch.manual_seed(0)
+    lm = build_lm(LMConfig(vocab_size=vocab, seq_len=seq_len, n_layer=1, n_embd=16, n_head=2, dropout=0.0,
+                           bos_id=bos, eos_id=eos))
+    return TextGenerator(lm, seq_len, bos, eos)
+
+
+# -- tokenizer and data --------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["bpe", "word"])
+def test_tokenizer_training_and_round_trip(kind):
+    tok = tdata.train_tokenizer(SENTENCES, kind, 300)
+    assert tok.bos_token == "<bos>" and tok.eos_token == "<eos>" and tok.pad_token == "<eos>"
+    ids, cut = tdata.encode(tok, SENTENCES[:3], 16, "test")
+    assert ids.shape == (3, 16) and cut == 0.0
+    assert (ids == tok.eos_token_id).any(dim=1).all()  # every row ends with EOS (and EOS padding)
+    texts = tdata.decode(tok, ids, tok.eos_token_id)
+    if kind == "bpe":  # byte level: exact round trip, unseen characters included
+        assert texts == SENTENCES[:3]
+        unseen = "Zürich ☃ naïve"
+        assert tdata.decode(tok, tdata.encode(tok, [unseen], 40, "t")[0], tok.eos_token_id) == [unseen]
+    else:  # word level: the same words, punctuation split off
+        assert [t.replace(" .", ".").replace(" !", "!").replace(" ?", "?") for t in texts] == SENTENCES[:3]
+
+
+def test_long_examples_are_cut_and_counted():
+    tok = tdata.train_tokenizer(SENTENCES, "bpe", 300)
+    ids, cut = tdata.encode(tok, [SENTENCES[0], " ".join(SENTENCES[:10])], 40, "t")
+    assert cut == 0.5 and ids[1, -1] == tok.eos_token_id
+
+
+def test_pydoc_corpus_is_english_sentences():
+    sents = tdata.pydoc_sentences()
+    assert len(sents) > 1000
+    assert all(s[0].isupper() and s[-1] in ".!?" for s in sents)
+    train, test = tdata.split(sents, 0.1, 0)
+    assert (train, test) == tdata.split(sents, 0.1, 0)  # fixed by the seed
+    assert len(test) == round(0.1 * len(sents)) and not set(test) & set(train) - set(test)
+
+
+def test_invalid_utf8_names_file_and_line(tmp_path, invoke):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"first line\nsecond line\nthird \xff line\n")
+    with pytest.raises(GenkitError, match=r"bad\.txt: line 3: not valid UTF-8"):
+        tdata.read_text_examples(bad)
+    out = tmp_path / "run"
+    result = invoke("run", "text", "--data", bad, "--out", out, *TINY)
+    assert result.exit_code == 1
+    assert "bad.txt: line 3: not valid UTF-8" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists()  # nothing written
+
+
+def test_empty_input_is_a_one_line_error(tmp_path, invoke):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n  \n\n", encoding="utf-8")
+    result = invoke("run", "text", "--data", empty, "--out", tmp_path / "run", *TINY)
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [f"genkit: error: --data {empty}: no text (the input is empty or only blank lines)"]
+    folder = tmp_path / "dir"
+    folder.mkdir()
+    result = invoke("run", "text", "--data", folder, "--out", tmp_path / "run", *TINY)
+    assert result.exit_code == 1 and "holds no .txt files" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+# -- oracle --------------------------------------------------------------------------------------------
+def test_oracle_is_deterministic():
+    o1, tr1, te1 = oracle_data(seed=5, n_train=30, n_test=10)
+    o2, tr2, te2 = oracle_data(seed=5, n_train=30, n_test=10)
+    assert tr1.shape == (30, 20) and te1.shape == (10, 20) and tr1.dtype == torch.int64
+    assert torch.equal(tr1, tr2) and torch.equal(te1, te2)
+    assert all(torch.equal(a, b) for a, b in zip(o1.state_dict().values(), o2.state_dict().values()))
+    _, tr3, _ = oracle_data(seed=6, n_train=30, n_test=10)
+    assert not torch.equal(tr1, tr3)
+    # SeqGAN's recipe: embedding and hidden 32 over 5,000 tokens, weights N(0, 1)
+    assert o1.embed.weight.shape == (5000, 32) and o1.lstm.hidden_size == 32
+    assert 0.9 < o1.out.weight.std().item() < 1.1
+    # the oracle finds its own samples far likelier than uniform random tokens
+    assert o1.nll(tr1) < o1.nll(torch.randint(0, 5000, (30, 20))) - 2
+
+
+def test_oracle_metrics_through_the_domain():
+    oracle, train, test = oracle_data(seed=1, n_train=64, n_test=32)
+    from genkit import Data
+
+    data = Data(train=None, extra={"kind": "oracle", "oracle": oracle, "test_ids": test, "vocab_size": 5001,
+                                   "bos_id": 5000, "eos_id": None, "seq_len": 20, "nll_oracle_data": oracle.nll(test)})
+    opts = {**domain().option_defaults(), "n_layer": 1, "n_embd": 16, "n_head": 2, "eval_samples": 50}
+    torch.manual_seed(0)
+    G, D = domain().build_models(opts, data)
+    m = domain().metrics(G.eval(), data, opts, temperature=1.0, top_k=0, top_p=1.0)
+    assert set(m) == {"nll_oracle", "nll_gen", "nll_oracle_data"}
+    # an untrained model is near uniform over the 5,000 tokens, and its samples are unlikely under the oracle
+    assert abs(m["nll_gen"] - math.log(5000)) < 0.1
+    assert m["nll_oracle"] > m["nll_oracle_data"] + 2
+
+
+# -- estimators ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("feed", ["hard", "soft"])
+def test_gumbel_softmax_gradients_reach_the_generator(feed):
+    G = tiny_generator()
+    D = Discriminator(G.vocab_size, 8, 4)
+    y = G.gumbel_softmax(4, beta=3.0, generator=torch.Generator().manual_seed(0), feed=feed)
+    assert y.shape == (4, 6, 50) and torch.allclose(y.sum(-1), torch.ones(4, 6), atol=1e-5)
+    assert y[..., 0].max() < 1e-6  # <bos> is never generated
+    D(y).sum().backward()
+    grads = {n: p.grad for n, p in G.named_parameters()}
+    assert all(g is not None and g.abs().sum() > 0 for n, g in grads.items() if "wpe" not in n), \
+        [n for n, g in grads.items() if g is None or g.abs().sum() == 0]
+
+
+def test_gumbel_hard_feed_recomputes_the_sampled_logits():
+    G = tiny_generator()
+    tokens, logits, noise = G.sample(3, generator=torch.Generator().manual_seed(1), gumbel=True)
+    assert torch.equal((logits + noise).argmax(-1), tokens)
+    tf = G._force_eos_all(G.logits(tokens), tokens)  # the teacher-forced pass gives the same logits
+    assert torch.allclose(tf, logits, atol=1e-4)
+
+
+def test_positions_after_eos_are_forced_to_eos():
+    G = tiny_generator(vocab=5, seq_len=12, eos=1)  # a 5-token vocabulary ends sequences early
+    tokens = G.sample(20, generator=torch.Generator().manual_seed(0))
+    for row in tokens.tolist():
+        if 1 in row:
+            assert set(row[row.index(1):]) == {1}
+
+
+def test_reinforce_loss_known_case():
+    logp = torch.log(torch.tensor([[0.5, 0.25], [0.5, 0.5]])).requires_grad_(True)
+    mask = torch.ones(2, 2, dtype=torch.bool)
+    rewards = torch.tensor([1.0, 0.0])
+    loss = reinforce_loss(logp, mask, rewards, rewards.mean())
+    # advantages (+0.5, -0.5); sequence log-probs log(1/8), log(1/4):
+    # -mean(0.5 log(1/8) - 0.5 log(1/4)) / T = -(0.5 log(1/2) / 2) / 2 = log(2) / 8
+    assert loss.item() == pytest.approx(math.log(2) / 8, rel=1e-6)
+    loss.backward()
+    assert torch.allclose(logp.grad, torch.tensor([[-0.125, -0.125], [0.125, 0.125]]))  # raise the rewarded one
+    # masked positions (after EOS) carry neither loss nor gradient
+    logp.grad = None
+    masked = reinforce_loss(logp, torch.tensor([[True, False], [True, True]]), rewards, 0.5)
+    masked.backward()
+    assert logp.grad[0, 1] == 0 and masked.item() == pytest.approx(-(0.5 * math.log(0.5) - 0.5 * math.log(0.25)) / 4)
+
+
+def test_beta_schedule_is_relgans_exponential():
+    from types import SimpleNamespace
+
+    opts = {"beta_max": 100.0, "beta_steps": 200}
+    beta = lambda step, **kw: domain().beta(SimpleNamespace(options={**opts, **kw}, step=step, total_steps=10))
+    assert beta(0) == 1.0 and beta(200) == pytest.approx(100.0)
+    assert beta(100) == pytest.approx(10.0)  # 100 ** (1/2)
+    assert beta(50, beta_steps=50) == pytest.approx(100.0) and beta(150, beta_steps=50) == pytest.approx(100.0)
+    assert beta(25, beta_steps=50, beta_max=1000.0) == pytest.approx(1000 ** 0.5)
+
+
+def test_own_sampler_agrees_with_generate():
+    G = tiny_generator().eval()
+    greedy = G.sample(3, top_k=1)
+    ids = torch.zeros(3, 1, dtype=torch.long)
+    ref = G.lm.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=6,
+                        eos_token_id=1, pad_token_id=1, suppress_tokens=[0])[:, 1:]
+    ref = torch.nn.functional.pad(ref, (0, 6 - ref.shape[1]), value=1)
+    assert torch.equal(greedy, ref)
+    torch.manual_seed(0)
+    assert G.generate(7, top_k=5, top_p=0.9).shape == (7, 6)
+
+
+def test_warp_logits_top_k_and_top_p():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    assert (warp_logits(logits, top_k=2) > -1e8).tolist() == [[True, True, False, False]]
+    assert (warp_logits(logits, top_p=0.7) > -1e8).tolist() == [[True, True, False, False]]
+    assert (warp_logits(logits, top_p=0.1) > -1e8).tolist() == [[True, False, False, False]]
+    assert torch.allclose(warp_logits(logits, temperature=2.0), logits / 2)
+
+
+def test_discriminator_accepts_ids_one_hot_and_soft_one_hot():
+    torch.manual_seed(0)
+    D = Discriminator(30, 8, 4).eval()
+    ids = torch.randint(0, 30, (3, 7))
+    one_hot = torch.nn.functional.one_hot(ids, 30).float()
+    assert D(ids).shape == (3,) and torch.allclose(D(ids), D(one_hot), atol=1e-5)
+    assert D(torch.softmax(torch.randn(3, 7, 30), -1)).shape == (3,)
+
+
+# -- metrics -------------------------------------------------------------------------------------------
+def test_bleu_known_cases():
+    # Papineni et al. 2002: clipped unigram precision 2/7; no "the the" bigram in the references
+    hyp = "the the the the the the the".split()
+    refs = ["the cat is on the mat".split(), "there is a cat on the mat".split()]
+    assert bleu([hyp], refs, (2,))[2] == pytest.approx(math.sqrt(2 / 7 * 0.1 / 6))  # method1: 0 -> 0.1 / 6
+    # brevity penalty: hypothesis of 2 words, closest reference 6 words
+    assert bleu([["the", "cat"]], [refs[0]], (2,))[2] == pytest.approx(math.exp(1 - 6 / 2))
+    # nltk's documentation example of sentence_bleu (BLEU-4): 0.5045...
+    h1 = ("It is a guide to action which ensures that the military always obeys the commands of the party").split()
+    r1 = "It is a guide to action that ensures that the military will forever heed Party commands".split()
+    r2 = ("It is the guiding principle which guarantees the military forces always being under the command of "
+          "the Party").split()
+    r3 = "It is the practical guide for the army always to heed the directions of the party".split()
+    assert bleu([h1], [r1, r2, r3], (4,))[4] == pytest.approx(0.5045666840058485)
+    assert bleu([["nothing", "shared"]], refs, (2,))[2] == 0.0
+
+
+def test_self_bleu_leaves_each_sentence_out():
+    same = [["a", "b", "c", "d"]] * 3
+    assert self_bleu(same, (2, 3))[2] == pytest.approx(1.0)
+    distinct_sents = [["a", "b", "c"], ["d", "e", "f"], ["g", "h", "i"]]
+    assert self_bleu(distinct_sents, (2,))[2] == 0.0
+    # a duplicated sentence is still found among the others after leaving one copy out
+    refs = References([["x", "y"], ["x", "y"], ["z"]], 2)
+    assert refs.max_count(("x", "y"), exclude=0) == 1 and refs.max_count(("z",), exclude=2) == 0
+    assert distinct([["a", "b", "a", "b"]], 2) == pytest.approx(2 / 3)
+
+
+def test_text_metrics_name_their_smoothing():
+    m = text_metrics(SENTENCES[:20], SENTENCES[20:60])
+    assert {f"bleu{n}_method1" for n in (2, 3, 4, 5)} <= set(m)
+    assert {f"self_bleu{n}_method1" for n in (2, 3, 4, 5)} <= set(m)
+    assert 0 < m["bleu2_method1"] <= 1 and 0 < m["distinct1"] <= 1
+
+
+# -- end to end ----------------------------------------------------------------------------------------
+def run_text(invoke, out, data, *extra):
+    result = invoke("run", "text", "--data", data, "--out", out, *TINY, *extra)
+    assert result.exit_code == 0, result.stderr
+    return json.loads((out / "summary.json").read_text())
+
+
+@pytest.mark.parametrize("estimator", ["gumbel", "reinforce"])
+def test_tiny_run_end_to_end(tmp_path, invoke, corpus, estimator):
+    out = tmp_path / "run"
+    extra = ["--mle-mix", "0.5"] if estimator == "reinforce" else []
+    summary = run_text(invoke, out, corpus, "--estimator", estimator, *extra)
+    assert summary["status"] == "completed" and summary["steps"] == 3 and summary["loss"] == "rsgan"
+    metrics = summary["metrics"]
+    for key in ("bleu2_method1", "self_bleu4_method1", "distinct2", "nll_gen",
+                "mle_t0.8_bleu2_method1", "mle_t1_nll_gen", "mle_t1_self_bleu2_method1"):
+        assert key in metrics and math.isfinite(metrics[key]), key
+    assert ("gumbel_beta" in metrics) == (estimator == "gumbel")
+    records = read_metrics(out)
+    assert records[0]["phase"] == "pretrain" and records[0]["mle_nll_train"] > 0
+    assert records[0]["mle_t1_nll_gen"] == pytest.approx(metrics["mle_t1_nll_gen"])  # the sweep reaches the summary
+    steps = [r for r in records if "loss_g" in r]
+    assert [r["step"] for r in steps] == [1, 2, 3] and all(math.isfinite(r["loss_g"]) for r in steps)
+    lines = (out / "samples" / "final.txt").read_text(encoding="utf-8").split("\n")
+    assert len(lines) == 101 and lines[-1] == ""  # the snapshot: 100 samples, one per line
+    assert (out / "tokenizer" / "tokenizer.json").is_file() and (out / "model" / "model.safetensors").is_file()
+    if estimator == "gumbel":
+        check_export_and_sample(tmp_path, invoke, out)
+
+
+def check_export_and_sample(tmp_path, invoke, out):
+    """The exported model loads with plain transformers; genkit sample -n 5 writes 5 lines, reproducibly."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    lm = AutoModelForCausalLM.from_pretrained(out / "model").eval()
+    tok = AutoTokenizer.from_pretrained(out / "model")
+    assert tok.decode(tok(SENTENCES[0])["input_ids"]) == SENTENCES[0]
+    weights = load_weights(out / "checkpoints" / "step-00000003" / "generator.safetensors")
+    state = lm.state_dict()
+    assert all(torch.equal(state[k[len("lm."):]], v) for k, v in weights.items() if k.startswith("lm."))
+    ids = lm.generate(input_ids=torch.tensor([[tok.bos_token_id]]), max_new_tokens=5, do_sample=False)
+    assert ids.shape[1] >= 2
+
+    result = invoke("sample", out, "-n", "5", "--out", tmp_path / "five")
+    assert result.exit_code == 0, result.stderr
+    files = [line for line in result.stdout.splitlines() if line]
+    assert files == [str(tmp_path / "five" / "samples.txt")]
+    lines = (tmp_path / "five" / "samples.txt").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 5 and any(lines)
+    invoke("sample", out, "-n", "5", "--out", tmp_path / "again")
+    assert (tmp_path / "again" / "samples.txt").read_text() == (tmp_path / "five" / "samples.txt").read_text()
+
+
+def test_resume_is_exact(tmp_path, invoke, corpus):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    run_text(invoke, straight, corpus, "--steps", "4")
+    run_text(invoke, split, corpus, "--steps", "2")
+    result = invoke("run", "text", "--resume", split, "--steps", "4", "--quiet")
+    assert result.exit_code == 0, result.stderr
+    a = load_weights(straight / "checkpoints" / "step-00000004" / "generator.safetensors")
+    b = load_weights(split / "checkpoints" / "step-00000004" / "generator.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert sum(1 for r in read_metrics(split) if r.get("phase") == "pretrain") == 1  # pre-trained only once
+
+
+def test_pretrained_model_folder(tmp_path, invoke, corpus):
+    from transformers import AutoModelForCausalLM
+
+    tok = tdata.train_tokenizer(SENTENCES, "bpe", 300)
+    torch.manual_seed(0)
+    lm = build_lm(LMConfig(vocab_size=len(tok), seq_len=16, n_layer=1, n_embd=32, n_head=2,
+                           bos_id=tok.bos_token_id, eos_id=tok.eos_token_id))
+    src = tmp_path / "pretrained"
+    lm.save_pretrained(src)
+    tok.save_pretrained(src)
+    out = tmp_path / "run"
+    summary = run_text(invoke, out, corpus, "--model", src, "--pretrain-steps", "0")
+    assert summary["status"] == "completed" and "mle_t1_nll_gen" not in summary["metrics"]
+    assert (out / "lm_config" / "config.json").is_file()
+    tuned = AutoModelForCausalLM.from_pretrained(out / "model")
+    assert tuned.config.n_embd == 32
+    result = invoke("sample", out, "-n", "3", "--out", tmp_path / "s")
+    assert result.exit_code == 0, result.stderr
+    assert len((tmp_path / "s" / "samples.txt").read_text(encoding="utf-8").splitlines()) == 3
+    bad = invoke("run", "text", "--data", corpus, "--model", tmp_path / "nowhere", "--out", tmp_path / "r2", *TINY)
+    assert bad.exit_code == 1 and "--model" in bad.stderr and "no such folder" in bad.stderr
+
+
+def test_plugin_import_does_not_import_torch():
+    code = "import sys, genkit_text; print('torch' in sys.modules, 'transformers' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]

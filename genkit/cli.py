@@ -148,7 +148,7 @@ def make_run_command(domain) -> click.Command:
         click.option("--quiet", "-q", is_flag=True, help="No progress bar or messages on stderr."),
     ]
     decorators += _domain_option_decorators(domain)
-    for deco in reversed(decorators):
+    for deco in decorators:  # on a Command, click.option appends: keep the listed order
         cmd = deco(cmd)
     return cmd
 
@@ -166,7 +166,7 @@ def make_info_command(domain) -> click.Command:
         click.option("--data", type=str, help="Training data."),
         click.option("--json", "as_json", is_flag=True, help="Machine-readable output."),
     ] + _domain_option_decorators(domain)
-    for deco in reversed(decorators):
+    for deco in decorators:  # on a Command, click.option appends: keep the listed order
         cmd = deco(cmd)
     return cmd
 

@@ -1,1 +1,202 @@
-"""genkit's audio domain (work in progress): registers nothing yet."""
+"""genkit's audio domain: WaveGAN and SpecGAN (Donahue, McAuley & Puckette, "Adversarial Audio Synthesis",
+ICLR 2019) on 16 kHz audio, writing 16-bit PCM WAV files and a PNG of their spectrograms.
+
+This module is imported when genkit loads its plugins, so it imports no torch; the model, data and I/O
+modules are imported by the methods that need them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+from genkit import Data, Domain, GenkitError, Option, hookimpl
+
+DEFAULT_DATA = "espeak-digits"
+SAMPLE_RATE = 16000
+
+
+class AudioDomain(Domain):
+    name = "audio"
+    summary = "WaveGAN / SpecGAN on 16 kHz audio (default: spoken digits synthesised offline)"
+    paper = "Donahue, McAuley & Puckette, Adversarial Audio Synthesis, ICLR 2019"
+    sample_ext = ".wav"
+    options = (
+        Option("model", "wavegan", "wavegan (raw waveform) or specgan (spectrogram + Griffin-Lim).",
+               choices=("wavegan", "specgan")),
+        Option("length", 16384, "Output samples at 16 kHz (SpecGAN: 16384 only).", choices=(16384, 32768, 65536)),
+        Option("model_size", 64, "Model size d: the widest layer has 16d channels (paper: 64)."),
+        Option("latent_dim", 100, "Dimension of z ~ U[-1, 1]."),
+        Option("phase_shuffle", 2, "WaveGAN discriminator's phase-shuffle radius (0 = off)."),
+        Option("upsample", "zeros", "WaveGAN generator upsampling: zeros (transposed conv) or nn (nearest + conv).",
+               choices=("zeros", "nn")),
+        Option("post_filter", False, "WaveGAN: learned 512-tap post-processing filter on the generator's output."),
+        Option("conditional", False, "Class-conditional generator and projection discriminator (labels from the data)."),
+        Option("griffin_lim_iters", 16, "SpecGAN: Griffin-Lim iterations when turning spectrograms into audio."),
+    )
+    # CPU-sized default (docs/audio.md): the paper's loss and optimiser, a small model and batch, one critic step.
+    # d = 8 (1/64 of the paper's compute per sample), batch 16, one critic update per generator update and
+    # twice the paper's learning rate, 300 steps (docs/audio.md has the timings and what it sounds like).
+    recipe = {"steps": 300, "batch_size": 16, "loss": "wgan-gp", "n_critic": 1, "lr_g": 2e-4, "lr_d": 2e-4,
+              "beta1": 0.5, "beta2": 0.9, "model_size": 8, "checkpoint_every": 200, "sample_every": 100,
+              "log_every": 10}
+    presets = {
+        # The authors' WaveGAN exactly (train_wavegan.py): d = 64, WGAN-GP (lambda 10 is wgan-gp's default),
+        # 5 critic updates per generator update, Adam 1e-4 / (0.5, 0.9), batch 64. A GPU run of days.
+        "paper": {"model": "wavegan", "length": 16384, "model_size": 64, "latent_dim": 100, "phase_shuffle": 2,
+                  "upsample": "zeros", "post_filter": False, "loss": "wgan-gp", "n_critic": 5, "lr_g": 1e-4,
+                  "lr_d": 1e-4, "beta1": 0.5, "beta2": 0.9, "batch_size": 64, "steps": 100000,
+                  "checkpoint_every": 2000, "sample_every": 2000, "log_every": 100},
+        # The authors' SpecGAN: the same training on 128 x 128 spectrograms.
+        "specgan-paper": {"model": "specgan", "length": 16384, "model_size": 64, "latent_dim": 100,
+                          "loss": "wgan-gp", "n_critic": 5, "lr_g": 1e-4, "lr_d": 1e-4, "beta1": 0.5,
+                          "beta2": 0.9, "batch_size": 64, "steps": 100000, "checkpoint_every": 2000,
+                          "sample_every": 2000, "log_every": 100},
+    }
+
+    # -- data ---------------------------------------------------------------------------------------
+    def default_data(self, options: Mapping[str, Any]) -> str:
+        return DEFAULT_DATA
+
+    def _check(self, options: Mapping[str, Any]) -> None:
+        if options["model"] == "specgan" and options["length"] != 16384:
+            raise GenkitError(f"--model specgan makes 16384-sample clips only, not --length {options['length']}")
+        for key in ("model_size", "latent_dim", "griffin_lim_iters"):
+            if options[key] <= 0:
+                raise GenkitError(f"--{key.replace('_', '-')} must be positive, got {options[key]}")
+        if options["phase_shuffle"] < 0:
+            raise GenkitError(f"--phase-shuffle must be 0 (off) or a positive radius, got {options['phase_shuffle']}")
+
+    def load_data(self, spec: str, options: Mapping[str, Any], *, cache_dir: Path) -> Data:
+        import torch
+        from torch.utils.data import TensorDataset
+
+        from . import data as audata
+
+        self._check(options)
+        length = options["length"]
+        if spec == DEFAULT_DATA:
+            x, y, names, source = audata.espeak_digits(cache_dir, length)
+        else:
+            path = Path(spec).expanduser()
+            if not path.exists():
+                raise GenkitError(f"--data {spec}: no such folder (built-in: {DEFAULT_DATA})")
+            if not path.is_dir():
+                raise GenkitError(f"--data {spec}: expected a folder of WAV/FLAC/OGG files")
+            x, y, names, source = audata.load_folder(path, length)
+        conditional = bool(options["conditional"])
+        if conditional and (y is None or len(names) < 2):
+            raise GenkitError(f"--data {spec}: --conditional needs class labels (sub-folders or label_ file-name prefixes)")
+        labels = y if y is not None else torch.zeros(len(x), dtype=torch.int64)
+        extra: dict[str, Any] = {"sample_rate": SAMPLE_RATE, "length": length, "model": options["model"]}
+        if options["model"] == "specgan":
+            from . import specgan
+
+            stats = []  # the per-frequency-bin moments of the training set's log-magnitudes
+            with torch.no_grad():
+                for chunk in x.split(256):
+                    stats.append(specgan.spectrogram(chunk.float() / 32768.0)[:, 0])
+            logmag = torch.cat(stats)  # (N, 128, 128)
+            mean = logmag.mean(dim=(0, 2))
+            std = logmag.transpose(0, 1).reshape(128, -1).std(dim=1).clamp_min(1e-3)
+            extra["spec_mean"], extra["spec_std"] = mean.tolist(), std.tolist()
+        return Data(train=TensorDataset(x, labels), conditional=conditional,
+                    num_classes=len(names) if conditional else 0, class_names=names,
+                    transform=self._transform(extra), source=source, extra=extra)
+
+    def _transform(self, extra: Mapping[str, Any]):
+        if extra.get("model") != "specgan":
+            return _int16_to_float
+        import torch
+
+        mean, std = torch.tensor(extra["spec_mean"]), torch.tensor(extra["spec_std"])
+
+        def to_spectrogram(batch):
+            from . import specgan
+
+            return specgan.normalise(specgan.spectrogram(_int16_to_float(batch)), mean.to(batch.device),
+                                     std.to(batch.device))
+
+        return to_spectrogram
+
+    def load_data_meta(self, meta: Mapping[str, Any], run_dir: Path) -> Data:
+        data = super().load_data_meta(meta, run_dir)
+        if data.extra.get("model") == "specgan" and "spec_mean" not in data.extra:
+            raise GenkitError(f"{run_dir / 'data.json'}: the SpecGAN normalisation statistics are missing")
+        data.transform = self._transform(data.extra)
+        return data
+
+    # -- models -------------------------------------------------------------------------------------
+    def build_models(self, options, data):
+        self._check(options)
+        num_classes = data.num_classes if data.conditional else 0
+        if options["model"] == "specgan":
+            from .specgan import SpecGANConfig, SpecGANDiscriminator, SpecGANGenerator
+
+            cfg = SpecGANConfig(d=options["model_size"], latent_dim=options["latent_dim"], num_classes=num_classes)
+            G = SpecGANGenerator(cfg)
+            if "spec_mean" in data.extra:
+                G.set_statistics(data.extra["spec_mean"], data.extra["spec_std"])
+            return G, SpecGANDiscriminator(cfg)
+        from .wavegan import WaveGANConfig, WaveGANDiscriminator, WaveGANGenerator
+
+        cfg = WaveGANConfig(length=options["length"], d=options["model_size"], latent_dim=options["latent_dim"],
+                            upsample=options["upsample"], phase_shuffle=options["phase_shuffle"],
+                            post_filter=options["post_filter"], num_classes=num_classes)
+        return WaveGANGenerator(cfg), WaveGANDiscriminator(cfg)
+
+    def sample_latent(self, n, options, *, rng, device):
+        """z ~ U[-1, 1]^latent_dim: the paper's prior, for training and for every sample written."""
+        import torch
+
+        return torch.rand(n, options["latent_dim"], generator=rng, device=device).mul_(2.0).sub_(1.0)
+
+    def sample_shape(self, options, data):
+        return (1, options["length"])
+
+    # -- output -------------------------------------------------------------------------------------
+    def generate(self, generator, z, cond, options):
+        out = generator(z, cond)
+        if options["model"] != "specgan":
+            return out
+        from .specgan import invert
+
+        # generate() is not given the data: the generator carries the normalisation statistics as buffers.
+        return invert(out, generator.spec_mean, generator.spec_std, n_iter=options["griffin_lim_iters"])
+
+    def snapshot_size(self, options):
+        return 20 if options["conditional"] else 16
+
+    def _grid_cols(self, n: int, data: Data) -> int:
+        return min(n, data.num_classes) if data.conditional and data.num_classes else 4
+
+    def write_snapshot(self, samples, cond, path, options, data):
+        from .io import spectrogram_grid, write_wav
+
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        files = [write_wav(folder / f"{i:02d}{_label(cond, i, data)}.wav", w) for i, w in enumerate(samples)]
+        files.append(spectrogram_grid(samples, folder.with_name(folder.name + ".png"), self._grid_cols(len(samples), data)))
+        return files
+
+    def write_samples(self, samples, cond, out_dir, options, data):
+        from .io import spectrogram_grid, write_wav
+
+        files = [write_wav(out_dir / f"sample-{i:05d}{_label(cond, i, data)}.wav", w) for i, w in enumerate(samples)]
+        files.append(spectrogram_grid(samples, out_dir / "spectrograms.png", self._grid_cols(len(samples), data)))
+        return files
+
+
+def _int16_to_float(batch):
+    return batch.float().div_(32768.0)
+
+
+def _label(cond, i: int, data: Data) -> str:
+    if cond is None or not data.class_names:
+        return ""
+    return f"-{data.class_names[int(cond[i])]}"
+
+
+@hookimpl
+def genkit_register_domains(register):
+    register(AudioDomain())

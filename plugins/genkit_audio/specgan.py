@@ -1,0 +1,136 @@
+"""SpecGAN: a DCGAN on 128 x 128 log-magnitude spectrograms, inverted to audio with Griffin-Lim.
+
+Paper: Donahue, McAuley & Puckette, "Adversarial Audio Synthesis", ICLR 2019 (section 3 and the authors'
+``specgan.py``). 16384 samples at 16 kHz -> STFT (window 256, hop 128) -> drop the Nyquist bin and the
+last frame -> 128 x 128 -> log(|X| + 1e-6) -> normalised per frequency bin by the training set's mean
+and standard deviation, divided by 3 and clipped to [-1, 1]. The networks are WaveGAN's layer plan in
+2-D: dense to [16d, 4, 4], five 5 x 5 stride-2 transposed convolutions (TensorFlow 'same' alignment),
+ReLU, tanh; the discriminator mirrors it with LeakyReLU(0.2) and no phase shuffle; no batch norm;
+Glorot-uniform initialisation. Samples are de-normalised, exponentiated and inverted with torchaudio's
+GriffinLim (16 iterations, as the authors).
+
+Departures: torchaudio's STFT is centred (the authors' pads the end), so the frame grid is shifted by
+half a window; GriffinLim starts from torchaudio's random phase. ``num_classes > 0`` is genkit's
+conditional variant, as in WaveGAN.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .wavegan import glorot_, same_pad
+
+LENGTH = 16384
+N_FFT, HOP = 256, 128
+LOG_EPS = 1e-6
+CLIP_NSTD = 3.0
+
+
+@dataclass
+class SpecGANConfig:
+    d: int = 64  # model size; channels 16d -> 8d -> 4d -> 2d -> d -> 1 (paper d = 64)
+    latent_dim: int = 100  # z ~ U[-1, 1]^100, as WaveGAN
+    kernel: int = 5  # 5 x 5 convolutions (DCGAN)
+    num_classes: int = 0  # > 0: class-conditional (a genkit addition)
+
+
+def spectrogram(waves: torch.Tensor) -> torch.Tensor:
+    """(N, 1, 16384) waveforms in [-1, 1] -> (N, 1, 128, 128) log magnitudes (freq x time)."""
+    import torchaudio
+
+    spec = torchaudio.transforms.Spectrogram(n_fft=N_FFT, hop_length=HOP, power=1.0).to(waves.device)
+    mag = spec(waves.float().reshape(len(waves), -1))  # (N, 129, 129)
+    return torch.log(mag[:, :-1, :-1] + LOG_EPS).unsqueeze(1)
+
+
+def normalise(logmag: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    return ((logmag - mean.view(1, 1, -1, 1)) / std.view(1, 1, -1, 1) / CLIP_NSTD).clamp(-1.0, 1.0)
+
+
+def invert(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, n_iter: int = 16) -> torch.Tensor:
+    """Normalised spectrograms (N, 1, 128, 128) -> waveforms (N, 1, 16384) by Griffin-Lim."""
+    import torchaudio
+
+    mean, std = mean.to(x.device).view(1, -1, 1), std.to(x.device).view(1, -1, 1)
+    logmag = x[:, 0] * CLIP_NSTD * std + mean
+    mag = (logmag.exp() - LOG_EPS).clamp_min(0.0)
+    mag = F.pad(mag, (0, 1, 0, 1))  # put back the Nyquist bin and the last frame (zeros)
+    gl = torchaudio.transforms.GriffinLim(n_fft=N_FFT, n_iter=n_iter, hop_length=HOP, power=1.0,
+                                          length=LENGTH).to(x.device)
+    return gl(mag).clamp(-1.0, 1.0).unsqueeze(1)
+
+
+class UpConv2d(nn.Module):
+    def __init__(self, cin: int, cout: int, kernel: int):
+        super().__init__()
+        self.conv = nn.ConvTranspose2d(cin, cout, kernel, 2, padding=same_pad(kernel, 2)[0])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2] * 2, x.shape[-1] * 2
+        return self.conv(x)[..., :h, :w]
+
+
+class Conv2dSame(nn.Conv2d):
+    def __init__(self, cin: int, cout: int, kernel: int):
+        super().__init__(cin, cout, kernel, 2)
+        left, right = same_pad(kernel, 2)
+        self.pad = (left, right, left, right)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(F.pad(x, self.pad))
+
+
+class SpecGANGenerator(nn.Module):
+    def __init__(self, cfg: SpecGANConfig):
+        super().__init__()
+        self.cfg = cfg
+        ch = [cfg.d * 16 // 2**i for i in range(5)] + [1]
+        self.dense = nn.Linear(cfg.latent_dim + cfg.num_classes, 16 * ch[0])
+        self.ups = nn.ModuleList(UpConv2d(ch[i], ch[i + 1], cfg.kernel) for i in range(5))
+        glorot_(self)
+        # The training set's per-bin statistics travel with the generator (checkpointed with its weights),
+        # so that turning its spectrograms into audio needs nothing else; set them with set_statistics.
+        self.register_buffer("spec_mean", torch.zeros(128))
+        self.register_buffer("spec_std", torch.ones(128))
+
+    @torch.no_grad()
+    def set_statistics(self, mean, std) -> None:
+        self.spec_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.spec_std.copy_(torch.as_tensor(std, dtype=torch.float32))
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if self.cfg.num_classes:
+            z = torch.cat([z, F.one_hot(y.long(), self.cfg.num_classes).to(z.dtype)], dim=1)
+        h = F.relu(self.dense(z).view(z.shape[0], -1, 4, 4))
+        for i, up in enumerate(self.ups):
+            h = up(h)
+            h = torch.tanh(h) if i == len(self.ups) - 1 else F.relu(h)
+        return h  # (B, 1, 128, 128)
+
+
+class SpecGANDiscriminator(nn.Module):
+    def __init__(self, cfg: SpecGANConfig):
+        super().__init__()
+        self.cfg = cfg
+        ch = [1] + [cfg.d * 2**i for i in range(5)]
+        self.convs = nn.ModuleList(Conv2dSame(ch[i], ch[i + 1], cfg.kernel) for i in range(5))
+        self.feature_dim = 16 * ch[-1]
+        self.out = nn.Linear(self.feature_dim, 1)
+        self.embed = nn.Embedding(cfg.num_classes, self.feature_dim) if cfg.num_classes else None
+        glorot_(self)
+        if self.embed is not None:
+            nn.init.normal_(self.embed.weight, 0.0, 0.02)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        h = x
+        for conv in self.convs:
+            h = F.leaky_relu(conv(h), 0.2)
+        h = h.flatten(1)
+        logit = self.out(h).squeeze(1)
+        if self.embed is not None:
+            logit = logit + (self.embed(y.long()) * h).sum(dim=1)
+        return logit

@@ -1,0 +1,259 @@
+"""WaveGAN: a generator and a discriminator of raw audio waveforms.
+
+Paper: Donahue, McAuley & Puckette, "Adversarial Audio Synthesis", ICLR 2019; the authors' code is
+chrisdonahue/wavegan (``wavegan.py``, ``train_wavegan.py``). This file follows that code layer by layer:
+
+- Generator: z (100-d, drawn from U[-1, 1] by the domain) -> dense -> [16d x 16] -> ReLU -> five 1-D
+  transposed convolutions (kernel 25, stride 4, TensorFlow 'same' alignment) halving the channels
+  16d -> 8d -> 4d -> 2d -> d -> 1 and multiplying the length 16 -> 64 -> ... -> 16384, ReLU between,
+  tanh at the end, no batch norm. ``upsample="nn"`` replaces each transposed convolution by
+  nearest-neighbour upsampling and a stride-1 convolution. 32768 / 65536 samples start from 32d channels
+  and add one layer (stride 2 / 4), as the authors' later code does.
+- Optional post-processing filter: a learned 512-tap convolution (no bias) applied to G's output, inside
+  the generator, so that whatever uses G (training, snapshots, ``genkit sample``) sees it.
+- Discriminator: five 1-D convolutions (kernel 25, stride 4, 'same') with channels 1 -> d -> ... -> 16d,
+  LeakyReLU(0.2), phase shuffle (radius 2, reflect padding) after each of the first four, flatten, dense
+  to one logit. Longer outputs add a sixth convolution (32d channels).
+- Initialisation as TensorFlow's defaults, which the authors kept: Glorot-uniform weights, zero biases.
+
+Departures:
+- Phase shuffle draws one shift per batch per layer, as the authors' ``apply_phaseshuffle`` does, from
+  torch's global RNG (checkpointed by genkit, so resumed runs stay exact).
+- ``num_classes > 0`` (genkit's ``--conditional``, not in the paper) appends a one-hot label to z and adds
+  a projection term <embed(y), features> to the discriminator's logit (Miyato & Koyama 2018).
+- The paper's training (WGAN-GP lambda 10, 5 critic steps, Adam 1e-4 / (0.5, 0.9), batch 64) is genkit's
+  engine, configured by the domain's ``paper`` preset; nothing of it lives here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LENGTHS = (16384, 32768, 65536)
+
+
+@dataclass
+class WaveGANConfig:
+    length: int = 16384  # output samples: 16384 (about 1 s at 16 kHz, the paper), 32768 or 65536
+    d: int = 64  # model size: channels of the widest layer are 16d (32d for longer outputs); paper d = 64
+    latent_dim: int = 100  # the paper's z is 100-dimensional, uniform on [-1, 1]
+    kernel: int = 25  # all convolutions have kernel 25
+    upsample: str = "zeros"  # "zeros" = transposed convolution (paper default), "nn" = nearest neighbour + conv
+    phase_shuffle: int = 2  # radius n of the discriminator's phase shuffle; 0 = off (paper: n = 2)
+    post_filter: bool = False  # learned 512-tap filter after the generator (paper: off by default)
+    post_filter_len: int = 512  # taps of that filter (authors' --wavegan_genr_pp_len)
+    num_classes: int = 0  # > 0: class-conditional (a genkit addition)
+
+    def __post_init__(self) -> None:
+        if self.length not in LENGTHS:
+            raise ValueError(f"WaveGAN length must be one of {LENGTHS}, got {self.length}")
+        if self.upsample not in ("zeros", "nn"):
+            raise ValueError(f"upsample must be 'zeros' or 'nn', got {self.upsample!r}")
+        if self.phase_shuffle < 0:
+            raise ValueError(f"phase-shuffle radius must be >= 0, got {self.phase_shuffle}")
+
+    @property
+    def dim_mul(self) -> int:
+        return 16 if self.length == 16384 else 32
+
+    @property
+    def strides(self) -> list[int]:
+        """Strides of the generator's upsampling layers (the discriminator mirrors them)."""
+        return {16384: [4] * 5, 32768: [4] * 5 + [2], 65536: [4] * 6}[self.length]
+
+    @property
+    def g_channels(self) -> list[int]:
+        """Channels from the dense layer to the output: [16d, 8d, 4d, 2d, d, 1] for 16384 samples."""
+        n = len(self.strides)
+        return [self.d * self.dim_mul // 2**i for i in range(n)] + [1]
+
+
+def same_pad(kernel: int, stride: int) -> tuple[int, int]:
+    """TensorFlow's 'same' padding for a length divisible by ``stride``: total k - s, the extra one on the right."""
+    total = max(kernel - stride, 0)
+    return total // 2, total - total // 2
+
+
+def glorot_(module: nn.Module) -> None:
+    """TensorFlow's default initialisation (the authors'): Glorot-uniform kernels, zero biases."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Conv1d, nn.ConvTranspose1d, nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+class Conv1dSame(nn.Conv1d):
+    """A strided 1-D convolution with TensorFlow 'same' padding: output length = input length / stride.
+
+    On the CPU, long strided inputs take a faster, mathematically identical route (``polyphase_conv1d``):
+    PyTorch's CPU backward of a stride-4, kernel-25 convolution is 4-7x slower than that of the equivalent
+    stride-1 convolution over the input's polyphase components. The weights are the usual (out, in, k).
+    """
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, bias: bool = True):
+        super().__init__(cin, cout, kernel, stride, padding=0, bias=bias)
+        self.pad = same_pad(kernel, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.pad(x, self.pad)
+        s = self.stride[0]
+        if s > 1 and x.device.type == "cpu":
+            return polyphase_conv1d(x, self.weight, self.bias, s)
+        return F.conv1d(x, self.weight, self.bias, s)
+
+
+def polyphase_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int) -> torch.Tensor:
+    """``F.conv1d(x, weight, bias, stride)`` computed as a stride-1 convolution of the ``stride`` phases of x.
+
+    out[o, t] = sum_{c,k} w[o, c, k] x[c, s t + k]; writing k = s j + r, x[c, s (t + j) + r] is phase r of
+    channel c at position t + j, so the phases become s * C input channels and the kernel ceil(k / s) taps.
+    """
+    b, c, n = x.shape
+    cout, _, k = weight.shape
+    taps = -(-k // stride)
+    out_len = (n - k) // stride + 1
+    x = F.pad(x, (0, (-n) % stride))
+    xx = x.view(b, c, -1, stride).transpose(2, 3).reshape(b, c * stride, -1)
+    ww = F.pad(weight, (0, taps * stride - k)).view(cout, c, taps, stride).transpose(2, 3).reshape(cout, c * stride, taps)
+    return F.conv1d(xx, ww, bias)[..., :out_len]
+
+
+class UpConv1d(nn.Module):
+    """Upsampling by ``stride``: a transposed convolution aligned as TensorFlow's 'same' (``zeros``), or
+    nearest-neighbour repetition followed by a stride-1 'same' convolution (``nn``)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, mode: str):
+        super().__init__()
+        self.stride, self.mode = stride, mode
+        if mode == "zeros":
+            # The full transposed output has length (L-1)*s + k = s*L + (k - s); TF crops (k-s)//2 on the left.
+            self.crop = same_pad(kernel, stride)[0]
+            self.conv = nn.ConvTranspose1d(cin, cout, kernel, stride, padding=self.crop)
+        else:
+            self.conv = Conv1dSame(cin, cout, kernel, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[-1] * self.stride
+        if self.mode == "zeros":
+            if x.device.type == "cpu":
+                return polyphase_conv_transpose1d(x, self.conv.weight, self.conv.bias, self.stride, self.crop, n)
+            return self.conv(x)[..., :n]  # padding=crop removed crop samples each side; drop the extra right one
+        return self.conv(F.interpolate(x, scale_factor=self.stride, mode="nearest"))
+
+
+def polyphase_conv_transpose1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int,
+                               crop: int, length: int) -> torch.Tensor:
+    """``F.conv_transpose1d(x, weight, bias, stride)[..., crop:crop + length]`` as a stride-1 transposed
+    convolution producing the ``stride`` output phases as channels, then interleaved (faster on the CPU).
+
+    Output sample s (t + j) + r receives x[t] times tap k = s j + r, so phase r is a stride-1 transposed
+    convolution of x with the taps r, s + r, 2 s + r, ...
+    """
+    b, cin, n = x.shape
+    _, cout, k = weight.shape
+    taps = -(-k // stride)
+    ww = F.pad(weight, (0, taps * stride - k)).view(cin, cout, taps, stride).transpose(2, 3).reshape(cin, cout * stride, taps)
+    y = F.conv_transpose1d(x, ww)  # (b, cout * stride, n + taps - 1)
+    y = y.view(b, cout, stride, -1).transpose(2, 3).reshape(b, cout, -1)[..., crop:crop + length]
+    return y if bias is None else y + bias.view(1, -1, 1)
+
+
+class PhaseShuffle(nn.Module):
+    """Shift the activations by a random phase in [-n, n], filling the gap by reflection (the authors' code).
+
+    One shift per batch, drawn from torch's global RNG. A positive shift moves the signal right: the
+    first ``shift`` samples become the mirror image of the samples after the first one (reflect padding,
+    not zero padding). Radius 0 is the identity.
+    """
+
+    def __init__(self, radius: int):
+        super().__init__()
+        self.radius = radius
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.radius == 0:
+            return x
+        shift = int(torch.randint(-self.radius, self.radius + 1, ()).item())
+        return self.shift(x, shift)
+
+    @staticmethod
+    def shift(x: torch.Tensor, shift: int) -> torch.Tensor:
+        if shift == 0:
+            return x
+        n = x.shape[-1]
+        pad_l, pad_r = max(shift, 0), max(-shift, 0)
+        return F.pad(x, (pad_l, pad_r), mode="reflect")[..., pad_r:pad_r + n]
+
+    def extra_repr(self) -> str:
+        return f"radius={self.radius}"
+
+
+class WaveGANGenerator(nn.Module):
+    def __init__(self, cfg: WaveGANConfig):
+        super().__init__()
+        self.cfg = cfg
+        ch = cfg.g_channels
+        self.dense = nn.Linear(cfg.latent_dim + cfg.num_classes, 16 * ch[0])
+        self.ups = nn.ModuleList(UpConv1d(ch[i], ch[i + 1], cfg.kernel, s, cfg.upsample)
+                                 for i, s in enumerate(cfg.strides))
+        glorot_(self)
+        # The post-processing filter: 'same' convolution, no bias (authors: tf.layers.conv1d(G_z, 1, 512, use_bias=False)).
+        self.post = Conv1dSame(1, 1, cfg.post_filter_len, 1, bias=False) if cfg.post_filter else None
+        if self.post is not None:
+            nn.init.xavier_uniform_(self.post.weight)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None, *, trace: list | None = None) -> torch.Tensor:
+        if self.cfg.num_classes:
+            z = torch.cat([z, F.one_hot(y.long(), self.cfg.num_classes).to(z.dtype)], dim=1)
+        h = self.dense(z).view(z.shape[0], -1, 16)  # [B, 16d, 16]
+        h = F.relu(h)
+        if trace is not None:
+            trace.append(("dense", tuple(h.shape)))
+        for i, up in enumerate(self.ups):
+            h = up(h)
+            last = i == len(self.ups) - 1
+            h = torch.tanh(h) if last else F.relu(h)
+            if trace is not None:
+                trace.append((f"upconv_{i}", tuple(h.shape)))
+        if self.post is not None:
+            h = self.post(h)
+            if trace is not None:
+                trace.append(("post_filter", tuple(h.shape)))
+        return h  # [B, 1, length]
+
+
+class WaveGANDiscriminator(nn.Module):
+    def __init__(self, cfg: WaveGANConfig):
+        super().__init__()
+        self.cfg = cfg
+        ch = [1] + list(reversed(cfg.g_channels[:-1]))  # 1 -> d -> 2d -> ... -> 16d (32d)
+        # Same strides as G in the same order: for 32768 samples the stride-2 layer is the last in both.
+        self.convs = nn.ModuleList(Conv1dSame(ch[i], ch[i + 1], cfg.kernel, s) for i, s in enumerate(cfg.strides))
+        self.shuffle = PhaseShuffle(cfg.phase_shuffle)
+        self.feature_dim = 16 * ch[-1]
+        self.out = nn.Linear(self.feature_dim, 1)
+        self.embed = nn.Embedding(cfg.num_classes, self.feature_dim) if cfg.num_classes else None
+        glorot_(self)
+        if self.embed is not None:
+            nn.init.normal_(self.embed.weight, 0.0, 0.02)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, *, trace: list | None = None) -> torch.Tensor:
+        h = x
+        for i, conv in enumerate(self.convs):
+            h = F.leaky_relu(conv(h), 0.2)
+            if i < 4:  # phase shuffle after the first four layers only (authors' code)
+                h = self.shuffle(h)
+            if trace is not None:
+                trace.append((f"downconv_{i}", tuple(h.shape)))
+        h = h.flatten(1)
+        logit = self.out(h).squeeze(1)
+        if self.embed is not None:
+            logit = logit + (self.embed(y.long()) * h).sum(dim=1)
+        if trace is not None:
+            trace.append(("output", tuple(logit.shape)))
+        return logit

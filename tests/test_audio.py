@@ -1,0 +1,398 @@
+"""The audio domain: WaveGAN's layer plan against the authors' code, phase shuffle, the gradient penalty,
+WAV I/O, folder loading, the embedded spoken-digit corpus, and tiny end-to-end runs through the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from click.testing import CliRunner
+
+from genkit import GenkitError
+from genkit_audio import AudioDomain
+from genkit_audio import data as audata
+from genkit_audio.io import read_wav, spectrogram_grid, write_wav
+from genkit_audio.wavegan import PhaseShuffle, WaveGANConfig, WaveGANDiscriminator, WaveGANGenerator
+
+TINY = ["--model-size", "4", "--batch-size", "8", "--steps", "2", "--n-critic", "1", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory):
+    """One cache folder per module, so the spoken-digit corpus is synthesised once (a few seconds)."""
+    return tmp_path_factory.mktemp("genkit-cache")
+
+
+@pytest.fixture
+def cli(shared_cache, monkeypatch):
+    from genkit.cli import create_cli
+
+    monkeypatch.setenv("GENKIT_CACHE", str(shared_cache))
+
+    def run(*args, ok=True):
+        result = CliRunner().invoke(create_cli(), [str(a) for a in args], catch_exceptions=False)
+        if ok:
+            assert result.exit_code == 0, result.output + result.stderr
+        return result
+
+    return run
+
+
+# -- the model against the authors' layer list (anchors.md) -------------------------------------------
+def conv_params(cin, cout, k):
+    return cin * cout * k + cout
+
+
+def test_paper_wavegan_layer_shapes_and_parameter_counts():
+    d, c = 64, 1
+    # Generator: dense 100 -> 16 x 16d, then transposed convs 16d -> 8d -> 4d -> 2d -> d -> 1, kernel 25.
+    g_expected = (100 * 16 * 16 * d + 16 * 16 * d) + conv_params(16 * d, 8 * d, 25) + conv_params(8 * d, 4 * d, 25) \
+        + conv_params(4 * d, 2 * d, 25) + conv_params(2 * d, d, 25) + conv_params(d, c, 25)
+    # Discriminator: convs 1 -> d -> 2d -> 4d -> 8d -> 16d, kernel 25, then dense 16 * 16d -> 1.
+    d_expected = conv_params(1, d, 25) + conv_params(d, 2 * d, 25) + conv_params(2 * d, 4 * d, 25) \
+        + conv_params(4 * d, 8 * d, 25) + conv_params(8 * d, 16 * d, 25) + (16 * 16 * d + 1)
+    assert g_expected == 19_065_345 and d_expected == 17_427_969
+    cfg = WaveGANConfig()
+    G, D = WaveGANGenerator(cfg), WaveGANDiscriminator(cfg)
+    assert sum(p.numel() for p in G.parameters()) == g_expected
+    assert sum(p.numel() for p in D.parameters()) == d_expected
+    trace: list = []
+    with torch.no_grad():
+        x = G(torch.rand(2, 100) * 2 - 1, trace=trace)
+    assert trace == [("dense", (2, 1024, 16)), ("upconv_0", (2, 512, 64)), ("upconv_1", (2, 256, 256)),
+                     ("upconv_2", (2, 128, 1024)), ("upconv_3", (2, 64, 4096)), ("upconv_4", (2, 1, 16384))]
+    assert x.abs().max() <= 1.0  # tanh output
+    trace = []
+    with torch.no_grad():
+        logit = D(x, trace=trace)
+    assert trace == [("downconv_0", (2, 64, 4096)), ("downconv_1", (2, 128, 1024)), ("downconv_2", (2, 256, 256)),
+                     ("downconv_3", (2, 512, 64)), ("downconv_4", (2, 1024, 16)), ("output", (2,))]
+    assert logit.shape == (2,)
+
+
+@pytest.mark.parametrize("length,last_stride", [(32768, 2), (65536, 4)])
+def test_longer_outputs_add_one_layer_each_side(length, last_stride):
+    d = 2
+    cfg = WaveGANConfig(length=length, d=d)
+    G, D = WaveGANGenerator(cfg), WaveGANDiscriminator(cfg)
+    trace: list = []
+    with torch.no_grad():
+        x = G(torch.zeros(1, 100), trace=trace)
+        D(x, trace=(dtrace := []))
+    assert [s[1][1] for s in trace] == [32 * d, 16 * d, 8 * d, 4 * d, 2 * d, d, 1]
+    assert trace[-1][1][1:] == (1, length) and trace[-2][1][2] == 16384
+    assert G.ups[-1].stride == last_stride and D.convs[-1].stride == (last_stride,)
+    assert [s[1][1] for s in dtrace[:-1]] == [d, 2 * d, 4 * d, 8 * d, 16 * d, 32 * d]
+    assert dtrace[-2][1][2] == 16  # flattened 16 x 32d into the dense layer
+
+
+def test_transposed_conv_matches_tensorflow_same_alignment():
+    """An impulse through a stride-4 'zeros' upsampler lands where TF's conv2d_transpose(padding='same') puts it:
+    the full output (L-1)*4 + 25 is cropped by (25-4)//2 = 10 samples on the left."""
+    from genkit_audio.wavegan import UpConv1d
+
+    up = UpConv1d(1, 1, 25, 4, "zeros")
+    with torch.no_grad():
+        up.conv.weight.zero_()
+        up.conv.weight[0, 0, 12] = 1.0  # a kernel that copies its input to tap 12
+        up.conv.bias.zero_()
+        x = torch.zeros(1, 1, 8)
+        x[0, 0, 3] = 1.0
+        y = up(x)
+    assert y.shape == (1, 1, 32)
+    assert int(y[0, 0].argmax()) == 3 * 4 + 12 - 10
+    nn_up = UpConv1d(3, 2, 25, 4, "nn")
+    assert nn_up(torch.zeros(1, 3, 16)).shape == (1, 2, 64)
+
+
+def test_nn_upsampling_and_post_filter_are_real():
+    torch.manual_seed(0)
+    base = WaveGANGenerator(WaveGANConfig(d=2, upsample="nn"))
+    assert all(up.mode == "nn" and isinstance(up.conv, torch.nn.Conv1d) for up in base.ups)
+    torch.manual_seed(0)
+    filtered = WaveGANGenerator(WaveGANConfig(d=2, upsample="nn", post_filter=True))
+    assert filtered.post.weight.shape == (1, 1, 512) and filtered.post.bias is None
+    z = torch.rand(1, 100) * 2 - 1
+    y = filtered(z)
+    assert y.shape == (1, 1, 16384)
+    # The filter is applied: the output is exactly the base generator's output filtered by it.
+    with torch.no_grad():
+        expected = filtered.post(base(z))
+    torch.testing.assert_close(y.detach(), expected)
+    y.pow(2).mean().backward()
+    assert filtered.post.weight.grad is not None and filtered.post.weight.grad.abs().sum() > 0
+
+
+# -- phase shuffle --------------------------------------------------------------------------------------
+def test_phase_shuffle_reflect_padding_values():
+    x = torch.arange(10.0).view(1, 1, 10)
+    assert PhaseShuffle.shift(x, 2).flatten().tolist() == [2, 1, 0, 1, 2, 3, 4, 5, 6, 7]
+    assert PhaseShuffle.shift(x, -2).flatten().tolist() == [2, 3, 4, 5, 6, 7, 8, 9, 8, 7]
+    assert PhaseShuffle.shift(x, 1).flatten().tolist() == [1, 0, 1, 2, 3, 4, 5, 6, 7, 8]
+    assert PhaseShuffle.shift(x, 0).flatten().tolist() == list(range(10))
+
+
+def test_phase_shuffle_shift_range_one_shift_per_batch():
+    torch.manual_seed(0)
+    shuffle = PhaseShuffle(2)
+    x = torch.arange(64.0).view(1, 1, 64).repeat(3, 4, 1)  # 3 examples, 4 channels
+    seen = set()
+    for _ in range(200):
+        y = shuffle(x)
+        assert y.shape == x.shape
+        assert torch.equal(y, y[:1].expand_as(y))  # the same shift for every example and channel
+        shift = int(x[0, 0, 32] - y[0, 0, 32])  # the middle sample moves right by the shift
+        assert torch.equal(y, PhaseShuffle.shift(x, shift))
+        seen.add(shift)
+    assert seen == {-2, -1, 0, 1, 2}
+
+
+def test_phase_shuffle_radius_zero_is_identity_and_discriminator_deterministic():
+    x = torch.randn(2, 3, 20)
+    assert PhaseShuffle(0)(x) is x
+    torch.manual_seed(1)
+    D0 = WaveGANDiscriminator(WaveGANConfig(d=2, phase_shuffle=0))
+    audio = torch.rand(4, 1, 16384) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(D0(audio), D0(audio))
+        D2 = WaveGANDiscriminator(WaveGANConfig(d=2, phase_shuffle=2))
+        D2.load_state_dict(D0.state_dict())
+        outs = {tuple(D2(audio).tolist()) for _ in range(10)}
+    assert len(outs) > 1  # phase shuffle on: the critic's view changes from call to call
+
+
+# -- the gradient penalty and the latent prior ---------------------------------------------------------
+class LinearCritic(torch.nn.Module):
+    def __init__(self, w):
+        super().__init__()
+        self.w = torch.nn.Parameter(w)
+
+    def forward(self, x, cond=None):
+        return x.flatten(1) @ self.w
+
+
+def test_gradient_penalty_known_value():
+    from genkit.losses import gradient_penalty
+
+    real, fake = torch.rand(8, 1, 16) * 2 - 1, torch.rand(8, 1, 16) * 2 - 1
+    w = torch.zeros(16)
+    w[:9] = 1.0  # ||w|| = 3, so ||grad D|| = 3 at every interpolate: penalty (3 - 1)^2 = 4
+    assert gradient_penalty(LinearCritic(w), real, fake, None).item() == pytest.approx(4.0)
+    unit = torch.zeros(16)
+    unit[5] = 1.0
+    assert gradient_penalty(LinearCritic(unit), real, fake, None).item() == pytest.approx(0.0, abs=1e-12)
+    # And the penalty is differentiable w.r.t. the critic: d/dw (||w|| - 1)^2 = 2 (||w|| - 1) w / ||w||.
+    critic = LinearCritic(w.clone())
+    gradient_penalty(critic, real, fake, None).backward()
+    torch.testing.assert_close(critic.w.grad, 2 * (3 - 1) * w / 3)
+
+
+def test_latent_is_uniform_minus_one_one():
+    dom = AudioDomain()
+    z = dom.sample_latent(4000, {"latent_dim": 100}, rng=torch.Generator().manual_seed(0), device=torch.device("cpu"))
+    assert z.shape == (4000, 100)
+    assert z.min() >= -1.0 and z.max() <= 1.0
+    assert abs(z.mean().item()) < 0.01 and abs(z.var().item() - 1 / 3) < 0.01  # U[-1, 1]: variance 1/3
+
+
+# -- audio files ---------------------------------------------------------------------------------------
+def test_wav_round_trip(tmp_path):
+    t = torch.arange(16384) / 16000
+    wave = (0.5 * torch.sin(2 * math.pi * 440 * t)).view(1, -1)
+    wave[0, 0] = 1.7  # out of range: clipped, not wrapped
+    path = write_wav(tmp_path / "a.wav", wave)
+    data, rate, subtype = read_wav(path)
+    assert rate == 16000 and subtype == "PCM_16" and data.shape == (16384,)
+    assert sf.info(str(path)).channels == 1
+    assert data[0] == pytest.approx(32767 / 32768, abs=1e-6)
+    np.testing.assert_allclose(data[1:], wave[0, 1:].numpy(), atol=1 / 32768 + 1e-7)
+
+
+def test_spectrogram_grid_png(tmp_path):
+    from PIL import Image
+
+    t = torch.arange(16384) / 16000
+    tone = torch.sin(2 * math.pi * 2000 * t).view(1, 1, -1) * 0.5
+    waves = torch.cat([tone, torch.zeros(1, 1, 16384)] * 3)
+    path = spectrogram_grid(waves, tmp_path / "g.png", ncols=3)
+    img = np.asarray(Image.open(path).convert("RGB")).astype(float)
+    assert img.shape[0] > 2 * 129 and img.shape[1] > 3 * 129  # 2 rows x 3 columns of 129 x 129 tiles
+    tile = img[4:4 + 129, 4:4 + 129]  # first tile: the 2 kHz tone
+    row = 128 - round(2000 / 8000 * 128)  # 2 kHz, low frequencies at the bottom
+    assert tile[row].mean() > 3 * tile[20].mean()
+    silent = img[4:4 + 129, 4 + 133:4 + 133 + 129]  # second tile: silence is dark
+    assert silent.mean() < 10
+
+
+def _write(path: Path, data: np.ndarray, rate: int, **kw) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), data, rate, **kw)
+    return path
+
+
+def test_load_folder_mixed_rates_channels_and_broken_files(tmp_path, capsys):
+    root = tmp_path / "clips"
+    t8 = np.arange(4000) / 8000  # 0.5 s at 8 kHz
+    _write(root / "yes" / "a.wav", (0.5 * np.sin(2 * np.pi * 300 * t8)).astype(np.float32), 8000)
+    stereo = np.stack([np.full(22050, 0.5), np.full(22050, 0.1)], axis=1).astype(np.float32)  # 1 s at 44.1 kHz
+    _write(root / "yes" / "b.flac", stereo, 44100)
+    _write(root / "no" / "c.ogg", (0.3 * np.sin(2 * np.pi * 200 * np.arange(40000) / 16000)).astype(np.float32),
+           16000, format="OGG", subtype="VORBIS")
+    (root / "no" / "broken.wav").write_bytes(b"RIFF this is not a wave file")
+    _write(root / "no" / "empty.wav", np.zeros(0, np.float32), 16000)
+    x, y, names, source = audata.load_folder(root, 16384)
+    err = capsys.readouterr().err
+    assert "broken.wav: skipped" in err and "empty.wav: skipped" in err
+    assert "skipped 2 bad file(s) of 5" in err
+    assert x.dtype == torch.int16 and x.shape == (3, 1, 16384)
+    assert names == ["no", "yes"] and y.tolist() == [0, 1, 1]  # c.ogg, a.wav, b.flac in path order
+    a = x[1, 0].float() / 32768
+    assert a[:7900].abs().max() > 0.4 and a[8100:].abs().max() == 0  # 0.5 s at 8 kHz -> 8000 samples, zero-padded
+    b = x[2, 0].float() / 32768
+    assert b[1000:7000].mean().item() == pytest.approx(0.3, abs=0.01)  # mono mix of 0.5 and 0.1 (0.5 s)
+    assert x[0, 0].float().abs().max() > 0  # 2.5 s OGG trimmed to the first 16384 samples
+    assert "3 clips" in source
+
+
+def test_load_folder_label_prefix_and_errors(tmp_path, monkeypatch):
+    root = tmp_path / "fsdd"
+    tone = (0.2 * np.sin(np.arange(3000) / 5)).astype(np.float32)
+    for name in ("7_jackson_0.wav", "7_theo_1.wav", "3_jackson_2.wav"):
+        _write(root / name, tone, 8000)
+    x, y, names, _ = audata.load_folder(root, 16384)
+    assert names == ["3", "7"] and y.tolist() == [0, 1, 1]
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x.wav").write_text("not audio")
+    with pytest.raises(GenkitError, match="none of the 1 audio files could be read"):
+        audata.load_folder(bad, 16384)
+    dom = AudioDomain()
+    opts = dom.option_defaults()
+    with pytest.raises(GenkitError, match="no such folder"):
+        dom.load_data(str(tmp_path / "missing"), opts, cache_dir=tmp_path)
+    plain = tmp_path / "plain"
+    _write(plain / "a.wav", tone, 16000)
+    _write(plain / "b.wav", tone, 16000)
+    with pytest.raises(GenkitError, match="--conditional needs class labels"):
+        dom.load_data(str(plain), {**opts, "conditional": True}, cache_dir=tmp_path)
+
+
+def test_spoken_digit_corpus_is_cached_and_varied(shared_cache):
+    x, y, names, source = audata.espeak_digits(shared_cache, 16384)
+    assert names == audata.DIGITS and len(x) == 10 * audata.CLIPS_PER_DIGIT
+    assert torch.bincount(y).tolist() == [audata.CLIPS_PER_DIGIT] * 10
+    peak = x.float().abs().amax(dim=(1, 2)) / 32768
+    assert peak.min() > 0.45  # every clip holds speech, none is silent
+    voiced = (x.float().abs() > 300).sum(dim=(1, 2))  # samples above -40 dB
+    assert voiced.float().std() > 500  # speaking rates and words differ
+    cache = shared_cache / "audio" / f"espeak-digits-v{audata.CORPUS_VERSION}.npz"
+    mtime = cache.stat().st_mtime_ns
+    x2, *_ = audata.espeak_digits(shared_cache, 32768)
+    assert cache.stat().st_mtime_ns == mtime  # read from the cache, not synthesised again
+    assert x2.shape == (len(x), 1, 32768) and torch.equal(x2[:, :, :16384], x)
+
+
+# -- the command line ----------------------------------------------------------------------------------
+def test_info_shows_paper_parameter_counts(cli):
+    info = json.loads(cli("info", "audio", "--preset", "paper", "--json").output)
+    assert info["parameters"] == {"generator": 19_065_345, "discriminator": 17_427_969}
+    assert info["sample_shape"] == [1, 16384]
+    train = info["config"]["train"]
+    assert (train["loss"], train["gp"], train["n_critic"], train["lr_g"], train["lr_d"], train["beta1"],
+            train["beta2"], train["batch_size"]) == ("wgan-gp", 10.0, 5, 1e-4, 1e-4, 0.5, 0.9, 64)
+    assert info["config"]["audio"]["model_size"] == 64 and info["config"]["audio"]["phase_shuffle"] == 2
+    assert info["data"]["num_classes"] == 0 and info["data"]["examples"] == 2000
+
+
+def test_tiny_run_writes_wavs_and_spectrograms_then_samples(cli, tmp_path):
+    out = tmp_path / "run"
+    cli("run", "audio", *TINY, "--sample-every", "1", "--out", out)
+    final = sorted((out / "samples" / "final").glob("*.wav"))
+    assert len(final) == 16
+    for wav in final[:3]:
+        data, rate, subtype = read_wav(wav)
+        assert (rate, subtype, data.shape) == (16000, "PCM_16", (16384,))
+        assert np.abs(data).max() > 0  # the untrained generator still makes sound, not an all-zero file
+    assert (out / "samples" / "final.png").stat().st_size > 1000
+    assert (out / "samples" / "step-00000001.png").is_file()
+    result = cli("sample", out, "-n", "3", "--out", tmp_path / "s")
+    wavs = sorted((tmp_path / "s").glob("*.wav"))
+    assert len(wavs) == 3 and (tmp_path / "s" / "spectrograms.png").is_file()
+    assert all(read_wav(w)[1:] == (16000, "PCM_16") and sf.info(str(w)).frames == 16384 for w in wavs)
+    assert result.output.count(".wav") == 3
+
+
+def test_tiny_conditional_longer_run(cli, tmp_path):
+    out = tmp_path / "run"
+    cli("run", "audio", "--model-size", "2", "--batch-size", "4", "--steps", "1", "--n-critic", "1", "--quiet",
+        "--length", "32768", "--conditional", "--post-filter", "--phase-shuffle", "0", "--out", out)
+    final = sorted((out / "samples" / "final").glob("*.wav"))
+    assert len(final) == 20 and final[0].name == "00-zero.wav" and final[19].name == "19-nine.wav"
+    assert sf.info(str(final[0])).frames == 32768 and sf.info(str(final[0])).samplerate == 16000
+    cli("sample", out, "-n", "2", "--out", tmp_path / "s")
+    assert sorted(p.name for p in (tmp_path / "s").glob("*.wav")) == ["sample-00000-zero.wav", "sample-00001-one.wav"]
+
+
+def test_tiny_specgan_run_and_sample(cli, tmp_path):
+    out = tmp_path / "run"
+    cli("run", "audio", *TINY, "--model", "specgan", "--griffin-lim-iters", "2", "--out", out)
+    meta = json.loads((out / "data.json").read_text())
+    assert len(meta["extra"]["spec_mean"]) == 128 and len(meta["extra"]["spec_std"]) == 128
+    wav = sorted((out / "samples" / "final").glob("*.wav"))[0]
+    assert sf.info(str(wav)).frames == 16384 and sf.info(str(wav)).subtype == "PCM_16"
+    cli("sample", out, "-n", "2", "--out", tmp_path / "s")
+    assert len(list((tmp_path / "s").glob("*.wav"))) == 2
+
+
+def test_specgan_spectrogram_normalisation_and_inversion():
+    from genkit_audio import specgan
+
+    t = torch.arange(16384) / 16000
+    wave = (0.5 * torch.sin(2 * math.pi * 1000 * t)).view(1, 1, -1)
+    logmag = specgan.spectrogram(wave)
+    assert logmag.shape == (1, 1, 128, 128)
+    mean, std = logmag[0, 0].mean(1), logmag[0, 0].std(1).clamp_min(1e-3)
+    x = specgan.normalise(logmag, mean, std)
+    assert x.abs().max() <= 1.0
+    torch.manual_seed(0)
+    back = specgan.invert(x, mean, std, n_iter=16)
+    assert back.shape == (1, 1, 16384)
+    spectrum = torch.fft.rfft(back[0, 0, 2048:-2048]).abs()
+    peak_hz = int(spectrum.argmax()) * 16000 / (16384 - 4096)
+    assert abs(peak_hz - 1000) < 20  # Griffin-Lim brings the 1 kHz tone back
+
+
+def test_user_errors_are_one_line(cli, tmp_path):
+    result = cli("run", "audio", "--model", "specgan", "--length", "32768", "--out", tmp_path / "r", ok=False)
+    assert result.exit_code == 1 and "specgan makes 16384-sample clips only" in result.stderr
+    assert not (tmp_path / "r").exists()  # nothing written
+    result = cli("run", "audio", "--data", tmp_path / "nope", "--out", tmp_path / "r", ok=False)
+    assert result.exit_code == 1 and "no such folder" in result.stderr and len(result.stderr.splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_resume_is_exact_with_phase_shuffle(cli, tmp_path):
+    """Phase shuffle draws from torch's global RNG, which genkit checkpoints: 2 steps == 1 + resume + 1."""
+    from safetensors.torch import load_file
+
+    tiny = ["--model-size", "2", "--batch-size", "4", "--n-critic", "2", "--quiet", "--sample-every", "0"]
+    cli("run", "audio", *tiny, "--steps", "2", "--out", tmp_path / "full")
+    cli("run", "audio", *tiny, "--steps", "1", "--out", tmp_path / "half")
+    cli("run", "audio", "--resume", tmp_path / "half", "--steps", "2", "--quiet")
+    for name in ("generator", "discriminator"):
+        a = load_file(str(tmp_path / "full" / "checkpoints" / "step-00000002" / f"{name}.safetensors"))
+        b = load_file(str(tmp_path / "half" / "checkpoints" / "step-00000002" / f"{name}.safetensors"))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_plugin_import_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, genkit_audio; assert 'torch' not in sys.modules, 'torch imported'"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -18,7 +18,7 @@ import click
 
 from . import __version__
 from .config import RESUMABLE_OVERRIDES, TRAIN_FIELDS, from_dict, read_toml, resolve
-from .errors import GenkitError, warn
+from .errors import GenkitError
 from . import plugins as _plugins
 from .plugins import registry
 

@@ -450,7 +450,6 @@ class Trainer:
 
     def run(self) -> dict[str, Any]:
         """Train to ``config.train.steps``; returns the summary (also written to ``summary.json``)."""
-        cfg = self.config.train
         self.paths.samples.mkdir(parents=True, exist_ok=True)
         handlers = {}
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -8,11 +8,9 @@ import types
 
 import click
 import pytest
-import torch
 
 from genkit import GenkitError, Loss, hookimpl
 from genkit import plugins as plugins_mod
-from genkit.cli import create_cli
 from genkit.plugins import register_plugin, registry, unregister_plugin
 
 

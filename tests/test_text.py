@@ -16,7 +16,7 @@ from genkit.plugins import registry
 from genkit_text import data as tdata
 from genkit_text.metrics import References, bleu, distinct, self_bleu, text_metrics
 from genkit_text.model import (Discriminator, LMConfig, TextGenerator, build_lm, reinforce_loss, warp_logits)
-from genkit_text.oracle import OracleLSTM, oracle_data
+from genkit_text.oracle import oracle_data
 
 SUBJECTS = ["the cat", "a dog", "my friend", "the teacher", "an old man", "the small bird"]
 VERBS = ["sees", "likes", "follows", "finds", "helps"]

@@ -113,7 +113,7 @@ def synthesise_digits(clips_per_digit: int = CLIPS_PER_DIGIT, seed: int = 0) -> 
         _espeak = _ESpeak()
     rs = np.random.RandomState(seed)
     clips, labels = [], []
-    for i in range(clips_per_digit):
+    for _ in range(clips_per_digit):
         for label, word in enumerate(DIGITS):
             voice = f"{ACCENTS[rs.randint(len(ACCENTS))]}+{VARIANTS[rs.randint(len(VARIANTS))]}"
             raw = _espeak.say(word, voice, rate=int(rs.randint(110, 231)), pitch=int(rs.randint(15, 86)),

@@ -8,7 +8,6 @@ model, data and metric modules are imported by the methods that need them.
 
 from __future__ import annotations
 
-import json
 import shutil
 from contextlib import contextmanager
 from pathlib import Path

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
-import genkit
 from genkit import Data, Domain, GenkitError, Option, hookimpl
 
 MODES, RADIUS, STD = 8, 2.0, 0.02
@@ -62,8 +60,6 @@ class RingDomain(Domain):
                     source=f"ring of {MODES} Gaussians ({options['examples']} points)")
 
     def build_models(self, options, data):
-        from torch import nn
-
         k, h, d = data.num_classes, options["hidden"], options["latent_dim"]
         return MLP(d, 2, h, k), MLP(2, 1, h, k, squeeze=True)
 

@@ -15,7 +15,8 @@ from genkit import GenkitError
 from genkit.plugins import registry
 from genkit_text import data as tdata
 from genkit_text.metrics import References, bleu, distinct, self_bleu, text_metrics
-from genkit_text.model import (Discriminator, LMConfig, TextGenerator, build_lm, reinforce_loss, warp_logits)
+from genkit_text.model import (Discriminator, LMConfig, TextGenerator, build_lm, reinforce_loss, rollout_rewards,
+                              warp_logits)
 from genkit_text.oracle import oracle_data
 
 SUBJECTS = ["the cat", "a dog", "my friend", "the teacher", "an old man", "the small bird"]
@@ -45,6 +46,26 @@ def tiny_generator(vocab=50, seq_len=6, eos=1, bos=0):
     lm = build_lm(LMConfig(vocab_size=vocab, seq_len=seq_len, n_layer=1, n_embd=16, n_head=2, dropout=0.0,
                            bos_id=bos, eos_id=eos))
     return TextGenerator(lm, seq_len, bos, eos)
+
+
+def test_from_scratch_gpt2_is_untied_with_wider_init(tmp_path):
+    """The default generator departs from GPT-2 in two measured ways (docs/text.md), and still exports."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    lm = build_lm(LMConfig(vocab_size=500, seq_len=8))
+    assert not lm.config.tie_word_embeddings
+    assert lm.lm_head.weight.data_ptr() != lm.transformer.wte.weight.data_ptr()
+    for w in (lm.transformer.wte.weight, lm.lm_head.weight):
+        assert float(w.detach().std()) == pytest.approx(0.1, rel=0.05)
+    assert float(lm.transformer.h[0].attn.c_attn.weight.detach().std()) == pytest.approx(0.02, rel=0.1)  # the rest: GPT-2's
+    lm.save_pretrained(tmp_path / "m")
+    again = AutoModelForCausalLM.from_pretrained(tmp_path / "m")
+    assert torch.equal(again.lm_head.weight, lm.lm_head.weight)
+    assert not torch.equal(again.lm_head.weight, again.transformer.wte.weight)
+    tied = build_lm(LMConfig(vocab_size=500, seq_len=8, tie_embeddings=True, init_std=0.02))
+    assert tied.lm_head.weight.data_ptr() == tied.transformer.wte.weight.data_ptr()
+    assert float(tied.lm_head.weight.detach().std()) == pytest.approx(0.02, rel=0.05)
 
 
 # -- tokenizer and data --------------------------------------------------------------------------------
@@ -183,6 +204,51 @@ def test_reinforce_loss_known_case():
     assert logp.grad[0, 1] == 0 and masked.item() == pytest.approx(-(0.5 * math.log(0.5) - 0.5 * math.log(0.25)) / 4)
 
 
+def test_reinforce_loss_with_per_token_rewards():
+    logp = torch.log(torch.tensor([[0.5, 0.25], [0.5, 0.5]])).requires_grad_(True)
+    mask = torch.ones(2, 2, dtype=torch.bool)
+    rewards = torch.tensor([[1.0, 0.0], [0.0, 0.0]])  # only the first token of the first sequence is rewarded
+    loss = reinforce_loss(logp, mask, rewards, rewards.mean(dim=0, keepdim=True))
+    loss.backward()
+    # advantages [[0.5, 0], [-0.5, 0]]; gradient -A / (B T) on each log-prob
+    assert torch.allclose(logp.grad, torch.tensor([[-0.125, 0.0], [0.125, 0.0]]))
+    seq = reinforce_loss(logp.detach(), mask, torch.tensor([1.0, 0.0]), 0.5)
+    per_token = reinforce_loss(logp.detach(), mask, torch.tensor([[1.0, 1.0], [0.0, 0.0]]), 0.5)
+    assert seq.item() == pytest.approx(per_token.item())  # a [B] reward is the same reward on every token
+
+
+class LastTokenCritic(torch.nn.Module):
+    """A discriminator stub whose logit depends only on the last token: ``w[y_T]``."""
+
+    def __init__(self, vocab):
+        super().__init__()
+        self.w = torch.linspace(-3, 3, vocab)
+
+    def forward(self, x, cond=None):  # token ids [B, T] or one-hot [B, T, V]
+        return self.w[x[:, -1]] if not x.is_floating_point() else x[:, -1] @ self.w
+
+
+def test_prefix_sampling_and_monte_carlo_rollouts():
+    G = tiny_generator(vocab=12, seq_len=4, eos=None).eval()
+    rng = torch.Generator().manual_seed(0)
+    tokens = G.sample(3, generator=rng)
+    cont = G.sample(3, prefix=tokens[:, :2], generator=rng)
+    assert cont.shape == (3, 4) and torch.equal(cont[:, :2], tokens[:, :2])
+    D = LastTokenCritic(12)
+    values = rollout_rewards(G, D, tokens, rollouts=4000, rng=rng)
+    assert values.shape == (3, 4)
+    assert torch.allclose(values[:, 3], torch.sigmoid(D(torch.nn.functional.one_hot(tokens, 12).float())))
+    # Q(y_1..3) = E[sigmoid(w[y_4]) | y_1..3], exactly from the teacher-forced next-token distribution
+    with torch.no_grad():
+        p_last = G.logits(tokens)[:, 3].softmax(dim=-1)
+    exact = p_last @ torch.sigmoid(D.w)
+    assert torch.allclose(values[:, 2], exact, atol=0.02)
+    assert ((values > 0) & (values < 1)).all()
+    eos = tiny_generator(vocab=12, seq_len=4, eos=1)
+    done = eos.sample(2, prefix=torch.tensor([[1], [2]]), generator=rng)
+    assert done[0].tolist() == [1, 1, 1, 1]  # a prefix that already ended stays ended
+
+
 def test_beta_schedule_is_relgans_exponential():
     from types import SimpleNamespace
 
@@ -266,10 +332,10 @@ def run_text(invoke, out, data, *extra):
     return json.loads((out / "summary.json").read_text())
 
 
-@pytest.mark.parametrize("estimator", ["gumbel", "reinforce"])
-def test_tiny_run_end_to_end(tmp_path, invoke, corpus, estimator):
+@pytest.mark.parametrize("estimator, extra", [("gumbel", []), ("reinforce", ["--mle-mix", "0.5"]),
+                                               ("reinforce", ["--rollouts", "2"])])
+def test_tiny_run_end_to_end(tmp_path, invoke, corpus, estimator, extra):
     out = tmp_path / "run"
-    extra = ["--mle-mix", "0.5"] if estimator == "reinforce" else []
     summary = run_text(invoke, out, corpus, "--estimator", estimator, *extra)
     assert summary["status"] == "completed" and summary["steps"] == 3 and summary["loss"] == "rsgan"
     metrics = summary["metrics"]

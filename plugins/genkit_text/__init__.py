@@ -48,18 +48,24 @@ class TextDomain(Domain):
         Option("gumbel_feed", "hard", "Gumbel-softmax: feed the sampled token back (hard, RelGAN) or the soft "
                                       "one-hot through inputs_embeds (soft).", choices=("hard", "soft")),
         Option("mle_mix", 0.0, "REINFORCE: weight of the MLE loss on real data added to the generator loss."),
-        Option("mle_lr", 3e-3, "Adam peak learning rate of the MLE pre-training phase (--pretrain-steps)."),
+        Option("rollouts", 0, "REINFORCE: Monte-Carlo rollouts per prefix for per-token rewards (SeqGAN: 16; costs "
+                              "about N x max-len/2 generator passes per step); 0 = one reward per sequence."),
+        Option("mle_lr", 1e-2, "Adam peak learning rate of the MLE pre-training phase (--pretrain-steps)."),
         Option("mle_warmup", 0, "MLE pre-training: steps of linear learning-rate warm-up from 0 to --mle-lr."),
         Option("mle_schedule", "constant", "MLE pre-training: learning rate after the warm-up: constant, or cosine "
                                            "decay to --mle-lr/50 at the last --pretrain-steps step.",
                choices=("constant", "cosine")),
         Option("mle_batch", 0, "MLE pre-training: sequences per Adam step, taken from the run's batches "
                                "(0 = --batch-size); --pretrain-steps counts these steps."),
-        Option("n_layer", 2, "From-scratch GPT-2: transformer blocks."),
-        Option("n_embd", 64, "From-scratch GPT-2: width."),
-        Option("n_head", 4, "From-scratch GPT-2: attention heads."),
+        Option("n_layer", 1, "From-scratch GPT-2: transformer blocks."),
+        Option("n_embd", 32, "From-scratch GPT-2: width."),
+        Option("n_head", 2, "From-scratch GPT-2: attention heads."),
         Option("dropout", 0.1, "From-scratch GPT-2: dropout during MLE pre-training (the oracle's 10,000 sequences "
                                 "over-fit without it)."),
+        Option("tie_embeddings", False, "From-scratch GPT-2: tie the output layer to the input embedding (GPT-2's "
+                                        "default; measured worse on the oracle)."),
+        Option("init_std", 0.1, "From-scratch GPT-2: std of the initial embeddings and output layer (GPT-2's "
+                                "own is 0.02, measured several times slower to learn)."),
         Option("d_embed", 64, "Discriminator: embedding size."),
         Option("d_filters", 64, "Discriminator: filters per convolution width (2, 3, 4, 5)."),
         Option("tokenizer", "bpe", "From-scratch tokenizer trained on the corpus: bpe (byte-level) or word.",
@@ -82,9 +88,9 @@ class TextDomain(Domain):
         Option("sweep", "0.8,1.0,1.2", "Temperatures of the MLE baseline's sweep, measured after pre-training."),
     )
     # RelGAN's adversarial settings: Adam(lr 1e-4, betas 0.9/0.999), batch 64, relativistic standard loss.
-    # 1,500 MLE steps (about 10 epochs of the oracle data, constant --mle-lr 3e-3) then 100 adversarial steps
-    # are sized to fit 15 minutes on 2 CPU cores (docs/text.md has the measured table; a warmed-up, cosine-
-    # decayed schedule with --mle-batch 32 was measured and is no better, so it is not the default).
+    # 1,500 MLE steps (about 10 epochs of the oracle data, constant --mle-lr 1e-2, a 1-block width-32 GPT-2
+    # with untied embeddings) then 100 adversarial steps fit well inside 15 minutes on 2 CPU cores
+    # (docs/text.md has the measured table and the variants that were measured and rejected).
     recipe = {"steps": 100, "pretrain_steps": 1500, "batch_size": 64, "loss": "rsgan", "lr_g": 1e-4,
               "lr_d": 1e-4, "beta1": 0.9, "beta2": 0.999, "n_critic": 1, "checkpoint_every": 50,
               "sample_every": 50, "log_every": 10, "eval_every": 50}
@@ -163,14 +169,16 @@ class TextDomain(Domain):
             raise GenkitError(f"--beta-steps must be positive, got {options['beta_steps']}")
         if options["mle_warmup"] < 0 or options["mle_batch"] < 0:
             raise GenkitError("--mle-warmup and --mle-batch must be zero or positive")
-        if options["top_k"] < 0 or options["mle_mix"] < 0:
-            raise GenkitError("--top-k and --mle-mix must be zero or positive")
+        if options["top_k"] < 0 or options["mle_mix"] < 0 or options["rollouts"] < 0:
+            raise GenkitError("--top-k, --mle-mix and --rollouts must be zero or positive")
         if not 0 < options["top_p"] <= 1 or options["temperature"] <= 0:
             raise GenkitError("--top-p must be in (0, 1] and --temperature positive")
         if min(options["eval_samples"], options["eval_samples_mid"], options["bleu_samples"]) < 1:
             raise GenkitError("--eval-samples, --eval-samples-mid and --bleu-samples must be positive")
         if not 0 < options["test_fraction"] < 1:
             raise GenkitError(f"--test-fraction must be in (0, 1), got {options['test_fraction']}")
+        if options["init_std"] <= 0:
+            raise GenkitError(f"--init-std must be positive, got {options['init_std']}")
         if options["n_embd"] % options["n_head"]:
             raise GenkitError(f"--n-embd {options['n_embd']} must be a multiple of --n-head {options['n_head']}")
         parse_temperatures(options["sweep"])
@@ -189,6 +197,7 @@ class TextDomain(Domain):
         else:
             lm = build_lm(LMConfig(vocab_size=ex["vocab_size"], seq_len=ex["seq_len"], n_layer=options["n_layer"],
                                    n_embd=options["n_embd"], n_head=options["n_head"], dropout=options["dropout"],
+                                   tie_embeddings=options["tie_embeddings"], init_std=options["init_std"],
                                    bos_id=ex["bos_id"], eos_id=ex["eos_id"]))
         keys = ORACLE_SWEEP_KEYS if ex["kind"] == "oracle" else TEXT_SWEEP_KEYS
         G = TextGenerator(lm, ex["seq_len"], ex["bos_id"], ex["eos_id"],
@@ -228,15 +237,20 @@ class TextDomain(Domain):
         import torch
         import torch.nn.functional as F
 
-        from .model import reinforce_loss
+        from .model import reinforce_loss, rollout_rewards
 
         G, D = ctx.generator, ctx.discriminator
         with no_dropout(G):
             tokens = G.sample(len(z), generator=ctx.rng, batch_size=len(z))
-            with torch.no_grad():
-                rewards = torch.sigmoid(D(F.one_hot(tokens, G.vocab_size).float(), cond))
+            with torch.no_grad(), eval_mode(D):  # rewards from the discriminator without its dropout
+                if ctx.options["rollouts"]:  # SeqGAN: per-token values, per-position mean as baseline
+                    rewards = rollout_rewards(G, D, tokens, ctx.options["rollouts"], ctx.rng)
+                    baseline = rewards.mean(dim=0, keepdim=True)
+                else:
+                    rewards = torch.sigmoid(D(F.one_hot(tokens, G.vocab_size).float(), cond))
+                    baseline = rewards.mean()
             logp, mask = G.token_log_probs(tokens)
-            loss = reinforce_loss(logp, mask, rewards, rewards.mean())
+            loss = reinforce_loss(logp, mask, rewards, baseline)
         if ctx.options["mle_mix"] > 0 and ctx.real is not None:
             loss = loss + ctx.options["mle_mix"] * G.mle_loss(ctx.real.argmax(dim=-1))
         return loss
@@ -390,15 +404,20 @@ class TextDomain(Domain):
         return Data(train=None, source=meta.get("source", ""), extra=extra)
 
 
-@contextmanager
 def no_dropout(generator):
-    """Run the LM in eval mode (no dropout) and restore its mode afterwards; gradients still flow."""
-    was = generator.lm.training
-    generator.lm.eval()
+    """Run the generator's LM in eval mode (no dropout), then restore its mode; gradients still flow."""
+    return eval_mode(generator.lm)
+
+
+@contextmanager
+def eval_mode(module):
+    """Run ``module`` in eval mode and restore its mode afterwards."""
+    was = module.training
+    module.eval()
     try:
         yield
     finally:
-        generator.lm.train(was)
+        module.train(was)
 
 
 def _atomic_dir(final: Path, write) -> None:

@@ -18,7 +18,7 @@ import click
 
 from . import __version__
 from .config import RESUMABLE_OVERRIDES, TRAIN_FIELDS, from_dict, read_toml, resolve
-from .errors import GenkitError
+from .errors import GenkitError, warn
 from . import plugins as _plugins
 from .plugins import registry
 
@@ -217,8 +217,8 @@ def run_domain(domain, params: dict[str, Any]) -> None:
         from .checkpoint import latest_checkpoint
 
         ckpt = latest_checkpoint(resume / "checkpoints")
-        if ckpt is None:
-            raise GenkitError(f"--resume {resume}: the run has no checkpoint yet")
+        if ckpt is None:  # e.g. stopped during pre-training: the run starts again from its own config
+            warn(f"--resume {resume}: the run has no checkpoint yet; starting it again from step 0")
         out = resume
     else:
         cfg = resolve(domain, reg.losses, file=config_file, overrides=overrides)
@@ -238,6 +238,8 @@ def run_domain(domain, params: dict[str, Any]) -> None:
                               "pass --steps N to train longer")
     # Everything is validated: only now does anything touch the disk.
     out.mkdir(parents=True, exist_ok=True)
+    if resume is not None and ckpt is None:
+        trainer.paths.metrics.unlink(missing_ok=True)  # the log of the attempt that starts again
     cfg.write(trainer.paths.config)
     trainer.paths.data_meta.write_text(json.dumps(domain.save_data_meta(data, out), indent=2) + "\n", encoding="utf-8")
     if not quiet:
@@ -247,8 +249,9 @@ def run_domain(domain, params: dict[str, Any]) -> None:
     try:
         summary = trainer.run()
     except Interrupted as stop:
-        click.echo(f"genkit: interrupted at step {stop.step}; checkpoint {stop.checkpoint}; "
-                   f"continue with: genkit run {domain.name} --resume {out}", err=True)
+        where = f"at step {stop.step}; checkpoint {stop.checkpoint}" if stop.checkpoint else \
+            "during pre-training, which restarts on resume; no checkpoint"
+        click.echo(f"genkit: interrupted {where}; continue with: genkit run {domain.name} --resume {out}", err=True)
         sys.exit(128 + stop.signum)
     if as_json:
         _echo_json(summary)

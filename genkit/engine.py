@@ -150,11 +150,19 @@ class EMA:
 
 
 class Interrupted(Exception):
-    """Raised after a Ctrl-C / SIGTERM once the checkpoint is safely written."""
+    """Raised after a Ctrl-C / SIGTERM once the checkpoint is safely written.
 
-    def __init__(self, step: int, signum: int, checkpoint: Path):
+    ``checkpoint`` is None when the signal came during pre-training, which stops at once and saves nothing
+    (pre-training is not resumable mid-phase; ``--resume`` then starts the run again).
+    """
+
+    def __init__(self, step: int, signum: int, checkpoint: Path | None):
         super().__init__(f"interrupted at step {step}")
         self.step, self.signum, self.checkpoint = step, signum, checkpoint
+
+
+class _StopPretraining(Exception):
+    pass
 
 
 @dataclass
@@ -434,10 +442,18 @@ class Trainer:
             bar.update(n)
             if stats:
                 bar.set_postfix({k: f"{v:.3g}" for k, v in stats.items()}, refresh=False)
+            if self._stop_signal is not None:  # Ctrl-C / SIGTERM: stop now rather than after the whole phase
+                raise _StopPretraining
 
         self.ctx.step = 0
         start = time.perf_counter()
-        stats = self.domain.pretrain(self.ctx, self._real, cfg.pretrain_steps, progress)
+        try:
+            stats = self.domain.pretrain(self.ctx, self._real, cfg.pretrain_steps, progress)
+        except _StopPretraining:
+            bar.close()
+            self.elapsed += time.perf_counter() - start
+            self._write_summary("interrupted", None, [])
+            raise Interrupted(0, self._stop_signal, None) from None
         bar.close()
         self.pretrain_seconds = time.perf_counter() - start
         self.elapsed += self.pretrain_seconds
@@ -447,6 +463,7 @@ class Trainer:
                 for dst, src in zip(self.ema.model.state_dict().values(), self.G.state_dict().values()):
                     dst.copy_(src)
         self._log({"step": 0, "phase": "pretrain", "seconds": round(self.elapsed, 3), **(stats or {})})
+        self.save()  # step 0: a later interruption or crash never costs the pre-training again
 
     def run(self) -> dict[str, Any]:
         """Train to ``config.train.steps``; returns the summary (also written to ``summary.json``)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import shutil
 import sys
 from pathlib import Path
 
@@ -145,6 +146,21 @@ def test_unexpected_errors_are_one_line_unless_debugging(tmp_path):
         "genkit: error: RuntimeError: kaboom (set GENKIT_DEBUG=1 for the traceback)"]
     loud = python(code, GENKIT_DEBUG="1")
     assert loud.returncode == 1 and "Traceback" in loud.stderr
+
+
+def test_resume_of_a_run_without_a_checkpoint_starts_it_again(invoke, tmp_path):
+    out = tmp_path / "run"
+    args = ("--g-width", "8", "--d-width", "8", "--batch-size", "16", "--log-every", "1")
+    assert invoke("run", "image", *args, "--steps", "2", "--out", out, "--quiet").exit_code == 0
+    first = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    shutil.rmtree(out / "checkpoints")  # as a run stopped during pre-training leaves it
+    (out / "metrics.jsonl").write_text('{"step": 7, "loss_d": 1.0, "loss_g": 1.0}\n')
+    result = invoke("run", "image", "--resume", out, "--quiet")
+    assert result.exit_code == 0, result.stderr
+    assert "no checkpoint yet; starting it again from step 0" in result.stderr
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == first and 7 not in steps  # the stale log was replaced, not appended to
+    assert json.loads((out / "summary.json").read_text())["status"] == "completed"
 
 
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])

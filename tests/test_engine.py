@@ -147,6 +147,59 @@ def test_interrupt_writes_a_checkpoint_and_resume_finishes(ring, tmp_path):
     assert json.loads(t.paths.summary.read_text())["status"] == "interrupted"
 
 
+def fake_pretraining(monkeypatch, trainer, calls, stop_after=None):
+    """Give the ring domain a pre-training phase that nudges the generator; optionally signal mid-phase."""
+
+    def pretrain(ctx, batches, steps, progress):
+        calls.append(steps)
+        for i in range(steps):
+            batches()
+            with torch.no_grad():
+                for p in ctx.generator.parameters():
+                    p.add_(0.01)
+            if i == stop_after:
+                trainer._stop_signal = signal.SIGINT  # what the Ctrl-C handler sets
+            progress(1, {"nll": float(i)})
+        return {"mle_nll_train": 1.0}
+
+    monkeypatch.setattr(trainer.domain, "pretrain", pretrain)
+
+
+def test_signal_during_pretraining_stops_at_once(ring, tmp_path, monkeypatch):
+    t = make_trainer(tmp_path, steps=4, pretrain_steps=1000)
+    calls, seen = [], []
+    fake_pretraining(monkeypatch, t, calls, stop_after=2)
+    original = t.domain.pretrain
+
+    def counting(ctx, batches, steps, progress):
+        return original(ctx, batches, steps, lambda n, stats: (seen.append(n), progress(n, stats)))
+
+    monkeypatch.setattr(t.domain, "pretrain", counting)
+    with pytest.raises(Interrupted) as info:
+        t.run()
+    assert len(seen) == 3  # stopped right after the step during which the signal came, not after 1,000
+    assert info.value.checkpoint is None and info.value.step == 0
+    assert latest_checkpoint(t.paths.checkpoints) is None
+    assert json.loads(t.paths.summary.read_text())["status"] == "interrupted"
+
+
+def test_pretraining_is_checkpointed_and_resume_does_not_repeat_it(ring, tmp_path, monkeypatch):
+    full = make_trainer(tmp_path, "full", steps=4, pretrain_steps=5, checkpoint_every=0)
+    calls = []
+    fake_pretraining(monkeypatch, full, calls)
+    full.run()
+    assert calls == [5]
+    assert sorted(p.name for p in full.paths.checkpoints.iterdir() if p.is_dir()) == ["step-00000000", "step-00000004"]
+    again = make_trainer(tmp_path, "again", steps=4, pretrain_steps=5, checkpoint_every=0)
+    again.load(full.paths.checkpoints / "step-00000000")
+    assert again.pretrained and again.step == 0
+    again.run()
+    assert calls == [5]  # not pre-trained a second time
+    a = load_weights(full.paths.checkpoints / "step-00000004" / "generator.safetensors")
+    b = load_weights(again.paths.checkpoints / "step-00000004" / "generator.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)  # resuming from step 0 continues exactly
+
+
 def test_metrics_and_summary_contract(ring, tmp_path):
     t = make_trainer(tmp_path, steps=6, log_every=3, sample_every=2, checkpoint_every=3)
     summary = t.run()

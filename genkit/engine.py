@@ -227,6 +227,7 @@ class Trainer:
         self.fixed_cond = fixed_cond.to(self.device) if fixed_cond is not None else None
         self.elapsed = 0.0
         self.pretrained = False
+        self._pretraining = False
         self.pretrain_seconds = 0.0
         self.ctx = StepContext(generator=self.G, discriminator=self.D, loss=self.loss, step=0,
                                total_steps=cfg.steps, batch_size=cfg.batch_size, device=self.device,
@@ -430,7 +431,10 @@ class Trainer:
         if not self.quiet:
             from .errors import warn
 
-            warn("stopping: writing a checkpoint after this step (press Ctrl-C again to abort without one)")
+            if self._pretraining:
+                warn("stopping pre-training after this step; it is not checkpointed and restarts on --resume")
+            else:
+                warn("stopping: writing a checkpoint after this step (press Ctrl-C again to abort without one)")
 
     def _pretrain(self) -> None:
         cfg = self.config.train
@@ -447,6 +451,7 @@ class Trainer:
 
         self.ctx.step = 0
         start = time.perf_counter()
+        self._pretraining = True
         try:
             stats = self.domain.pretrain(self.ctx, self._real, cfg.pretrain_steps, progress)
         except _StopPretraining:
@@ -454,6 +459,8 @@ class Trainer:
             self.elapsed += time.perf_counter() - start
             self._write_summary("interrupted", None, [])
             raise Interrupted(0, self._stop_signal, None) from None
+        finally:
+            self._pretraining = False
         bar.close()
         self.pretrain_seconds = time.perf_counter() - start
         self.elapsed += self.pretrain_seconds

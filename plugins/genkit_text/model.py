@@ -38,6 +38,7 @@ Where it departs:
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -154,7 +155,8 @@ class TextGenerator(nn.Module):
 
     def logits(self, tokens: torch.Tensor) -> torch.Tensor:
         """Next-token logits at every position of ``tokens`` [B, T] given ``<bos>`` and the prefix: [B, T, V]."""
-        return self._mask(self.lm(input_ids=self._inputs(tokens)).logits.float())
+        inputs = self._inputs(tokens)  # EOS padding is attended to on purpose: it is masked out of every loss
+        return self._mask(self.lm(input_ids=inputs, attention_mask=torch.ones_like(inputs)).logits.float())
 
     def token_log_probs(self, tokens: torch.Tensor, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probability of each token [B, T] and the mask of positions that count (up to the first EOS)."""
@@ -170,7 +172,8 @@ class TextGenerator(nn.Module):
         return -(logp * mask).sum() / mask.sum().clamp(min=1)
 
     # -- sampling -----------------------------------------------------------------------------------
-    def _step_logits(self, inputs_ids=None, inputs_embeds=None, cache=None):
+    def _step_logits(self, inputs_ids=None, inputs_embeds=None, cache=None, seen: int = 0):
+        """Logits after the last input, and the cache; ``seen`` counts the tokens so far, these included."""
         # transformers 5 names the key/value cache ``cache``; 4.x named it ``past_key_values``.
         if _CACHE_ARG.get(type(self.lm)) is None:
             import inspect
@@ -178,7 +181,10 @@ class TextGenerator(nn.Module):
             _CACHE_ARG[type(self.lm)] = "cache" if "cache" in inspect.signature(self.lm.forward).parameters \
                 else "past_key_values"
         name = _CACHE_ARG[type(self.lm)]
-        out = self.lm(input_ids=inputs_ids, inputs_embeds=inputs_embeds, use_cache=True, **{name: cache})
+        first = inputs_ids if inputs_ids is not None else inputs_embeds
+        mask = torch.ones(first.shape[0], seen, dtype=torch.long, device=first.device) if seen else None
+        out = self.lm(input_ids=inputs_ids, inputs_embeds=inputs_embeds, attention_mask=mask, use_cache=True,
+                      **{name: cache})
         return self._mask(out.logits[:, -1].float()), out[name]
 
     def _force_eos(self, logits: torch.Tensor, done: torch.Tensor) -> torch.Tensor:
@@ -212,8 +218,10 @@ class TextGenerator(nn.Module):
                 toks = list(head.unbind(dim=1))
                 if self.eos_id is not None:
                     done = (head == self.eos_id).any(dim=1)
+            seen = 0
             for _ in range(self.seq_len - len(toks)):
-                logits, cache = self._step_logits(inputs_ids=x, cache=cache)
+                seen += x.shape[1]
+                logits, cache = self._step_logits(inputs_ids=x, cache=cache, seen=seen)
                 if gumbel:
                     logits = self._force_eos(logits, done)
                     g = gumbel_noise(logits.shape, generator, device)
@@ -246,10 +254,11 @@ class TextGenerator(nn.Module):
         for start in range(0, n, batch_size):
             b = min(batch_size, n - start)
             ids = torch.full((b, 1), self.bos_id, dtype=torch.long, device=device)
-            seq = self.lm.generate(
-                input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=temperature,
-                top_k=top_k, top_p=top_p, max_new_tokens=self.seq_len, eos_token_id=self.eos_id,
-                pad_token_id=pad, suppress_tokens=self.banned or None)[:, 1:]
+            with _no_padding_warning():
+                seq = self.lm.generate(
+                    input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=temperature,
+                    top_k=top_k, top_p=top_p, max_new_tokens=self.seq_len, eos_token_id=self.eos_id,
+                    pad_token_id=pad, suppress_tokens=self.banned or None)[:, 1:]
             if seq.shape[1] < self.seq_len:  # every row ended early
                 seq = F.pad(seq, (0, self.seq_len - seq.shape[1]), value=pad)
             out.append(seq)
@@ -294,6 +303,20 @@ class TextGenerator(nn.Module):
                 done = done | (y.argmax(dim=-1) == self.eos_id)
             x = (y @ emb).unsqueeze(1).to(emb.dtype)
         return torch.stack(outs, dim=1)
+
+
+@contextmanager
+def _no_padding_warning():
+    """Silence transformers' "pass an attention_mask" warning around ``generate()``: it feeds finished rows
+    their padding without a mask and warns, but every prompt here is one ``<bos>``, never padded."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
 
 
 def reinforce_loss(log_probs: torch.Tensor, mask: torch.Tensor, rewards: torch.Tensor,

@@ -19,7 +19,8 @@ from genkit_audio import data as audata
 from genkit_audio.io import read_wav, spectrogram_grid, write_wav
 from genkit_audio.wavegan import PhaseShuffle, WaveGANConfig, WaveGANDiscriminator, WaveGANGenerator
 
-TINY = ["--model-size", "4", "--batch-size", "8", "--steps", "2", "--n-critic", "1", "--quiet"]
+# --eval-samples 0: the refnet evaluation (trained on the 2,000-clip corpus) has its own test on a small folder.
+TINY = ["--model-size", "4", "--batch-size", "8", "--steps", "2", "--n-critic", "1", "--quiet", "--eval-samples", "0"]
 
 
 @pytest.fixture(scope="module")
@@ -330,7 +331,7 @@ def test_tiny_run_writes_wavs_and_spectrograms_then_samples(cli, tmp_path):
 def test_tiny_conditional_longer_run(cli, tmp_path):
     out = tmp_path / "run"
     cli("run", "audio", "--model-size", "2", "--batch-size", "4", "--steps", "1", "--n-critic", "1", "--quiet",
-        "--length", "32768", "--conditional", "--post-filter", "--phase-shuffle", "0", "--out", out)
+        "--eval-samples", "0", "--length", "32768", "--conditional", "--post-filter", "--phase-shuffle", "0", "--out", out)
     final = sorted((out / "samples" / "final").glob("*.wav"))
     assert len(final) == 20 and final[0].name == "00-zero.wav" and final[19].name == "19-nine.wav"
     assert sf.info(str(final[0])).frames == 32768 and sf.info(str(final[0])).samplerate == 16000
@@ -380,7 +381,8 @@ def test_resume_is_exact_with_phase_shuffle(cli, tmp_path):
     """Phase shuffle draws from torch's global RNG, which genkit checkpoints: 2 steps == 1 + resume + 1."""
     from safetensors.torch import load_file
 
-    tiny = ["--model-size", "2", "--batch-size", "4", "--n-critic", "2", "--quiet", "--sample-every", "0"]
+    tiny = ["--model-size", "2", "--batch-size", "4", "--n-critic", "2", "--quiet", "--sample-every", "0",
+            "--eval-samples", "0"]
     cli("run", "audio", *tiny, "--steps", "2", "--out", tmp_path / "full")
     cli("run", "audio", *tiny, "--steps", "1", "--out", tmp_path / "half")
     cli("run", "audio", "--resume", tmp_path / "half", "--steps", "2", "--quiet")
@@ -388,6 +390,59 @@ def test_resume_is_exact_with_phase_shuffle(cli, tmp_path):
         a = load_file(str(tmp_path / "full" / "checkpoints" / "step-00000002" / f"{name}.safetensors"))
         b = load_file(str(tmp_path / "half" / "checkpoints" / "step-00000002" / f"{name}.safetensors"))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def _tone_folder(root: Path, per_class: int = 12) -> Path:
+    """Three labelled classes of 0.5 s tones (300, 1,000, 3,000 Hz) with random phase, level and onset."""
+    rs = np.random.RandomState(0)
+    for label, freq in (("low", 300), ("mid", 1000), ("high", 3000)):
+        for i in range(per_class):
+            clip = np.zeros(16384, np.float32)
+            start = rs.randint(0, 8000)
+            t = np.arange(8000) / 16000
+            clip[start:start + 8000] = rs.uniform(0.2, 0.8) * np.sin(2 * np.pi * freq * t + rs.uniform(0, 6.28))
+            _write(root / label / f"{i}.wav", clip, 16000)
+    return root
+
+
+def test_refnet_scores_real_clips_far_better_than_noise(tmp_path):
+    from genkit_audio import metrics
+
+    x, y, names, source = audata.load_folder(_tone_folder(tmp_path / "tones"), 16384)
+    net, acc, test_idx = metrics.reference_classifier(x, y, len(names), source, tmp_path / "cache")
+    assert acc >= 0.9  # tones of three pitches are easy: a broken feature pipeline would not get here
+    real = x[test_idx]
+    shuffled = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(0))]  # IS splits need mixed classes
+    same = metrics.score(net, acc, real, shuffled.float() / 32768, 3)
+    noise = metrics.score(net, acc, real, torch.rand(len(x), 1, 16384) * 2 - 1, 3)
+    assert same["refnet_fd"] * 10 < noise["refnet_fd"]
+    # 36 clips in 10 splits bias IS low; a perfect 3-class score would be 3, one class only 1
+    assert same["refnet_is"] > 2.0 and same["refnet_classes"] == 3.0
+    assert noise["refnet_is"] < same["refnet_is"] - 0.5
+    cached = sorted((tmp_path / "cache" / "audio-refnet").glob("*.safetensors"))
+    assert len(cached) == 1
+    again, acc2, _ = metrics.reference_classifier(x, y, len(names), source, tmp_path / "cache")
+    assert acc2 == acc and all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), again.state_dict().values()))
+    cached[0].write_bytes(b"corrupt")
+    _, acc3, _ = metrics.reference_classifier(x, y, len(names), source, tmp_path / "cache")  # warned, rebuilt
+    assert acc3 == acc
+
+
+def test_run_and_eval_report_refnet_metrics(cli, tmp_path):
+    data = _tone_folder(tmp_path / "tones")
+    out = tmp_path / "run"
+    cli("run", "audio", "--data", data, "--model-size", "2", "--batch-size", "8", "--steps", "2", "--n-critic", "1",
+        "--eval-samples", "40", "--eval-every", "1", "--quiet", "--out", out)
+    summary = json.loads((out / "summary.json").read_text())
+    keys = ("refnet_is", "refnet_fd", "refnet_kid", "refnet_confident", "refnet_classes", "refnet_is_real",
+            "refnet_accuracy")
+    assert all(k in summary["metrics"] and math.isfinite(summary["metrics"][k]) for k in keys)
+    assert summary["metrics"]["refnet_accuracy"] >= 0.9
+    assert (out / "checkpoints" / "best").is_file()  # the lowest refnet_fd so far
+    result = cli("eval", out, "--json")
+    evaluated = json.loads(result.output)["metrics"]
+    assert evaluated["refnet_fd"] == pytest.approx(summary["metrics"]["refnet_fd"], rel=1e-5)
+    assert evaluated["refnet_accuracy"] == summary["metrics"]["refnet_accuracy"]
 
 
 def test_plugin_import_does_not_import_torch():

@@ -33,7 +33,10 @@ class AudioDomain(Domain):
         Option("post_filter", False, "WaveGAN: learned 512-tap post-processing filter on the generator's output."),
         Option("conditional", False, "Class-conditional generator and projection discriminator (labels from the data)."),
         Option("griffin_lim_iters", 16, "SpecGAN: Griffin-Lim iterations when turning spectrograms into audio."),
+        Option("eval_samples", 500, "Clips scored by the reference classifier at evaluations (0 = no evaluation; "
+                                    "needs labelled data)."),
     )
+    best_metric = ("refnet_fd", "min")  # checkpoints/best names the checkpoint with the lowest refnet FD
     # CPU-sized default (docs/audio.md): the paper's loss and optimiser, a small model and batch, one critic step.
     # d = 8 (1/64 of the paper's compute per sample), batch 16, one critic update per generator update and
     # twice the paper's learning rate, 300 steps (docs/audio.md has the timings and what it sounds like).
@@ -64,6 +67,8 @@ class AudioDomain(Domain):
         for key in ("model_size", "latent_dim", "griffin_lim_iters"):
             if options[key] <= 0:
                 raise GenkitError(f"--{key.replace('_', '-')} must be positive, got {options[key]}")
+        if options["eval_samples"] < 0:
+            raise GenkitError(f"--eval-samples must be 0 (off) or positive, got {options['eval_samples']}")
         if options["phase_shuffle"] < 0:
             raise GenkitError(f"--phase-shuffle must be 0 (off) or a positive radius, got {options['phase_shuffle']}")
 
@@ -88,7 +93,8 @@ class AudioDomain(Domain):
         if conditional and (y is None or len(names) < 2):
             raise GenkitError(f"--data {spec}: --conditional needs class labels (sub-folders or label_ file-name prefixes)")
         labels = y if y is not None else torch.zeros(len(x), dtype=torch.int64)
-        extra: dict[str, Any] = {"sample_rate": SAMPLE_RATE, "length": length, "model": options["model"]}
+        extra: dict[str, Any] = {"sample_rate": SAMPLE_RATE, "length": length, "model": options["model"],
+                                 "_cache_dir": Path(cache_dir), "_labelled": y is not None and len(names) >= 2}
         if options["model"] == "specgan":
             from . import specgan
 
@@ -153,6 +159,28 @@ class AudioDomain(Domain):
 
     def sample_shape(self, options, data):
         return (1, options["length"])
+
+    # -- evaluation ---------------------------------------------------------------------------------
+    def evaluate(self, ctx):
+        """refnet metrics (see metrics.py) of ``eval_samples`` clips; {} when off or the data has no labels."""
+        import torch
+
+        from . import metrics
+
+        n, data = ctx.options["eval_samples"], ctx.data
+        if n <= 0 or not data.extra.get("_labelled") or data.train is None:
+            return {}
+        x, y = data.train.tensors
+        net, acc, test_idx = metrics.reference_classifier(x, y, len(data.class_names), data.source,
+                                                          data.extra["_cache_dir"])
+        g = torch.Generator(device=ctx.device).manual_seed(12345)  # not ctx.rng: evaluation must not move training's stream
+        fakes = []
+        for start in range(0, n, 100):
+            m = min(100, n - start)
+            z = self.sample_latent(m, ctx.options, rng=g, device=ctx.device)
+            cond = (torch.arange(start, start + m, device=ctx.device) % data.num_classes) if data.conditional else None
+            fakes.append(self.generate(ctx.generator, z, cond, ctx.options).float().cpu())
+        return metrics.score(net, acc, x[test_idx], torch.cat(fakes), len(data.class_names))
 
     # -- output -------------------------------------------------------------------------------------
     def generate(self, generator, z, cond, options):

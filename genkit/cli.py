@@ -217,8 +217,10 @@ def run_domain(domain, params: dict[str, Any]) -> None:
         from .checkpoint import latest_checkpoint
 
         ckpt = latest_checkpoint(resume / "checkpoints")
-        if ckpt is None:  # e.g. stopped during pre-training: the run starts again from its own config
-            warn(f"--resume {resume}: the run has no checkpoint yet; starting it again from step 0")
+        if ckpt is None:
+            if not _stopped_before_any_checkpoint(resume):
+                raise GenkitError(f"--resume {resume}: the run has no checkpoint to continue from")
+            warn(f"--resume {resume}: the run stopped before its first checkpoint; starting it again from step 0")
         out = resume
     else:
         cfg = resolve(domain, reg.losses, file=config_file, overrides=overrides)
@@ -238,8 +240,9 @@ def run_domain(domain, params: dict[str, Any]) -> None:
                               "pass --steps N to train longer")
     # Everything is validated: only now does anything touch the disk.
     out.mkdir(parents=True, exist_ok=True)
-    if resume is not None and ckpt is None:
-        trainer.paths.metrics.unlink(missing_ok=True)  # the log of the attempt that starts again
+    if resume is not None and ckpt is None:  # the log and best pointer of the attempt that starts again
+        trainer.paths.metrics.unlink(missing_ok=True)
+        (trainer.paths.checkpoints / "best").unlink(missing_ok=True)
     cfg.write(trainer.paths.config)
     trainer.paths.data_meta.write_text(json.dumps(domain.save_data_meta(data, out), indent=2) + "\n", encoding="utf-8")
     if not quiet:
@@ -295,6 +298,16 @@ def info_domain(domain, config_file, preset, data_spec, as_json, params) -> None
     click.echo(f"data: {data.source} ({info['data']['examples']} examples)")
     click.echo("config:")
     click.echo(cfg.to_toml().rstrip())
+
+
+def _stopped_before_any_checkpoint(run_dir: Path) -> bool:
+    """True for a run that a signal stopped before its first checkpoint (e.g. during pre-training): its
+    summary says "interrupted" with no checkpoint. Anything else without checkpoints is not restarted."""
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return summary.get("status") == "interrupted" and not summary.get("checkpoint")
 
 
 def _open_run(path: Path, best: bool):

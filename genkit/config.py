@@ -207,8 +207,10 @@ def from_dict(raw: Mapping[str, Any], domain, source: str) -> RunConfig:
         if key not in TRAIN_FIELDS:
             raise GenkitError(f"{source}: unknown key {key!r} in [train]")
         setattr(train, key, _coerce(value, TRAIN_FIELDS[key].default, key, source))
-    options = domain.option_defaults()
-    for key, value in raw.get(domain.name, {}).items():
+    saved = raw.get(domain.name, {})
+    options = {**domain.option_defaults(),
+               **{k: v for k, v in getattr(domain, "legacy_defaults", {}).items() if k not in saved}}
+    for key, value in saved.items():
         if key not in options:
             raise GenkitError(f"{source}: unknown key {key!r} in [{domain.name}]")
         options[key] = value

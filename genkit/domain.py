@@ -87,6 +87,9 @@ class Domain:
     recipe: dict[str, Any] = {}
     presets: dict[str, dict[str, Any]] = {}
     best_metric: tuple[str, str] | None = None  # (metric from evaluate, "min" or "max"): marks checkpoints/best
+    # Values for options added after a run was saved: a saved config.toml that lacks one of these keys was
+    # written when the option did not exist, and the old behaviour is this value, not today's default.
+    legacy_defaults: dict[str, Any] = {}
     sample_ext: str = ""  # extension of the per-sample files genkit sample writes (".png", ".wav", ".txt")
 
     # -- data ---------------------------------------------------------------------------------------

@@ -161,7 +161,7 @@ class Interrupted(Exception):
         self.step, self.signum, self.checkpoint = step, signum, checkpoint
 
 
-class _StopPretraining(Exception):
+class _StopPretraining(BaseException):  # not an Exception: a plugin's ``except Exception`` cannot swallow it
     pass
 
 
@@ -470,7 +470,10 @@ class Trainer:
                 for dst, src in zip(self.ema.model.state_dict().values(), self.G.state_dict().values()):
                     dst.copy_(src)
         self._log({"step": 0, "phase": "pretrain", "seconds": round(self.elapsed, 3), **(stats or {})})
-        self.save()  # step 0: a later interruption or crash never costs the pre-training again
+        ckpt = self.save()  # step 0: a later interruption or crash never costs the pre-training again
+        if self._stop_signal is not None:  # the signal came after the domain's last progress call
+            self._write_summary("interrupted", ckpt, [])
+            raise Interrupted(0, self._stop_signal, ckpt)
 
     def run(self) -> dict[str, Any]:
         """Train to ``config.train.steps``; returns the summary (also written to ``summary.json``)."""

@@ -14,6 +14,8 @@ import torch
 def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     """Fréchet distance between Gaussians fitted to feature sets ``a`` (N, D) and ``b`` (M, D) (FID's formula)."""
     a, b = a.double(), b.double()
+    if len(a) < 2 or len(b) < 2 or not (torch.isfinite(a).all() and torch.isfinite(b).all()):
+        return float("nan")  # no covariance to fit (a diverged generator's NaNs would crash the eigensolver)
     mu_a, mu_b = a.mean(0), b.mean(0)
     cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)
     # tr(sqrt(cov_a cov_b)) from the eigenvalues of the product (real, non-negative up to round-off).

@@ -423,6 +423,13 @@ def test_refnet_scores_real_clips_far_better_than_noise(tmp_path):
     assert len(cached) == 1
     again, acc2, _ = metrics.reference_classifier(x, y, len(names), source, tmp_path / "cache")
     assert acc2 == acc and all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), again.state_dict().values()))
+    broken = torch.full((8, 1, 16384), float("nan"))  # a diverged generator: scored, never a crash
+    scores = metrics.score(net, acc, real, broken, 3)
+    assert set(scores) == set(same) and scores["refnet_accuracy"] == acc
+    from genkit.metrics import frechet_distance
+
+    assert math.isnan(frechet_distance(torch.full((4, 3), float("nan")), torch.randn(4, 3)))
+    assert math.isnan(frechet_distance(torch.randn(1, 3), torch.randn(4, 3)))  # one sample has no covariance
     cached[0].write_bytes(b"corrupt")
     _, acc3, _ = metrics.reference_classifier(x, y, len(names), source, tmp_path / "cache")  # warned, rebuilt
     assert acc3 == acc

@@ -153,11 +153,16 @@ def test_resume_of_a_run_without_a_checkpoint_starts_it_again(invoke, tmp_path):
     args = ("--g-width", "8", "--d-width", "8", "--batch-size", "16", "--log-every", "1")
     assert invoke("run", "image", *args, "--steps", "2", "--out", out, "--quiet").exit_code == 0
     first = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
-    shutil.rmtree(out / "checkpoints")  # as a run stopped during pre-training leaves it
-    (out / "metrics.jsonl").write_text('{"step": 7, "loss_d": 1.0, "loss_g": 1.0}\n')
+    shutil.rmtree(out / "checkpoints")
+    refused = invoke("run", "image", "--resume", out, "--quiet")  # a finished run is never retrained over
+    assert refused.exit_code == 1 and "no checkpoint to continue from" in refused.stderr
+    assert json.loads((out / "summary.json").read_text())["status"] == "completed"
+    summary = json.loads((out / "summary.json").read_text())
+    (out / "summary.json").write_text(json.dumps({**summary, "status": "interrupted", "checkpoint": None}))
+    (out / "metrics.jsonl").write_text('{"step": 7, "loss_d": 1.0, "loss_g": 1.0}\n')  # as a run stopped in pre-training
     result = invoke("run", "image", "--resume", out, "--quiet")
     assert result.exit_code == 0, result.stderr
-    assert "no checkpoint yet; starting it again from step 0" in result.stderr
+    assert "stopped before its first checkpoint; starting it again from step 0" in result.stderr
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == first and 7 not in steps  # the stale log was replaced, not appended to
     assert json.loads((out / "summary.json").read_text())["status"] == "completed"

@@ -183,6 +183,25 @@ def test_signal_during_pretraining_stops_at_once(ring, tmp_path, monkeypatch):
     assert json.loads(t.paths.summary.read_text())["status"] == "interrupted"
 
 
+def test_signal_after_the_last_pretraining_step_stops_with_the_step_0_checkpoint(ring, tmp_path, monkeypatch):
+    t = make_trainer(tmp_path, steps=4, pretrain_steps=3)
+    calls = []
+    fake_pretraining(monkeypatch, t, calls)
+    original = t.domain.pretrain
+
+    def late(ctx, batches, steps, progress):  # the signal arrives after the last progress call (e.g. a sweep)
+        stats = original(ctx, batches, steps, progress)
+        t._stop_signal = signal.SIGTERM
+        return stats
+
+    monkeypatch.setattr(t.domain, "pretrain", late)
+    with pytest.raises(Interrupted) as info:
+        t.run()
+    assert info.value.step == 0 and info.value.checkpoint.name == "step-00000000"
+    assert t.step == 0  # no adversarial step ran
+    assert json.loads(t.paths.summary.read_text())["status"] == "interrupted"
+
+
 def test_pretraining_is_checkpointed_and_resume_does_not_repeat_it(ring, tmp_path, monkeypatch):
     full = make_trainer(tmp_path, "full", steps=4, pretrain_steps=5, checkpoint_every=0)
     calls = []

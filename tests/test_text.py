@@ -390,6 +390,22 @@ def test_resume_is_exact(tmp_path, invoke, corpus):
     assert sum(1 for r in read_metrics(split) if r.get("phase") == "pretrain") == 1  # pre-trained only once
 
 
+def test_runs_saved_before_the_untied_default_still_load_tied(tmp_path, invoke, corpus):
+    """A config.toml written before tie_embeddings/init_std existed means GPT-2's tied layout."""
+    import tomllib
+
+    import tomli_w
+
+    out = tmp_path / "run"
+    run_text(invoke, out, corpus, "--tie-embeddings", "--steps", "1")
+    raw = tomllib.loads((out / "config.toml").read_text())
+    del raw["text"]["tie_embeddings"], raw["text"]["init_std"]  # as the older genkit wrote it
+    (out / "config.toml").write_text(tomli_w.dumps(raw))
+    result = invoke("sample", out, "-n", "2", "--out", tmp_path / "s")
+    assert result.exit_code == 0, result.stderr
+    assert len((tmp_path / "s" / "samples.txt").read_text(encoding="utf-8").splitlines()) == 2
+
+
 def test_pretrained_model_folder(tmp_path, invoke, corpus):
     from transformers import AutoModelForCausalLM
 

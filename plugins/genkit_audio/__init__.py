@@ -168,8 +168,8 @@ class AudioDomain(Domain):
         from . import metrics
 
         n, data = ctx.options["eval_samples"], ctx.data
-        if n <= 0 or not data.extra.get("_labelled") or data.train is None:
-            return {}
+        if n <= 0 or not data.extra.get("_labelled") or data.train is None or len(data.train) < 20:
+            return {}  # off, unlabelled, or too few clips to hold some out for the classifier
         x, y = data.train.tensors
         net, acc, test_idx = metrics.reference_classifier(x, y, len(data.class_names), data.source,
                                                           data.extra["_cache_dir"])

@@ -78,7 +78,7 @@ def reference_classifier(x: torch.Tensor, y: torch.Tensor, num_classes: int, sou
     """
     g = torch.Generator().manual_seed(0)
     perm = torch.randperm(len(x), generator=g)
-    n_test = max(1, len(x) // 10)
+    n_test = max(2, len(x) // 10)
     test_idx, train_idx = perm[:n_test], perm[n_test:]
     path = Path(cache_dir) / "audio-refnet" / f"{_key(source, x, y)}.safetensors"
     net = RefNet(num_classes)
@@ -91,7 +91,7 @@ def reference_classifier(x: torch.Tensor, y: torch.Tensor, num_classes: int, sou
             warn(f"{path}: unreadable cached classifier, training a new one")
     if not loaded:
         with torch.random.fork_rng(devices=[]), torch.enable_grad():  # evaluations run under no_grad
-            torch.manual_seed(0)
+            torch.default_generator.manual_seed(0)  # the CPU generator only: fork_rng restores just that one
             net = RefNet(num_classes)
             opt = torch.optim.Adam(net.parameters(), lr=2e-3)
             net.train()
@@ -128,7 +128,12 @@ def features(net: RefNet, x: torch.Tensor, batch: int = 256) -> tuple[torch.Tens
 
 
 def score(net: RefNet, accuracy: float, real: torch.Tensor, fake: torch.Tensor, num_classes: int) -> dict[str, float]:
-    """All refnet metrics of generated clips ``fake`` (float, [-1, 1]) against held-out ``real`` clips."""
+    """All refnet metrics of generated clips ``fake`` (float, [-1, 1]) against held-out ``real`` clips.
+
+    A diverged generator's non-finite output is scored, not fatal: NaNs become 0 and values are clipped to
+    [-1, 1], so the run still ends with its checkpoint and summary.
+    """
+    fake = torch.nan_to_num(fake.float(), nan=0.0, posinf=1.0, neginf=-1.0).clamp(-1.0, 1.0)
     p_fake, f_fake = features(net, fake)
     p_real, f_real = features(net, real)
     counts = torch.bincount(p_fake.argmax(1), minlength=num_classes).float()

@@ -77,7 +77,7 @@ def reference_classifier(x: torch.Tensor, y: torch.Tensor, num_classes: int, sou
         except Exception:  # a corrupt cache file is rebuilt, never trusted
             warn(f"{path}: unreadable cached classifier, training a new one")
     with torch.random.fork_rng(devices=[]), torch.enable_grad():  # evaluations run under no_grad
-        torch.manual_seed(0)
+        torch.default_generator.manual_seed(0)  # the CPU generator only: fork_rng restores just that one
         net = RefNet(x.shape[1], x.shape[-1], num_classes)
         opt = torch.optim.Adam(net.parameters(), lr=1e-3)
         net.train()

@@ -87,6 +87,8 @@ class TextDomain(Domain):
         Option("bleu_samples", 500, "Samples scored by BLEU and self-BLEU (Texygen's fast mode: 500)."),
         Option("sweep", "0.8,1.0,1.2", "Temperatures of the MLE baseline's sweep, measured after pre-training."),
     )
+    # Runs saved before these options existed trained a tied GPT-2 at GPT-2's own initialisation.
+    legacy_defaults = {"tie_embeddings": True, "init_std": 0.02}
     # RelGAN's adversarial settings: Adam(lr 1e-4, betas 0.9/0.999), batch 64, relativistic standard loss.
     # 1,500 MLE steps (about 10 epochs of the oracle data, constant --mle-lr 1e-2, a 1-block width-32 GPT-2
     # with untied embeddings) then 100 adversarial steps fit well inside 15 minutes on 2 CPU cores

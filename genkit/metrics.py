@@ -54,3 +54,30 @@ def kernel_inception_distance(a: torch.Tensor, b: torch.Tensor, subsets: int = 1
         vals.append(mmd)
     v = torch.stack(vals)
     return float(v.mean()), float(v.std(unbiased=False))
+
+
+def classifier_metrics(p_fake: torch.Tensor, f_fake: torch.Tensor, p_real: torch.Tensor, f_real: torch.Tensor,
+                       accuracy: float, prefix: str = "refnet") -> dict[str, float]:
+    """The standard set of scores from a reference classifier's outputs, keys named after the classifier.
+
+    ``p_*`` are class probabilities (N, K) and ``f_*`` penultimate features (N, D) of generated and of held-out
+    real samples; ``accuracy`` is the classifier's on those real samples. Keys: ``{prefix}_is`` (inception
+    score), ``_fd`` (Fréchet distance), ``_kid``, ``_confident`` (share of samples classified with probability
+    > 0.9), ``_classes`` (classes that get at least half their fair share of samples), ``_is_real`` and
+    ``_accuracy`` (the reference points that make the others readable).
+    """
+    num_classes = p_fake.shape[1]
+    counts = torch.bincount(p_fake.argmax(1), minlength=num_classes).float()
+    is_fake, _ = inception_score(p_fake)
+    is_real, _ = inception_score(p_real)
+    kid, _ = kernel_inception_distance(f_fake, f_real, subsets=10,
+                                       subset_size=max(2, min(500, len(f_fake), len(f_real))))
+    return {
+        f"{prefix}_is": is_fake,
+        f"{prefix}_fd": frechet_distance(f_fake, f_real),
+        f"{prefix}_kid": kid,
+        f"{prefix}_confident": float((p_fake.max(1).values > 0.9).float().mean()),
+        f"{prefix}_classes": float((counts >= 0.5 * len(p_fake) / num_classes).sum()),
+        f"{prefix}_is_real": is_real,
+        f"{prefix}_accuracy": accuracy,
+    }

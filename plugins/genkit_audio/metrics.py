@@ -26,7 +26,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from genkit import warn
-from genkit.metrics import frechet_distance, inception_score, kernel_inception_distance
+from genkit.metrics import classifier_metrics
 
 SAMPLE_RATE = 16000
 N_MELS = 64
@@ -136,17 +136,4 @@ def score(net: RefNet, accuracy: float, real: torch.Tensor, fake: torch.Tensor, 
     fake = torch.nan_to_num(fake.float(), nan=0.0, posinf=1.0, neginf=-1.0).clamp(-1.0, 1.0)
     p_fake, f_fake = features(net, fake)
     p_real, f_real = features(net, real)
-    counts = torch.bincount(p_fake.argmax(1), minlength=num_classes).float()
-    is_fake, _ = inception_score(p_fake)
-    is_real, _ = inception_score(p_real)
-    kid, _ = kernel_inception_distance(f_fake, f_real, subsets=10,
-                                       subset_size=max(2, min(500, len(f_fake), len(f_real))))
-    return {
-        "refnet_is": is_fake,
-        "refnet_fd": frechet_distance(f_fake, f_real),
-        "refnet_kid": kid,
-        "refnet_confident": float((p_fake.max(1).values > 0.9).float().mean()),
-        "refnet_classes": float((counts >= 0.5 * len(fake) / num_classes).sum()),
-        "refnet_is_real": is_real,
-        "refnet_accuracy": accuracy,
-    }
+    return classifier_metrics(p_fake, f_fake, p_real, f_real, accuracy, prefix="refnet")

@@ -67,12 +67,13 @@ def bench(preset: str, steps: int, warmup: int, batch: int | None) -> dict:
 
     reg = registry()
     domain = reg.domain("audio")
-    overrides = {"preset": preset, "device": "cpu"}
+    flags = {"device": "cpu"}
     if batch:
-        overrides["batch_size"] = batch
-    cfg = resolve(domain, reg.losses, overrides=overrides)
+        flags["batch_size"] = batch
+    cfg = resolve(domain, reg.losses, preset=preset, flags=flags)
     cache = Path(os.environ.get("GENKIT_CACHE", Path.home() / ".cache" / "genkit"))
     data = domain.load_data(cfg.data, cfg.options, cache_dir=cache)
+    cfg = cfg.replace(options=domain.resolve_options(cfg.options, data))
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(domain=domain, config=cfg, data=data, loss=reg.loss(cfg.train.loss), out=Path(tmp), quiet=True)
         for _ in range(warmup):
@@ -86,7 +87,7 @@ def bench(preset: str, steps: int, warmup: int, batch: int | None) -> dict:
     torch.manual_seed(cfg.train.seed)
     G, D = domain.build_models(cfg.options, data)
     plain_s = plain_loop(G, D, data.train.tensors[0], cfg.train, steps, warmup)
-    return {"preset": preset, "model_size": cfg.options["model_size"], "batch_size": cfg.train.batch_size,
+    return {"preset": preset, "model_size": cfg.options.model_size, "batch_size": cfg.train.batch_size,
             "n_critic": cfg.train.n_critic, "parameters": params, "steps_timed": steps,
             "genkit_s_per_step": round(genkit_s, 3), "plain_s_per_step": round(plain_s, 3),
             "overhead_pct": round(100 * (genkit_s / plain_s - 1), 1), "threads": torch.get_num_threads()}

@@ -42,8 +42,9 @@ def main() -> None:
     reg = registry()
     dom = reg.domain("image")
     overrides = {"batch_size": args.batch_size, "device": "cpu", "g_width": args.g_width, "d_width": args.d_width}
-    cfg = resolve(dom, reg.losses, overrides=overrides)
+    cfg = resolve(dom, reg.losses, flags=overrides)
     data = dom.load_data(cfg.data, cfg.options, cache_dir=Path(tempfile.mkdtemp()))
+    cfg = cfg.replace(options=dom.resolve_options(cfg.options, data))
     out = Path(tempfile.mkdtemp())
     trainer = Trainer(domain=dom, config=cfg, data=data, loss=reg.loss("ns"), out=out, quiet=True)
 
@@ -53,7 +54,7 @@ def main() -> None:
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.train.lr_g, betas=(cfg.train.beta1, cfg.train.beta2))
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.train.lr_d, betas=(cfg.train.beta1, cfg.train.beta2))
     x_all = data.train.tensors[0]
-    bs, zdim = cfg.train.batch_size, cfg.options["latent_dim"]
+    bs, zdim = cfg.train.batch_size, cfg.options.latent_dim
     state = {"perm": torch.randperm(len(x_all)), "pos": 0}
 
     def plain_step() -> None:

@@ -21,10 +21,13 @@ def render() -> str:
     parts = ["# genkit command-line reference",
              "",
              "Generated from each command's `--help` by `python docs/gen_cli.py > docs/cli.md`; a test checks "
-             "that it matches the code. Common behaviour: data goes to stdout, progress and messages to stderr; "
-             "an expected failure prints one line `genkit: error: ...` and exits 1 (a traceback only with "
-             "`GENKIT_DEBUG=1`); a malformed flag is a usage error, exit 2; a run stopped by Ctrl-C or SIGTERM "
-             "writes a checkpoint and exits 130 or 143.",
+             "that it matches the code. The options of `genkit run DOMAIN` and `genkit info DOMAIN` are generated "
+             "from the settings' declarations (the engine's `TrainConfig` and the domain's `Options`), and each "
+             "`[default: ...]` is that domain's effective default (its recipe applied). Common behaviour: data goes "
+             "to stdout, progress and messages to stderr; an expected failure prints one line `genkit: error: ...` "
+             "and exits 1 (a traceback only with `GENKIT_DEBUG=1`); a bad value (type, choice, range) or an unknown "
+             "flag is a usage error: one line, exit 2, nothing written; a run stopped by Ctrl-C or SIGTERM writes a "
+             "checkpoint and exits 130 or 143.",
              ""]
     commands = [[], ["plugins"], ["info"], ["run"]]
     commands += [["run", d] for d in sorted(registry().domains)]

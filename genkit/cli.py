@@ -1,8 +1,9 @@
-"""The ``genkit`` command line (click). Built by ``create_cli()`` so that tests get a fresh one.
+"""The ``genkit`` command line (click): a thin layer over the Python API (``genkit.train``, ``genkit.Run``).
 
 ``genkit --help`` imports no torch: commands import the engine only when they run. ``genkit run`` and
-``genkit info`` get one sub-command per registered domain (the way datasette's ``publish`` is filled),
-each with the common training options plus the domain's own options.
+``genkit info`` get one sub-command per registered domain (the way datasette's ``publish`` is filled), whose
+options are generated from the settings' declarations: the engine's (``genkit.config.TrainConfig``) and the
+domain's ``Options``. Every error is one line on stderr: exit 2 for a bad value or flag, 1 for anything else.
 """
 
 from __future__ import annotations
@@ -10,42 +11,19 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import click
 
 from . import __version__
-from .config import RESUMABLE_OVERRIDES, TRAIN_FIELDS, from_dict, read_toml, resolve
-from .errors import GenkitError, warn
 from . import plugins as _plugins
+from .config import TRAIN_SETTINGS, engine_defaults, resolve
+from .errors import GenkitError, warn
+from .options import Setting, settings
 from .plugins import registry
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-# (flag, python name, type, help) of the options every domain shares.
-COMMON_OPTIONS: list[tuple[str, str, Any, str]] = [
-    ("--steps", "steps", int, "Generator updates to train for."),
-    ("--batch-size", "batch_size", int, "Examples per batch."),
-    ("--loss", "loss", str, "Adversarial loss: ns, minimax, wgan-gp, wgan, hinge, lsgan, rsgan, or a plugin's."),
-    ("--lr-g", "lr_g", float, "Generator learning rate (Adam)."),
-    ("--lr-d", "lr_d", float, "Discriminator learning rate (Adam)."),
-    ("--beta1", "beta1", float, "Adam beta1 for both networks."),
-    ("--beta2", "beta2", float, "Adam beta2 for both networks."),
-    ("--n-critic", "n_critic", int, "Discriminator updates per generator update."),
-    ("--gp", "gp", float, "Gradient-penalty weight (default: the loss's, 10 for wgan-gp)."),
-    ("--r1", "r1", float, "R1 penalty weight on real data (0 = off)."),
-    ("--ema", "ema", float, "EMA decay of the generator used for samples (0 = off, e.g. 0.999)."),
-    ("--seed", "seed", int, "Random seed (same seed, same run)."),
-    ("--device", "device", str, "auto, cpu, cuda, cuda:N or mps."),
-    ("--checkpoint-every", "checkpoint_every", int, "Steps between checkpoints (0 = only at the end)."),
-    ("--keep-checkpoints", "keep_checkpoints", int, "Keep only the newest N checkpoints, plus the best (0 = all)."),
-    ("--sample-every", "sample_every", int, "Steps between sample snapshots (0 = only at the end)."),
-    ("--log-every", "log_every", int, "Steps between metrics.jsonl lines."),
-    ("--eval-every", "eval_every", int, "Steps between domain evaluations (0 = only at the end)."),
-    ("--pretrain-steps", "pretrain_steps", int, "Steps of the domain's pre-training phase, where it has one."),
-]
 
 
 def _debug() -> bool:
@@ -56,33 +34,82 @@ def _echo_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2, default=str))
 
 
-def _domain_option_decorators(domain) -> list:
-    decorators = []
-    for opt in domain.options:
-        kind = type(opt.default)
-        help_text = f"{opt.help} [default: {opt.default}]"
-        if kind is bool:
-            flag = opt.flag
-            decorators.append(click.option(f"{flag}/--no-{flag[2:]}", opt.name, default=None, help=help_text))
+class SettingType(click.ParamType):
+    """A flag's value, parsed and checked by its setting's own rules (type, finiteness, range)."""
+
+    def __init__(self, setting: Setting):
+        self.setting = setting
+        self.name = "auto|" + setting.kind.__name__ if setting.optional else setting.kind.__name__
+
+    def convert(self, value, param, ctx):
+        if not isinstance(value, str):
+            raw = value
+        elif self.setting.optional and value == "auto":
+            raw = None
         else:
-            ctype = click.Choice([str(c) for c in opt.choices]) if opt.choices else kind
-            decorators.append(click.option(opt.flag, opt.name, type=ctype, default=None, help=help_text))
-    return decorators
+            try:
+                raw = self.setting.kind(value) if self.setting.kind is not str else value
+            except ValueError:
+                self.fail(f"{value!r} is not a valid {self.setting.kind.__name__}", param, ctx)
+        try:
+            return self.setting.convert(raw)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
 
 
-def _split_params(domain, params: dict[str, Any]) -> dict[str, Any]:
-    """CLI parameters -> config overrides (train fields and domain options), typed."""
-    overrides: dict[str, Any] = {}
-    for key, value in params.items():
-        if value is None:
-            continue
-        if key in TRAIN_FIELDS:
-            overrides[key] = value
-        else:
-            opt = next((o for o in domain.options if o.name == key), None)
-            if opt is not None:
-                overrides[key] = type(opt.default)(value) if opt.choices and not isinstance(opt.default, bool) else value
-    return overrides
+class SettingChoice(click.Choice):
+    """A choice flag (completes in the shell) that yields the setting's typed value."""
+
+    def __init__(self, setting: Setting, choices: list[Any]):
+        super().__init__([str(c) for c in choices])
+        self.typed = {str(c): c for c in choices}
+
+    def convert(self, value, param, ctx):
+        return self.typed[super().convert(str(value), param, ctx)]
+
+
+def _shown(setting: Setting, value: Any) -> str:
+    if value is None:
+        return f"auto: {setting.spec.auto or 'decided at run time'}"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return repr(value) if value == "" else str(value)
+
+
+def setting_option(setting: Setting, default: Any, choices: list[Any] | None = None) -> Any:
+    """The click option of one setting; ``default`` is the effective default shown in ``--help``."""
+    help_text = f"{setting.spec.help} [default: {_shown(setting, default)}]"
+    if setting.kind is bool:
+        return click.option(f"{setting.flag}/--no-{setting.flag[2:]}", setting.name, default=None, help=help_text)
+    choices = choices if choices is not None else (list(setting.choices) if setting.choices else None)
+    ptype = SettingChoice(setting, choices) if choices else SettingType(setting)
+    return click.option(setting.flag, setting.name, type=ptype, default=None, help=help_text)
+
+
+def _setting_decorators(domain) -> list:
+    """The engine's settings (loss names from the loss registry) and the domain's options, defaults as resolved."""
+    train_defaults, option_defaults = engine_defaults(domain)
+    losses = sorted(registry().losses)
+    out = [setting_option(s, train_defaults[s.name], losses if s.name == "loss" else None)
+           for s in TRAIN_SETTINGS.values()]
+    out += [setting_option(s, option_defaults[s.name]) for s in settings(domain.Options)]
+    return out
+
+
+def _common_decorators(domain) -> list:
+    names = ", ".join(domain.data_names)
+    try:
+        default = domain.default_data(domain.Options())
+    except Exception:  # a plugin's default_data needs more than the defaults: say nothing rather than fail
+        default = ""
+    data_help = "Training data: a folder or a file" + (f", or a built-in name: {names}" if names else "") + \
+        (f" [default: {default}]" if default else "")
+    return [
+        click.option("--config", "config_file", type=click.Path(path_type=Path),
+                     help="Config file (TOML), e.g. a run's config.toml."),
+        click.option("--preset", type=click.Choice(sorted(domain.all_presets())), help="Named bundle of settings."),
+        click.option("--data", type=str, help=data_help),
+    ]
 
 
 class DomainGroup(click.Group):
@@ -108,172 +135,79 @@ class DomainGroup(click.Group):
         return super().resolve_command(ctx, args)
 
 
-def _new_run_dir(domain_name: str) -> Path:
-    base = Path("runs") / f"{domain_name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    path, i = base, 1
-    while path.exists():
-        i += 1
-        path = base.with_name(f"{base.name}-{i}")
-    return path
-
-
-def _check_out_dir(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise GenkitError(f"--out {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if (out / "config.toml").exists():
-            raise GenkitError(f"--out {out} already holds a run; continue it with --resume {out}, or choose another --out")
-        raise GenkitError(f"--out {out} is not empty; genkit writes runs only into a new or empty folder")
+def _build(name: str, callback, decorators: list, **kwargs) -> click.Command:
+    cmd = click.Command(name, callback=callback, context_settings=CONTEXT, **kwargs)
+    for deco in decorators:  # on a Command, click.option appends: keep the listed order
+        cmd = deco(cmd)
+    return cmd
 
 
 def make_run_command(domain) -> click.Command:
     def callback(**params):
         run_domain(domain, params)
 
-    cmd = click.Command(
-        domain.name, callback=callback, context_settings=CONTEXT,
-        help=f"Train the {domain.name} domain: {domain.summary}" + (f"\n\nPaper: {domain.paper}" if domain.paper else ""),
-        short_help=domain.summary,
-    )
-    decorators = [
-        click.option("--config", "config_file", type=click.Path(path_type=Path), help="Config file (TOML), e.g. a run's config.toml."),
-        click.option("--preset", type=click.Choice(sorted(domain.all_presets())), help="Named bundle of settings."),
-        click.option("--data", type=str, help="Training data (domain-specific: a folder, a file, or a built-in name)."),
-    ]
-    decorators += [click.option(flag, name, type=kind, default=None, help=help_) for flag, name, kind, help_ in COMMON_OPTIONS]
-    decorators += [
+    decorators = _common_decorators(domain) + [
         click.option("--out", type=click.Path(path_type=Path), help="Run directory to create (default: runs/DOMAIN-TIME)."),
-        click.option("--resume", type=click.Path(path_type=Path), help="Continue the run in this directory from its latest checkpoint."),
+        click.option("--resume", type=click.Path(path_type=Path),
+                     help="Continue the run in this directory from its latest checkpoint."),
         click.option("--json", "as_json", is_flag=True, help="Print summary.json to stdout at the end."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bar or messages on stderr."),
-    ]
-    decorators += _domain_option_decorators(domain)
-    for deco in decorators:  # on a Command, click.option appends: keep the listed order
-        cmd = deco(cmd)
-    return cmd
+    ] + _setting_decorators(domain)
+    return _build(domain.name, callback, decorators,
+                  help=f"Train the {domain.name} domain: {domain.summary}" +
+                       (f"\n\nPaper: {domain.paper}" if domain.paper else ""),
+                  short_help=domain.summary)
 
 
 def make_info_command(domain) -> click.Command:
     def callback(config_file, preset, data, as_json, **params):
         info_domain(domain, config_file, preset, data, as_json, params)
 
-    cmd = click.Command(domain.name, callback=callback, context_settings=CONTEXT,
-                        help=f"Describe the {domain.name} model that `genkit run {domain.name}` would train.",
-                        short_help=domain.summary)
-    decorators = [
-        click.option("--config", "config_file", type=click.Path(path_type=Path), help="Config file (TOML)."),
-        click.option("--preset", type=click.Choice(sorted(domain.all_presets())), help="Named bundle of settings."),
-        click.option("--data", type=str, help="Training data."),
+    decorators = _common_decorators(domain) + [
         click.option("--json", "as_json", is_flag=True, help="Machine-readable output."),
-    ] + _domain_option_decorators(domain)
-    for deco in decorators:  # on a Command, click.option appends: keep the listed order
-        cmd = deco(cmd)
-    return cmd
-
-
-def _cache_dir() -> Path:
-    return Path(os.environ.get("GENKIT_CACHE", Path.home() / ".cache" / "genkit"))
-
-
-def _check_pretrain(domain, cfg) -> None:
-    from .domain import Domain
-
-    if cfg.train.pretrain_steps > 0 and type(domain).pretrain is Domain.pretrain:
-        raise GenkitError(f"domain {domain.name!r} has no pre-training phase; drop --pretrain-steps")
+    ] + _setting_decorators(domain)
+    return _build(domain.name, callback, decorators,
+                  help=f"Describe the {domain.name} model that `genkit run {domain.name}` would train.",
+                  short_help=domain.summary)
 
 
 def run_domain(domain, params: dict[str, Any]) -> None:
-    reg = registry()
-    config_file = params.pop("config_file")
-    resume: Path | None = params.pop("resume")
-    out: Path | None = params.pop("out")
-    as_json = params.pop("as_json")
-    quiet = params.pop("quiet")
-    overrides = _split_params(domain, params)
-    overrides["preset"] = params.get("preset")
-    overrides["data"] = params.get("data")
+    from .api import train
+    from .engine import Interrupted
 
-    ckpt = None
-    if resume is not None:
-        if out is not None or config_file is not None:
-            raise GenkitError("--resume continues a run in place: it takes neither --out nor --config")
-        from_run = resume / "config.toml"
-        if not resume.is_dir() or not from_run.is_file():
-            raise GenkitError(f"--resume {resume}: no genkit run there (no config.toml)")
-        raw = read_toml(from_run)
-        if raw.get("domain") != domain.name:
-            raise GenkitError(f"--resume {resume}: that run is of domain {raw.get('domain')!r}, not {domain.name!r}")
-        cfg = from_dict(raw, domain, str(from_run))
-        changed = {k: v for k, v in overrides.items() if v is not None and k not in RESUMABLE_OVERRIDES}
-        if changed:
-            raise GenkitError(f"--resume: cannot change {', '.join(sorted(changed))} of an existing run "
-                              f"(only {', '.join(sorted(RESUMABLE_OVERRIDES))})")
-        for key, value in overrides.items():
-            if value is not None:
-                setattr(cfg.train, key, value)
-        from .config import validate_train
-
-        validate_train(cfg.train, reg.losses)
-        from .checkpoint import latest_checkpoint
-
-        ckpt = latest_checkpoint(resume / "checkpoints")
-        if ckpt is None:
-            if not _stopped_before_any_checkpoint(resume):
-                raise GenkitError(f"--resume {resume}: the run has no checkpoint to continue from")
-            warn(f"--resume {resume}: the run stopped before its first checkpoint; starting it again from step 0")
-        out = resume
-    else:
-        cfg = resolve(domain, reg.losses, file=config_file, overrides=overrides)
-        out = out if out is not None else _new_run_dir(domain.name)
-        _check_out_dir(out)
-    _check_pretrain(domain, cfg)
-    loss = reg.loss(cfg.train.loss)
-
-    from .engine import Interrupted, Trainer
-
-    data = domain.load_data(cfg.data, cfg.options, cache_dir=_cache_dir())
-    trainer = Trainer(domain=domain, config=cfg, data=data, loss=loss, out=out, quiet=quiet)
-    if ckpt is not None:
-        trainer.load(ckpt)
-        if trainer.step >= cfg.train.steps:
-            raise GenkitError(f"--resume {resume}: the run is already at step {trainer.step} of {cfg.train.steps}; "
-                              "pass --steps N to train longer")
-    # Everything is validated: only now does anything touch the disk.
-    out.mkdir(parents=True, exist_ok=True)
-    if resume is not None and ckpt is None:  # the log and best pointer of the attempt that starts again
-        trainer.paths.metrics.unlink(missing_ok=True)
-        (trainer.paths.checkpoints / "best").unlink(missing_ok=True)
-    cfg.write(trainer.paths.config)
-    trainer.paths.data_meta.write_text(json.dumps(domain.save_data_meta(data, out), indent=2) + "\n", encoding="utf-8")
-    if not quiet:
-        where = f"resuming {out} at step {trainer.step}" if ckpt is not None else f"writing {out}"
-        click.echo(f"genkit: {domain.name} on {data.source or cfg.data}, {cfg.train.steps} steps, "
-                   f"loss {loss.name}, device {trainer.device}; {where}", err=True)
+    config_file, resume, out = params.pop("config_file"), params.pop("resume"), params.pop("out")
+    as_json, quiet = params.pop("as_json"), params.pop("quiet")
+    preset, data = params.pop("preset"), params.pop("data")
     try:
-        summary = trainer.run()
+        run = train(domain, out, preset=preset, data=data, config=config_file, resume=resume, quiet=quiet,
+                    **{k: v for k, v in params.items() if v is not None})
     except Interrupted as stop:
+        run_dir = resume or out
         where = f"at step {stop.step}; checkpoint {stop.checkpoint}" if stop.checkpoint else \
             "during pre-training, which restarts on resume; no checkpoint"
-        click.echo(f"genkit: interrupted {where}; continue with: genkit run {domain.name} --resume {out}", err=True)
+        target = stop.checkpoint.parent.parent if stop.checkpoint else run_dir
+        click.echo(f"genkit: interrupted {where}; continue with: genkit run {domain.name} --resume {target}", err=True)
         sys.exit(128 + stop.signum)
+    summary = run.read_summary()
     if as_json:
         _echo_json(summary)
     else:
-        for path in summary["samples"]:
+        for path in summary.get("samples", []):
             click.echo(path)
 
 
 def info_domain(domain, config_file, preset, data_spec, as_json, params) -> None:
+    from .run import cache_dir
+
     reg = registry()
-    overrides = _split_params(domain, params)
-    overrides["preset"] = preset
-    overrides["data"] = data_spec
-    cfg = resolve(domain, reg.losses, file=config_file, overrides=overrides)
+    cfg = resolve(domain, reg.losses, preset=preset, data=data_spec, file=config_file,
+                  flags={k: v for k, v in params.items() if v is not None})
     import torch
 
     from .engine import count_parameters
 
-    data = domain.load_data(cfg.data, cfg.options, cache_dir=_cache_dir())
+    data = domain.load_data(cfg.data, cfg.options, cache_dir=cache_dir())
+    cfg = cfg.replace(options=domain.resolve_options(cfg.options, data))
     torch.manual_seed(cfg.train.seed)
     G, D = domain.build_models(cfg.options, data)
     info = {
@@ -283,8 +217,12 @@ def info_domain(domain, config_file, preset, data_spec, as_json, params) -> None
         "parameters": {"generator": count_parameters(G), "discriminator": count_parameters(D)},
         "sample_shape": list(domain.sample_shape(cfg.options, data)),
         "data": {"spec": cfg.data, "source": data.source, "examples": len(data.train) if data.train is not None else None,
-                 "conditional": data.conditional, "num_classes": data.num_classes},
+                 "conditional": data.conditional, "num_classes": data.num_classes, "built_in": list(domain.data_names)},
         "config": cfg.to_dict(),
+        "settings": {"train": [s.describe() for s in TRAIN_SETTINGS.values()],
+                     domain.name: [s.describe() for s in settings(domain.Options)]},
+        "phases": [{"name": p.name, "help": p.help} for p in domain.phases],
+        "evaluates": domain.evaluates,
     }
     if as_json:
         _echo_json(info)
@@ -300,119 +238,68 @@ def info_domain(domain, config_file, preset, data_spec, as_json, params) -> None
     click.echo(cfg.to_toml().rstrip())
 
 
-def _stopped_before_any_checkpoint(run_dir: Path) -> bool:
-    """True for a run that a signal stopped before its first checkpoint (e.g. during pre-training): its
-    summary says "interrupted" with no checkpoint. Anything else without checkpoints is not restarted."""
-    try:
-        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return summary.get("status") == "interrupted" and not summary.get("checkpoint")
-
-
-def _open_run(path: Path, best: bool):
-    """A run directory or checkpoint folder -> (run_dir, checkpoint, domain, resolved config)."""
-    from .engine import find_checkpoint
-
-    run_dir, ckpt = find_checkpoint(path, best)
-    raw = read_toml(run_dir / "config.toml")
-    domain = registry().domain(raw.get("domain", ""))
-    return run_dir, ckpt, domain, from_dict(raw, domain, str(run_dir / "config.toml"))
-
-
-def _build_from_checkpoint(domain, cfg, data, ckpt: Path, dev, with_discriminator: bool = False):
-    """The run's networks with the checkpoint's weights (the EMA generator when there is one), in eval mode."""
-    import torch
-
-    from .checkpoint import MODEL_FILES, load_weights
-
-    torch.manual_seed(cfg.train.seed)
-    G, D = domain.build_models(cfg.options, data)
-    weights = ckpt / MODEL_FILES["generator_ema"]
-    if not weights.is_file():
-        weights = ckpt / MODEL_FILES["generator"]
-    load_weights(G, weights, dev)
-    G.to(dev).eval()
-    if with_discriminator:
-        load_weights(D, ckpt / MODEL_FILES["discriminator"], dev)
-        D.to(dev).eval()
-    return G, D, weights
-
-
 def sample_run(path: Path, n: int, out: Path | None, seed: int, device: str, as_json: bool, best: bool = False) -> None:
-    run_dir, ckpt, domain, cfg = _open_run(path, best)
-    meta_path = run_dir / "data.json"
-    if not meta_path.is_file():
-        raise GenkitError(f"{run_dir} has no data.json; was it written by genkit run?")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise GenkitError(f"{meta_path}: not valid JSON ({exc})") from None
-    if n <= 0:
-        raise GenkitError(f"-n must be positive, got {n}")
-    if out is None:
-        i = 1
-        while (run_dir / "samples" / f"sample-{i:03d}").exists():
-            i += 1
-        out = run_dir / "samples" / f"sample-{i:03d}"
-    else:
-        _check_out_dir(out)
-    import torch
+    from .run import Run
 
-    from .engine import resolve_device
-
-    dev = resolve_device(device)
-    data = domain.load_data_meta(meta, run_dir)
-    G, _, weights = _build_from_checkpoint(domain, cfg, data, ckpt, dev)
-    rng = torch.Generator(device=dev).manual_seed(seed)
-    z = domain.sample_latent(n, cfg.options, rng=rng, device=dev)
-    cond = domain.snapshot_conditions(n, data)
-    cond = cond.to(dev) if cond is not None else None
-    with torch.no_grad():
-        torch.manual_seed(seed)
-        samples = domain.generate(G, z, cond, cfg.options)
-    out.mkdir(parents=True, exist_ok=True)
-    files = domain.write_samples(samples.cpu() if torch.is_tensor(samples) else samples,
-                                 cond.cpu() if cond is not None else None, out, cfg.options, data)
+    run = Run.open(path)
+    ckpt = run.checkpoint(best)
+    files = run.write_samples(n, out, seed=seed, best=best, device=device)
     if as_json:
-        _echo_json({"run_dir": str(run_dir), "checkpoint": str(ckpt), "weights": weights.name, "seed": seed,
-                    "out": str(out), "files": [str(f) for f in files]})
+        _echo_json({"run_dir": str(run.root), "checkpoint": str(ckpt), "weights": run.generator_weights(ckpt).name,
+                    "seed": seed, "out": str(files[0].parent) if files else str(out), "files": [str(f) for f in files]})
     else:
         for f in files:
             click.echo(str(f))
 
 
 def eval_run(path: Path, device: str, as_json: bool, best: bool = False) -> None:
-    import torch
+    from .run import Run
 
-    from .domain import Domain, StepContext
-    from .engine import resolve_device
-
-    run_dir, ckpt, domain, cfg = _open_run(path, best)
-    reg = registry()
-    if type(domain).evaluate is Domain.evaluate:
-        raise GenkitError(f"domain {domain.name!r} defines no evaluation")
-    dev = resolve_device(device)
-    data = domain.load_data(cfg.data, cfg.options, cache_dir=_cache_dir())
-    G, D, weights = _build_from_checkpoint(domain, cfg, data, ckpt, dev, with_discriminator=True)
-    step = int(ckpt.name.split("-")[-1]) if ckpt.name.startswith("step-") else 0
-    ctx = StepContext(generator=G, discriminator=D, loss=reg.loss(cfg.train.loss), step=step,
-                      total_steps=cfg.train.steps, batch_size=cfg.train.batch_size, device=dev,
-                      rng=torch.Generator(device=dev).manual_seed(cfg.train.seed), options=cfg.options, data=data)
-    with torch.no_grad():
-        metrics = {k: float(v) for k, v in domain.evaluate(ctx).items()}
-    result = {"run_dir": str(run_dir), "checkpoint": str(ckpt), "weights": weights.name, "step": step,
-              "metrics": metrics}
+    run = Run.open(path)
+    loaded, metrics = run.evaluate_checkpoint(best, device)
+    result = {"run_dir": str(run.root), "checkpoint": str(loaded.checkpoint), "weights": loaded.weights.name,
+              "step": loaded.step, "metrics": metrics}
     if as_json:
         _echo_json(result)
     else:
-        click.echo(f"{run_dir} @ {ckpt.name} ({weights.name})")
+        click.echo(f"{run.root} @ {loaded.checkpoint.name} ({loaded.weights.name})")
         for key, value in metrics.items():
             click.echo(f"{key}: {value:.6g}")
 
 
+class RootGroup(click.Group):
+    """The ``genkit`` group: every error is one line on stderr (usage errors exit 2), Ctrl-C exits 130."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+            click.echo(f"genkit: error: {exc.format_message()}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except GenkitError as exc:  # expected: one line even with GENKIT_DEBUG
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"genkit: error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except (click.Abort, KeyboardInterrupt):
+            click.echo("genkit: interrupted", err=True)
+            sys.exit(130)
+        except Exception as exc:  # an unexpected failure: one line, unless debugging
+            if _debug():
+                raise
+            first = (str(exc).strip().splitlines() or [""])[0]
+            click.echo(f"genkit: error: {exc.__class__.__name__}: {first} (set GENKIT_DEBUG=1 for the traceback)",
+                       err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
 def create_cli() -> click.Group:
-    @click.group(context_settings=CONTEXT)
+    @click.group(name="genkit", cls=RootGroup, context_settings=CONTEXT)
     @click.version_option(__version__, "--version", "-V", prog_name="genkit")
     def cli():
         """genkit: adversarial generative training for images, audio and text.
@@ -431,7 +318,7 @@ def create_cli() -> click.Group:
 
     @cli.command(context_settings=CONTEXT)
     @click.argument("path", type=click.Path(path_type=Path))
-    @click.option("-n", "n", type=int, default=100, show_default=True, help="Number of samples.")
+    @click.option("-n", "n", type=click.IntRange(min=1), default=100, show_default=True, help="Number of samples.")
     @click.option("--out", type=click.Path(path_type=Path), help="Folder to write (default: RUN/samples/sample-NNN).")
     @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the latent draw.")
     @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or mps.")
@@ -463,12 +350,23 @@ def create_cli() -> click.Group:
             parts = [f"{k}: {', '.join(p[k])}" for k in ("domains", "losses", "commands") if p[k]]
             click.echo(f"{p['name']} {p['version']}" + (f"  ({'; '.join(parts)})" if parts else ""))
 
-    # Plugins may add commands; remember which plugin added which.
+    # Plugins may add commands; remember which plugin added which. A plugin may not replace a command.
     reg = registry()
     for impl in _plugins.pm.hook.genkit_register_commands.get_hookimpls():
-        before = set(cli.commands)
-        impl.function(cli=cli)
-        added = sorted(set(cli.commands) - before)
+        before = dict(cli.commands)
+        try:
+            impl.function(cli=cli)
+        except Exception as exc:
+            cli.commands.clear()
+            cli.commands.update(before)
+            warn(f"plugin {impl.plugin_name!r} failed to add its commands and they were skipped: "
+                 f"{exc.__class__.__name__}: {exc} (GENKIT_LOAD_PLUGINS lists the plugins to load)")
+            continue
+        for name, cmd in list(cli.commands.items()):
+            if name in before and cmd is not before[name]:
+                cli.commands[name] = before[name]
+                warn(f"plugin {impl.plugin_name!r} tried to replace the command {name!r}; kept the existing one")
+        added = sorted(set(cli.commands) - set(before))
         if impl.plugin_name in reg.plugins:
             reg.plugins[impl.plugin_name].commands = added
     return cli
@@ -477,15 +375,15 @@ def create_cli() -> click.Group:
 def main(argv: list[str] | None = None) -> None:
     try:
         cli = create_cli()
-        cli.main(args=argv, prog_name="genkit")
-    except click.ClickException as exc:  # raised while building the CLI (e.g. two plugins claim one domain)
+    except GenkitError as exc:  # raised while building the CLI (e.g. two plugins claim one domain)
         if _debug():
             raise
         exc.show()
         sys.exit(exc.exit_code)
-    except Exception as exc:  # an unexpected failure: one line, unless debugging
+    except Exception as exc:
         if _debug():
             raise
         first = (str(exc).strip().splitlines() or [""])[0]
         click.echo(f"genkit: error: {exc.__class__.__name__}: {first} (set GENKIT_DEBUG=1 for the traceback)", err=True)
         sys.exit(1)
+    cli.main(args=argv, prog_name="genkit")

@@ -1,8 +1,12 @@
-"""Run configuration: the engine's training settings plus a domain's options, as one TOML file.
+"""A run's configuration: the engine's settings (``TrainConfig``) and the domain's typed ``Options``.
 
-Resolution order, later wins: the engine defaults below < the domain's ``recipe`` < the chosen preset
-< ``--config FILE.toml`` < command-line flags. The fully resolved result is written to
-``RUN/config.toml``; ``genkit run DOMAIN --config RUN/config.toml`` reproduces the run.
+One layered resolution, later layers win::
+
+    engine defaults < domain recipe < preset < --config FILE < flags (or genkit.train(**settings))
+
+and, for ``--resume``, a final layer over the saved config that accepts the settings marked ``resumable``
+and refuses every other one by name. ``RUN/config.toml`` holds resolved values only (no placeholders):
+``genkit run DOMAIN --config RUN/config.toml`` reproduces the run.
 
 File layout::
 
@@ -22,60 +26,73 @@ File layout::
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import GenkitError
+from .options import Setting, option, settings, to_dict
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
+DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 2000  # generator updates; each is preceded by n_critic discriminator updates
-    batch_size: int = 64
-    loss: str = "ns"  # the seed document's non-saturating loss
-    lr_g: float = 2e-4  # DCGAN's Adam settings (Radford et al. 2016)
-    lr_d: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    n_critic: int = 1  # discriminator updates per generator update
-    gp: float = -1.0  # gradient-penalty weight; -1 = the loss's default (10 for wgan-gp, else 0)
-    r1: float = 0.0  # R1 penalty weight (gamma); 0 = off
-    ema: float = 0.0  # decay of an exponential moving average of the generator; 0 = off
-    seed: int = 0
-    device: str = "auto"
-    checkpoint_every: int = 500  # steps between checkpoints; 0 = only at the end
-    keep_checkpoints: int = 0  # keep only the newest N checkpoints (plus the best); 0 = keep all
-    sample_every: int = 500  # steps between sample snapshots; 0 = only at the end
-    log_every: int = 50  # steps between metrics.jsonl lines
-    eval_every: int = 0  # steps between domain evaluations; 0 = only at the end
-    pretrain_steps: int = 0  # steps of the domain's pre-training phase (e.g. MLE for text), if it has one
+    """The engine's settings, shared by every domain (a domain's ``recipe`` sets its own defaults)."""
+
+    steps: int = option(2000, "Generator updates to train for (each after --n-critic discriminator updates).",
+                        gt=0, resumable=True)
+    batch_size: int = option(64, "Examples per batch.", gt=0)
+    loss: str = option("ns", "Adversarial loss: a name from the loss registry (genkit plugins lists them).")
+    lr_g: float = option(2e-4, "Generator learning rate (Adam).", gt=0)
+    lr_d: float = option(2e-4, "Discriminator learning rate (Adam).", gt=0)
+    beta1: float = option(0.5, "Adam beta1 for both networks.", ge=0, lt=1)
+    beta2: float = option(0.999, "Adam beta2 for both networks.", ge=0, lt=1)
+    n_critic: int = option(1, "Discriminator updates per generator update.", gt=0)
+    gp: float | None = option(None, "Gradient-penalty weight.", ge=0, auto="the loss's: 10 for wgan-gp, else 0")
+    r1: float = option(0.0, "R1 penalty weight on real data (0 = off).", ge=0)
+    ema: float = option(0.0, "EMA decay of the generator used for samples (0 = off, e.g. 0.999).", ge=0, lt=1)
+    seed: int = option(0, "Random seed (same seed, same run).", ge=0)
+    device: str = option("auto", "auto, cpu, cuda, cuda:N or mps.", resumable=True)
+    checkpoint_every: int = option(500, "Steps between checkpoints (0 = only at the end).", ge=0, resumable=True)
+    keep_checkpoints: int = option(0, "Keep only the newest N checkpoints, plus the best (0 = all).", ge=0,
+                                   resumable=True)
+    sample_every: int = option(500, "Steps between sample snapshots (0 = only at the end).", ge=0, resumable=True)
+    log_every: int = option(50, "Steps between metrics.jsonl lines.", gt=0, resumable=True)
+    eval_every: int = option(0, "Steps between domain evaluations (0 = only at the end).", ge=0, resumable=True)
+    pretrain_steps: int = option(0, "Steps of each training phase the domain declares before adversarial training "
+                                    "(e.g. text's maximum-likelihood phase).", ge=0)
+
+    def __post_init__(self) -> None:
+        if not DEVICE.match(self.device):
+            raise GenkitError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}", exit_code=2)
 
 
-TRAIN_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
-# Settings that may change when a run is resumed: they do not change what is computed.
-RESUMABLE_OVERRIDES = {"steps", "device", "checkpoint_every", "keep_checkpoints", "sample_every", "log_every",
-                       "eval_every"}
+TRAIN_SETTINGS: dict[str, Setting] = {s.name: s for s in settings(TrainConfig)}
+# Names the run and info commands use for themselves; a domain option may not take them either.
+COMMAND_OPTIONS = frozenset({"config", "preset", "data", "out", "resume", "json", "quiet", "help", "verbose"})
+RESERVED = frozenset({"domain", "train", "version", "genkit"})
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunConfig:
+    """A fully resolved run: what ``RUN/config.toml`` holds."""
+
     domain: str
-    preset: str = "default"
-    data: str = ""
-    train: TrainConfig = field(default_factory=TrainConfig)
-    options: dict[str, Any] = field(default_factory=dict)
+    preset: str
+    data: str
+    train: TrainConfig
+    options: Any  # an instance of the domain's Options dataclass
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "domain": self.domain,
             "preset": self.preset,
             "data": self.data,
-            "train": dataclasses.asdict(self.train),
-            self.domain: dict(self.options),
+            "train": to_dict(self.train),
+            self.domain: {k: v for k, v in to_dict(self.options).items() if v is not None},
         }
 
     def to_toml(self) -> str:
@@ -83,28 +100,8 @@ class RunConfig:
 
         return tomli_w.dumps(self.to_dict())
 
-    def write(self, path: Path) -> None:
-        path.write_text(self.to_toml(), encoding="utf-8")
-
-
-def _coerce(value: Any, default: Any, key: str, where: str) -> Any:
-    """Check a value against the type of its default (ints are accepted where floats are expected)."""
-    kind = type(default)
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-    elif kind is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif kind is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif kind is str:
-        if isinstance(value, str):
-            return value
-    else:
-        return value
-    raise GenkitError(f"{where}: {key} must be {kind.__name__}, got {value!r}")
+    def replace(self, **changes: Any) -> "RunConfig":
+        return dataclasses.replace(self, **changes)
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -117,102 +114,136 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise GenkitError(f"{path}: not valid TOML: {exc}") from None
 
 
-def validate_train(train: TrainConfig, losses: Mapping[str, Any]) -> None:
-    def positive(name):
-        if getattr(train, name) <= 0:
-            raise GenkitError(f"{name.replace('_', '-')} must be positive, got {getattr(train, name)}")
+class _Layers:
+    """Values of the engine's settings and of one domain's options, filled layer by layer, each value checked."""
 
-    for name in ("steps", "batch_size", "n_critic", "lr_g", "lr_d", "log_every"):
-        positive(name)
-    for name in ("checkpoint_every", "keep_checkpoints", "sample_every", "eval_every", "pretrain_steps", "r1"):
-        if getattr(train, name) < 0:
-            raise GenkitError(f"{name.replace('_', '-')} must be zero or positive, got {getattr(train, name)}")
-    if train.gp < 0:
-        raise GenkitError(f"gp must be zero or positive, got {train.gp}")
-    if not 0.0 <= train.ema < 1.0:
-        raise GenkitError(f"ema must be in [0, 1), got {train.ema}")
-    if not (0.0 <= train.beta1 < 1.0 and 0.0 <= train.beta2 < 1.0):
-        raise GenkitError(f"beta1 and beta2 must be in [0, 1), got {train.beta1}, {train.beta2}")
-    if train.device not in DEVICES and not train.device.startswith("cuda:"):
-        raise GenkitError(f"unknown device {train.device!r} (choose from {', '.join(DEVICES)})")
-    if train.loss not in losses:
-        raise GenkitError(f"unknown loss {train.loss!r} (available: {', '.join(sorted(losses))})")
+    def __init__(self, domain: Any):
+        self.domain = domain
+        self.option_settings = {s.name: s for s in settings(domain.Options)}
+        self.train: dict[str, Any] = {}
+        self.options: dict[str, Any] = {}
+
+    def apply(self, values: Mapping[str, Any], where: str, table: str | None = None) -> None:
+        """Apply flat ``values`` (``table`` None) or the values of one config-file table (``train`` or the domain's)."""
+        for key, value in values.items():
+            if value is None:
+                continue
+            in_train = key in TRAIN_SETTINGS and table != self.domain.name
+            in_options = key in self.option_settings and table != "train"
+            if in_train:
+                self.train[key] = TRAIN_SETTINGS[key].check(value, where)
+            elif in_options:
+                self.options[key] = self.option_settings[key].check(value, where)
+            else:
+                place = f" in [{table}]" if table else ""
+                raise GenkitError(f"{where}: unknown key {key!r}{place}", exit_code=2)
+
+    def result(self, losses: Mapping[str, Any], where: str) -> tuple[TrainConfig, Any]:
+        train = TrainConfig(**self.train)
+        if train.loss not in losses:
+            raise GenkitError(f"{where}: unknown loss {train.loss!r} (available: {', '.join(sorted(losses))})",
+                              exit_code=2)
+        if train.gp is None:  # resolved: config.toml says which penalty weight was used
+            train = dataclasses.replace(train, gp=float(losses[train.loss].default_gp))
+        return train, self.domain.Options(**self.options)
 
 
-def resolve(domain, losses: Mapping[str, Any], *, preset: str | None = None, file: Path | None = None,
-            overrides: Mapping[str, Any] | None = None) -> RunConfig:
-    """Build the fully resolved config of a run of ``domain`` (see the module docstring for the order)."""
-    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+def resolve(domain: Any, losses: Mapping[str, Any], *, preset: str | None = None, data: str | None = None,
+            file: Path | None = None, flags: Mapping[str, Any] | None = None) -> RunConfig:
+    """The resolved config of a new run of ``domain`` (see the module docstring for the order of the layers)."""
     file_data: dict[str, Any] = {}
-    where = "command line"
     if file is not None:
         file_data = read_toml(file)
-        where = str(file)
-        known = {"domain", "preset", "data", "train", domain.name}
-        unknown = sorted(set(file_data) - known)
+        allowed = {"domain", "preset", "data", "train", domain.name}
+        unknown = sorted(set(file_data) - allowed)
         if unknown:
-            raise GenkitError(f"{file}: unknown key {unknown[0]!r} (allowed: domain, preset, data, [train], [{domain.name}])")
+            raise GenkitError(f"{file}: unknown key {unknown[0]!r} (allowed: domain, preset, data, [train], "
+                              f"[{domain.name}])", exit_code=2)
         if file_data.get("domain", domain.name) != domain.name:
             raise GenkitError(f"{file}: config is for domain {file_data['domain']!r}, not {domain.name!r}")
-    preset = overrides.pop("preset", None) or file_data.get("preset") or "default"
+        for table in ("train", domain.name):
+            if not isinstance(file_data.get(table, {}), dict):
+                raise GenkitError(f"{file}: [{table}] must be a table", exit_code=2)
+    preset = preset or file_data.get("preset") or "default"
     presets = domain.all_presets()
     if preset not in presets:
-        raise GenkitError(f"unknown preset {preset!r} for domain {domain.name!r} (available: {', '.join(presets)})")
-
-    train = dataclasses.asdict(TrainConfig())
-    options = domain.option_defaults()
-
-    def apply(layer: Mapping[str, Any], source: str, *, nested: bool) -> None:
-        if nested:
-            items = list(layer.get("train", {}).items())
-            opt_items = list(layer.get(domain.name, {}).items())
-        else:
-            items = [(k, v) for k, v in layer.items() if k in TRAIN_FIELDS]
-            opt_items = [(k, v) for k, v in layer.items() if k not in TRAIN_FIELDS]
-        for key, value in items:
-            if key not in train:
-                raise GenkitError(f"{source}: unknown key {key!r} in [train]")
-            train[key] = _coerce(value, TrainConfig.__dataclass_fields__[key].default, key, source)
-        for key, value in opt_items:
-            if key not in options:
-                table = f"[{domain.name}]" if nested else f"domain {domain.name!r}"
-                raise GenkitError(f"{source}: unknown key {key!r} in {table}")
-            opt = next(o for o in domain.options if o.name == key)
-            value = _coerce(value, opt.default, key, source)
-            if opt.choices is not None and value not in opt.choices:
-                raise GenkitError(f"{source}: {key} must be one of {', '.join(map(str, opt.choices))}, got {value!r}")
-            options[key] = value
-
-    apply(domain.recipe, f"domain {domain.name!r} recipe", nested=False)
-    apply(presets[preset], f"preset {preset!r}", nested=False)
+        raise GenkitError(f"unknown preset {preset!r} for domain {domain.name!r} (available: {', '.join(presets)})",
+                          exit_code=2)
+    layers = _Layers(domain)
+    layers.apply(domain.recipe, f"domain {domain.name!r} recipe")
+    layers.apply(presets[preset], f"preset {preset!r}")
     if file_data:
-        if "train" in file_data and not isinstance(file_data["train"], dict):
-            raise GenkitError(f"{file}: [train] must be a table")
-        apply(file_data, where, nested=True)
-    data = overrides.pop("data", None) or file_data.get("data") or ""
-    apply(overrides, "command line", nested=False)
-    cfg = TrainConfig(**train)
-    if cfg.gp < 0:
-        cfg.gp = float(losses[cfg.loss].default_gp) if cfg.loss in losses else 0.0
-    validate_train(cfg, losses)
-    if not data:
-        data = domain.default_data(options)
-    return RunConfig(domain=domain.name, preset=preset, data=str(data), train=cfg, options=options)
+        layers.apply(file_data.get("train", {}), str(file), table="train")
+        layers.apply(file_data.get(domain.name, {}), str(file), table=domain.name)
+    layers.apply(flags or {}, "command line")
+    train, options = layers.result(losses, str(file) if file else "command line")
+    data = data or file_data.get("data") or domain.default_data(options)
+    return RunConfig(domain=domain.name, preset=preset, data=str(data), train=train, options=options)
 
 
-def from_dict(raw: Mapping[str, Any], domain, source: str) -> RunConfig:
-    """Rebuild a saved, already resolved config (from config.toml or a checkpoint)."""
-    train = TrainConfig()
-    for key, value in raw.get("train", {}).items():
-        if key not in TRAIN_FIELDS:
-            raise GenkitError(f"{source}: unknown key {key!r} in [train]")
-        setattr(train, key, _coerce(value, TRAIN_FIELDS[key].default, key, source))
-    saved = raw.get(domain.name, {})
-    options = {**domain.option_defaults(),
-               **{k: v for k, v in getattr(domain, "legacy_defaults", {}).items() if k not in saved}}
+def resume(saved: RunConfig, domain: Any, losses: Mapping[str, Any], flags: Mapping[str, Any]) -> RunConfig:
+    """The last layer, for ``--resume``: settings marked resumable may change; any other change is refused by name."""
+    option_settings = {s.name: s for s in settings(domain.Options)}
+    current = {**to_dict(saved.options), **to_dict(saved.train)}
+    refused, train, options = [], {}, {}
+    for key, value in flags.items():
+        if value is None:
+            continue
+        setting = TRAIN_SETTINGS.get(key) or option_settings.get(key)
+        if setting is None:
+            raise GenkitError(f"--resume: unknown setting {key!r}", exit_code=2)
+        value = setting.check(value)
+        if value == current.get(key):
+            continue
+        if not setting.spec.resumable:
+            refused.append(setting.flag)
+        elif key in TRAIN_SETTINGS:
+            train[key] = value
+        else:
+            options[key] = value
+    if refused:
+        may = sorted(s.flag for s in [*TRAIN_SETTINGS.values(), *option_settings.values()] if s.spec.resumable)
+        raise GenkitError(f"--resume: {', '.join(refused)} cannot change in an existing run (it would change what "
+                          f"was trained; start a new run with --config RUN/config.toml instead). May change: "
+                          f"{', '.join(may)}", exit_code=2)
+    return saved.replace(train=dataclasses.replace(saved.train, **train),
+                         options=dataclasses.replace(saved.options, **options))
+
+
+def from_saved(raw: Mapping[str, Any], domain: Any, where: str, data_meta: Mapping[str, Any] | None = None) -> RunConfig:
+    """Rebuild a saved, resolved config (``RUN/config.toml``), also one written by an earlier genkit.
+
+    Keys the domain's options gained since are filled by ``domain.upgrade_options`` (by default from
+    ``legacy_defaults``: the behaviour the run had, not today's default).
+    """
+    if raw.get("domain") not in (None, domain.name):
+        raise GenkitError(f"{where}: config is for domain {raw.get('domain')!r}, not {domain.name!r}")
+    train_values = dict(raw.get("train", {}))
+    for key in train_values:
+        if key not in TRAIN_SETTINGS:
+            raise GenkitError(f"{where}: unknown key {key!r} in [train]")
+    train = TrainConfig(**{k: TRAIN_SETTINGS[k].check(v, where) for k, v in train_values.items()})
+    saved = domain.upgrade_options(dict(raw.get(domain.name, {})), dict(data_meta or {}))
+    option_settings = {s.name: s for s in settings(domain.Options)}
+    values = {}
     for key, value in saved.items():
-        if key not in options:
-            raise GenkitError(f"{source}: unknown key {key!r} in [{domain.name}]")
-        options[key] = value
-    return RunConfig(domain=domain.name, preset=raw.get("preset", "default"), data=raw.get("data", ""),
-                     train=train, options=options)
+        if key not in option_settings:
+            raise GenkitError(f"{where}: unknown key {key!r} in [{domain.name}]")
+        values[key] = option_settings[key].check(value, where)
+    return RunConfig(domain=domain.name, preset=str(raw.get("preset", "default")), data=str(raw.get("data", "")),
+                     train=train, options=domain.Options(**values))
+
+
+def engine_defaults(domain: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The effective defaults of a domain's run: engine defaults and option defaults under its recipe."""
+    layers = _Layers(domain)
+    layers.apply(domain.recipe, f"domain {domain.name!r} recipe")
+    train = {s.name: s.default for s in TRAIN_SETTINGS.values()}
+    train.update(layers.train)
+    options = {s.name: s.default for s in settings(domain.Options)}
+    options.update(layers.options)
+    return train, options
+
+
+__all__ = ["COMMAND_OPTIONS", "RESERVED", "RunConfig", "TRAIN_SETTINGS", "TrainConfig", "engine_defaults",
+           "from_saved", "read_toml", "resolve", "resume"]

@@ -5,12 +5,22 @@ A domain (image, audio, text, or a third party's) is a ``Domain`` subclass regis
 that knows what a sample *is*: its data, its two networks, its latent distribution, and how its
 samples are written to files. Nothing in the engine names a domain.
 
+Where each kind of state lives (docs/architecture.md):
+
+- settings: the domain's ``Options`` dataclass (typed, validated, saved in ``RUN/config.toml``);
+- what the data is: ``Data`` (its description is saved in ``RUN/data.json``);
+- per-run state the domain computes (normalisation statistics, a tokenizer, a baseline's results):
+  ``Data.state``, saved with every checkpoint through ``Domain.state_dict`` and restored through
+  ``Domain.load_state_dict`` on resume and when a run is opened for sampling;
+- in-memory helpers that are rebuilt at each load (a cache folder, an oracle model): ``Data.extra``, never saved.
+
 This module imports no torch, so that ``genkit --help`` stays fast; the methods that build models
 import torch inside.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
@@ -22,10 +32,15 @@ if TYPE_CHECKING:  # pragma: no cover
 
 @dataclass(frozen=True)
 class Option:
-    """A domain option: becomes ``--name`` on ``genkit run DOMAIN`` and a key of the ``[DOMAIN]`` config table."""
+    """*Deprecated* (declare an ``Options`` dataclass with ``genkit.option`` fields instead).
 
-    name: str  # python name, e.g. "size"; the flag is --size, the config key "size"
-    default: Any  # also fixes the type: bool, int, float or str
+    A domain option of the first plugin API: ``Option(name, default, help, choices)``. A domain that still
+    declares ``options = (Option(...), ...)`` keeps working; its methods receive a typed object that can also
+    be read as a mapping (``options["name"]``).
+    """
+
+    name: str
+    default: Any
     help: str = ""
     choices: Sequence[Any] | None = None
 
@@ -34,13 +49,20 @@ class Option:
         return "--" + self.name.replace("_", "-")
 
 
+@dataclass(frozen=True)
+class NoOptions:
+    """The options of a domain that has none."""
+
+
 @dataclass
 class Data:
     """What ``Domain.load_data`` returns.
 
     ``train`` is a map-style dataset whose items are ``(x, cond)`` pairs (``cond`` a class index or any
-    tensor; ignored when ``conditional`` is false). A ``torch.utils.data.TensorDataset`` is fastest: the
-    engine then gathers whole batches with one index operation.
+    tensor; ignored when ``conditional`` is false; it may be None or missing when unconditional). A
+    ``torch.utils.data.TensorDataset`` is fastest: the engine then gathers whole batches with one index
+    operation. ``conditional``, ``num_classes``, ``class_names`` and ``source`` are saved in ``RUN/data.json``;
+    ``state`` with every checkpoint (tensors, numbers, strings, lists and dicts of those); ``extra`` never.
     """
 
     train: Any
@@ -50,12 +72,17 @@ class Data:
     test: Any = None
     transform: Callable[[Any], Any] | None = None  # applied to each real batch on the device (e.g. uint8 -> float)
     source: str = ""  # a human-readable description of where the data came from
-    extra: dict[str, Any] = field(default_factory=dict)  # domain-private (a tokenizer, a sample rate, ...)
+    state: dict[str, Any] = field(default_factory=dict)  # per-run domain state, saved with every checkpoint
+    extra: dict[str, Any] = field(default_factory=dict)  # in-memory helpers, rebuilt at each load, never saved
 
 
 @dataclass
 class StepContext:
-    """Everything a domain's optional generator-loss or evaluation code may need, in one object."""
+    """Everything a domain's step, phase or evaluation code may need, in one object.
+
+    ``generator`` is the trained generator in the step and in phases, and the sampling generator (the EMA
+    copy under ``--ema``) in ``evaluate``. ``device`` is where models, samples and ``rng`` live.
+    """
 
     generator: "nn.Module"
     discriminator: "nn.Module"
@@ -65,44 +92,108 @@ class StepContext:
     batch_size: int
     device: "torch.device"
     rng: "torch.Generator"  # the engine's latent RNG: draw from it to keep runs exactly resumable
-    options: Mapping[str, Any]
+    options: Any  # the domain's Options instance
     data: Data
     real: "torch.Tensor | None" = None
     cond: "torch.Tensor | None" = None
+
+    @classmethod
+    def create(cls, config: Any, generator: "nn.Module", discriminator: "nn.Module", loss: Any,
+               device: "torch.device", rng: "torch.Generator", data: Data, step: int = 0) -> "StepContext":
+        """The context of a run with resolved ``config`` (a ``genkit.config.RunConfig``)."""
+        return cls(generator=generator, discriminator=discriminator, loss=loss, step=step,
+                   total_steps=config.train.steps, batch_size=config.train.batch_size, device=device, rng=rng,
+                   options=config.options, data=data)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A training phase a domain runs before adversarial training (stylegan3 keeps a list of phases too).
+
+    The engine calls ``getattr(domain, method)(ctx, batches, steps, control)`` with ``--pretrain-steps`` steps,
+    where ``batches()`` returns the next real ``(x, cond)`` batch and ``control`` is a :class:`PhaseControl`.
+    The method returns ``{metric: float}``, logged at step 0. The engine checkpoints after the last phase.
+    """
+
+    name: str
+    method: str
+    help: str = ""
+
+
+class PhaseControl:
+    """Handed to a phase: report progress with ``control.step(n, stats)`` (or ``control(n, stats)``), and stop
+    cooperatively: return from the phase as soon as ``control.stop_requested`` is true (Ctrl-C, SIGTERM)."""
+
+    def __init__(self, on_step: Callable[[int, Mapping[str, float]], None], stop: Callable[[], bool]):
+        self._on_step, self._stop = on_step, stop
+        self.steps_done = 0
+
+    def step(self, n: int = 1, stats: Mapping[str, float] | None = None) -> None:
+        self.steps_done += n
+        self._on_step(n, stats or {})
+
+    __call__ = step  # the first plugin API's progress(n, stats)
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop()
 
 
 class Domain:
     """Base class of a domain. Override the methods marked *required*; the rest have defaults.
 
-    ``options`` are the domain's own settings (model size, data shape, ...). ``recipe`` holds the domain's
-    default training settings (keys of ``genkit.config.TrainConfig``: loss, lr_g, steps, ...). ``presets``
-    name alternative bundles of both (``{"paper": {"steps": ..., "model_size": ...}}``); every domain has
-    the preset ``default``.
+    ``Options`` is a frozen dataclass of ``genkit.option`` fields: the domain's own settings (model size,
+    data shape, ...), each a flag of ``genkit run DOMAIN`` and a key of the ``[DOMAIN]`` config table; every
+    method receives the resolved instance. ``recipe`` holds the domain's defaults for engine settings (keys of
+    ``genkit.config.TrainConfig``: loss, lr_g, steps, ...) and for its options; ``presets`` name alternative
+    bundles of both (``{"paper": {"steps": ..., "model_size": ...}}``); every domain has the preset ``default``.
+    Capabilities are declared: ``evaluates`` (``evaluate`` returns metrics) and ``phases``.
     """
 
     name: str = ""
     summary: str = ""
     paper: str = ""
-    options: tuple[Option, ...] = ()
+    Options: type = NoOptions
+    options: tuple[Option, ...] = ()  # deprecated: the first plugin API's Option tuples
     recipe: dict[str, Any] = {}
     presets: dict[str, dict[str, Any]] = {}
+    data_names: tuple[str, ...] = ()  # built-in --data names, listed in --help
+    phases: tuple[Phase, ...] = ()  # run in order before adversarial training, --pretrain-steps steps each
+    evaluates: bool = False  # evaluate() returns metrics: genkit eval, --eval-every, best_metric
     best_metric: tuple[str, str] | None = None  # (metric from evaluate, "min" or "max"): marks checkpoints/best
     # Values for options added after a run was saved: a saved config.toml that lacks one of these keys was
     # written when the option did not exist, and the old behaviour is this value, not today's default.
     legacy_defaults: dict[str, Any] = {}
     sample_ext: str = ""  # extension of the per-sample files genkit sample writes (".png", ".wav", ".txt")
 
-    # -- data ---------------------------------------------------------------------------------------
-    def default_data(self, options: Mapping[str, Any]) -> str:
-        """The ``--data`` value used when the user gives none (must work offline)."""
-        raise NotImplementedError
+    # -- settings -----------------------------------------------------------------------------------
+    def resolve_options(self, options: Any, data: Data) -> Any:
+        """Replace ``None`` ("auto") option values by the values in use now that ``data`` is loaded.
 
-    def load_data(self, spec: str, options: Mapping[str, Any], *, cache_dir: Path) -> Data:
+        Called once per new run, before ``RUN/config.toml`` is written; return ``dataclasses.replace(options, ...)``.
+        """
+        return options
+
+    def upgrade_options(self, saved: dict[str, Any], data_meta: Mapping[str, Any]) -> dict[str, Any]:
+        """Turn the ``[DOMAIN]`` table of a config saved by an earlier version into today's option values.
+
+        The default fills missing keys from ``legacy_defaults``; ``data_meta`` is the run's ``data.json``.
+        """
+        return {**{k: v for k, v in self.legacy_defaults.items() if k not in saved}, **saved}
+
+    # -- data ---------------------------------------------------------------------------------------
+    def default_data(self, options: Any) -> str:
+        """The ``--data`` value used when the user gives none (must work offline)."""
+        if self.data_names:
+            return self.data_names[0]
+        raise NotImplementedError(f"domain {self.name!r} must define default_data or data_names")
+
+    def load_data(self, spec: str, options: Any, *, cache_dir: Path) -> Data:
         """*Required.* Load ``--data SPEC``. Raise ``GenkitError`` naming the path on bad input."""
         raise NotImplementedError
 
     # -- models -------------------------------------------------------------------------------------
-    def build_models(self, options: Mapping[str, Any], data: Data) -> "tuple[nn.Module, nn.Module]":
+    def build_models(self, options: Any, data: Data) -> "tuple[nn.Module, nn.Module]":
         """*Required.* Return ``(generator, discriminator)``, freshly initialised under the global seed.
 
         The generator is called as ``generator(z, cond)`` and the discriminator as
@@ -110,12 +201,11 @@ class Domain:
         """
         raise NotImplementedError
 
-    def sample_latent(self, n: int, options: Mapping[str, Any], *, rng: "torch.Generator",
-                      device: "torch.device") -> "torch.Tensor":
+    def sample_latent(self, n: int, options: Any, *, rng: "torch.Generator", device: "torch.device") -> "torch.Tensor":
         """*Required.* Draw ``n`` latent vectors from the domain's prior, using ``rng`` only."""
         raise NotImplementedError
 
-    def sample_shape(self, options: Mapping[str, Any], data: Data) -> tuple[int, ...]:
+    def sample_shape(self, options: Any, data: Data) -> tuple[int, ...]:
         """The shape of one generated sample (shown by ``genkit info``)."""
         return ()
 
@@ -130,52 +220,61 @@ class Domain:
         """Return a custom generator loss (e.g. REINFORCE), or None to use the registered loss on D(fake)."""
         return None
 
-    def pretrain(self, ctx: StepContext, batches: Callable[[], Any], steps: int,
-                 progress: Callable[[int, dict], None]) -> dict[str, float]:
-        """Optional phase run once before adversarial training (e.g. maximum likelihood for text)."""
-        return {}
-
     # -- output -------------------------------------------------------------------------------------
-    def generate(self, generator: "nn.Module", z: "torch.Tensor",
-                 cond: "torch.Tensor | None", options: Mapping[str, Any]) -> "torch.Tensor":
+    def generate(self, generator: "nn.Module", z: "torch.Tensor", cond: "torch.Tensor | None",
+                 options: Any) -> "torch.Tensor":
         """Samples for writing to disk (no gradients). Defaults to ``generator(z, cond)``."""
         return generator(z, cond)
 
-    def snapshot_size(self, options: Mapping[str, Any]) -> int:
+    def snapshot_size(self, options: Any) -> int:
         """How many samples a snapshot shows (the image domain's 10 x 10 grid is 100)."""
         return 100
 
     def snapshot_conditions(self, n: int, data: Data) -> "torch.Tensor | None":
-        """Conditions for the fixed snapshot batch: by default class ``i % num_classes``."""
+        """Conditions for a batch of ``n`` samples (snapshots, genkit sample, evaluation): class ``i % num_classes``."""
         if not data.conditional:
             return None
         import torch
 
         if data.num_classes <= 0:
-            raise NotImplementedError(f"domain {self.name!r} must override snapshot_conditions")
+            from .errors import GenkitError
+
+            raise GenkitError(f"domain {self.name!r}: conditional data with num_classes 0; the domain must "
+                              "override snapshot_conditions")
         return torch.arange(n) % data.num_classes
 
     def write_snapshot(self, samples: "torch.Tensor", cond: "torch.Tensor | None", path: Path,
-                       options: Mapping[str, Any], data: Data) -> list[Path]:
+                       options: Any, data: Data) -> list[Path]:
         """*Required.* Write one snapshot (a grid, a folder of WAVs...) at ``path`` (no extension); return files."""
         raise NotImplementedError
 
     def write_samples(self, samples: "torch.Tensor", cond: "torch.Tensor | None", out_dir: Path,
-                      options: Mapping[str, Any], data: Data) -> list[Path]:
+                      options: Any, data: Data) -> list[Path]:
         """*Required.* Write each sample as its own file in ``out_dir``; return the files."""
         raise NotImplementedError
 
     def evaluate(self, ctx: StepContext) -> dict[str, float]:
-        """Optional metrics of ``ctx.generator`` (the EMA copy when on), logged at eval steps and the end."""
+        """Metrics of ``ctx.generator`` (the EMA copy when on), at ``--eval-every`` and at the end.
+
+        Declare ``evaluates = True`` when overriding this."""
         return {}
 
-    def export(self, generator: "nn.Module", run_dir: Path, options: Mapping[str, Any], data: Data) -> list[Path]:
+    def export(self, generator: "nn.Module", run_dir: Path, options: Any, data: Data) -> list[Path]:
         """Optional: write the trained generator in a domain-native format at the end of a run."""
         return []
 
+    # -- per-run state and what sampling needs -------------------------------------------------------
+    def state_dict(self, data: Data) -> dict[str, Any]:
+        """The per-run state saved with every checkpoint (default: ``data.state``)."""
+        return dict(data.state)
+
+    def load_state_dict(self, data: Data, state: Mapping[str, Any]) -> None:
+        """Restore what ``state_dict`` returned into ``data`` (on resume and when a run is opened for sampling)."""
+        data.state.update(state)
+
     def save_data_meta(self, data: Data, run_dir: Path) -> dict[str, Any]:
-        """Describe ``data`` for ``RUN/data.json`` (override to also save e.g. a tokenizer in ``run_dir``)."""
-        return default_data_meta(data)
+        """Describe ``data`` for ``RUN/data.json``: what ``genkit sample`` needs without loading the examples."""
+        return default_data_meta(data, legacy=bool(getattr(self, "_legacy_api", False)))
 
     def load_data_meta(self, meta: Mapping[str, Any], run_dir: Path) -> Data:
         """Rebuild a ``Data`` without its examples from ``save_data_meta``'s output, for sampling."""
@@ -186,12 +285,12 @@ class Domain:
         return {"default": {}, **self.presets}
 
     def option_defaults(self) -> dict[str, Any]:
-        return {o.name: o.default for o in self.options}
+        from .options import settings
+
+        return {s.name: s.default for s in settings(self.Options)}
 
 
 def _jsonable(value: Any) -> bool:
-    import json
-
     try:
         json.dumps(value)
         return True
@@ -199,18 +298,24 @@ def _jsonable(value: Any) -> bool:
         return False
 
 
-def default_data_meta(data: Data) -> dict[str, Any]:
-    """What ``genkit sample`` needs to know about the data, as JSON (written to ``RUN/data.json``)."""
-    return {
+def default_data_meta(data: Data, legacy: bool = False) -> dict[str, Any]:
+    """What ``genkit sample`` needs to know about the data, as JSON (written to ``RUN/data.json``).
+
+    Domains declared with the first plugin API also get their JSON-able ``extra`` values saved here, as then.
+    """
+    meta: dict[str, Any] = {
         "conditional": data.conditional,
         "num_classes": data.num_classes,
         "class_names": list(data.class_names),
         "source": data.source,
-        "extra": {k: v for k, v in data.extra.items() if _jsonable(v)},
     }
+    if legacy:
+        meta["extra"] = {k: v for k, v in data.extra.items() if _jsonable(v)}
+    return meta
 
 
 def data_from_meta(meta: Mapping[str, Any]) -> Data:
+    """The ``Data`` that ``data.json`` describes (no examples); an earlier genkit's ``extra`` lands in ``state``."""
     return Data(train=None, conditional=bool(meta.get("conditional")), num_classes=int(meta.get("num_classes", 0)),
                 class_names=list(meta.get("class_names", [])), source=meta.get("source", ""),
-                extra=dict(meta.get("extra", {})))
+                state=dict(meta.get("extra", {})), extra=dict(meta.get("extra", {})))

@@ -19,9 +19,7 @@ position are all checkpointed, so N steps == N/2 steps + resume + N/2 steps, bit
 from __future__ import annotations
 
 import copy
-import json
 import math
-import os
 import random
 import signal
 import time
@@ -33,12 +31,13 @@ import torch
 from torch import nn
 
 from . import __version__
-from .checkpoint import MODEL_FILES, latest_checkpoint, load_state, load_weights, prune_checkpoints, save_checkpoint
+from .checkpoint import MODEL_FILES, check_state_value, load_state, load_weights
 from .config import RunConfig
-from .domain import Data, Domain, StepContext
+from .domain import Data, Domain, PhaseControl, StepContext
 from .errors import GenkitError
 from .losses import Loss, gradient_penalty, r1_penalty
 from .progress import progress_bar
+from .run import Run
 
 
 def resolve_device(name: str) -> torch.device:
@@ -152,46 +151,13 @@ class EMA:
 class Interrupted(Exception):
     """Raised after a Ctrl-C / SIGTERM once the checkpoint is safely written.
 
-    ``checkpoint`` is None when the signal came during pre-training, which stops at once and saves nothing
-    (pre-training is not resumable mid-phase; ``--resume`` then starts the run again).
+    ``checkpoint`` is None when the signal came during a pre-training phase, which stops cooperatively and saves
+    nothing (a phase is not resumable mid-way; ``--resume`` then starts the run again).
     """
 
     def __init__(self, step: int, signum: int, checkpoint: Path | None):
         super().__init__(f"interrupted at step {step}")
         self.step, self.signum, self.checkpoint = step, signum, checkpoint
-
-
-class _StopPretraining(BaseException):  # not an Exception: a plugin's ``except Exception`` cannot swallow it
-    pass
-
-
-@dataclass
-class RunPaths:
-    root: Path
-
-    @property
-    def config(self) -> Path:
-        return self.root / "config.toml"
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / "metrics.jsonl"
-
-    @property
-    def samples(self) -> Path:
-        return self.root / "samples"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
-
-    @property
-    def summary(self) -> Path:
-        return self.root / "summary.json"
-
-    @property
-    def data_meta(self) -> Path:
-        return self.root / "data.json"
 
 
 @dataclass
@@ -202,14 +168,16 @@ class Trainer:
     config: RunConfig
     data: Data
     loss: Loss
-    out: Path
+    out: Path | Run
     quiet: bool = False
     step: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        # "auto" options take the values the loaded data implies (no-op for a resolved, saved config).
+        self.config = self.config.replace(options=self.domain.resolve_options(self.config.options, self.data))
         cfg = self.config.train
-        self.paths = RunPaths(Path(self.out))
+        self.run_dir = self.out if isinstance(self.out, Run) else Run(self.out)
         self.device = resolve_device(cfg.device)
         seed_everything(cfg.seed)
         G, D = self.domain.build_models(self.config.options, self.data)
@@ -227,15 +195,17 @@ class Trainer:
         self.fixed_cond = fixed_cond.to(self.device) if fixed_cond is not None else None
         self.elapsed = 0.0
         self.pretrained = False
-        self._pretraining = False
+        self._in_phase = False
         self.pretrain_seconds = 0.0
-        self.ctx = StepContext(generator=self.G, discriminator=self.D, loss=self.loss, step=0,
-                               total_steps=cfg.steps, batch_size=cfg.batch_size, device=self.device,
-                               rng=self.rng, options=self.config.options, data=self.data)
+        self.ctx = StepContext.create(self.config, self.G, self.D, self.loss, self.device, self.rng, self.data)
         self.best: dict[str, Any] = {}  # {"step": int, "value": float} of the best evaluation so far
         self._acc: torch.Tensor | None = None
         self._acc_n = 0
         self._stop_signal: int | None = None
+
+    @property
+    def paths(self) -> Run:  # the name of the first API; kept for scripts that used it
+        return self.run_dir
 
     # -- one step -----------------------------------------------------------------------------------
     def _real(self) -> tuple[torch.Tensor, Any]:
@@ -294,10 +264,10 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):
             samples = self.domain.generate(G, self.fixed_z, self.fixed_cond, self.config.options)
         G.train(was_training)
-        self.paths.samples.mkdir(parents=True, exist_ok=True)
+        self.run_dir.samples_dir.mkdir(parents=True, exist_ok=True)
         return self.domain.write_snapshot(samples.cpu() if torch.is_tensor(samples) else samples,
                                           None if self.fixed_cond is None else self.fixed_cond.cpu(),
-                                          self.paths.samples / name, self.config.options, self.data)
+                                          self.run_dir.samples_dir / name, self.config.options, self.data)
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
@@ -316,8 +286,7 @@ class Trainer:
 
     def _log(self, record: dict[str, Any]) -> None:
         self.history.append(record)
-        with open(self.paths.metrics, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        self.run_dir.log(record)
 
     def _flush_metrics(self, extra: dict[str, float] | None = None) -> dict[str, Any] | None:
         if self._acc is None or self._acc_n == 0:
@@ -352,6 +321,7 @@ class Trainer:
             "domain": self.domain.name,
             "genkit_version": __version__,
             "best": dict(self.best),
+            "domain_state": self._domain_state(),
         }
         if self.fixed_cond is not None and torch.is_tensor(self.fixed_cond):
             state["fixed_cond"] = self.fixed_cond.cpu()
@@ -362,20 +332,27 @@ class Trainer:
             state["acc_n"] = self._acc_n
         return state
 
+    def _domain_state(self) -> dict[str, Any]:
+        state = self.domain.state_dict(self.data)
+        for key, value in state.items():
+            check_state_value(value, key)
+        return state
+
     def save(self) -> Path:
         models = {"generator": self.G, "discriminator": self.D}
         if self.ema is not None:
             models["generator_ema"] = self.ema.model
-        ckpt = save_checkpoint(self.paths.checkpoints, self.step, models, self.state_dict())
-        prune_checkpoints(self.paths.checkpoints, self.config.train.keep_checkpoints)
-        return ckpt
+        return self.run_dir.save_checkpoint(self.step, models, self.state_dict(), self.config.train.keep_checkpoints)
 
     def load(self, ckpt: Path) -> None:
         state = load_state(ckpt)
-        load_weights(self.G, ckpt / MODEL_FILES["generator"], self.device)
-        load_weights(self.D, ckpt / MODEL_FILES["discriminator"], self.device)
+        if "domain_state" in state:
+            self.domain.load_state_dict(self.data, state["domain_state"])
+        ignore = getattr(self.domain, "legacy_weight_keys", ())
+        load_weights(self.G, ckpt / MODEL_FILES["generator"], self.device, ignore)
+        load_weights(self.D, ckpt / MODEL_FILES["discriminator"], self.device, ignore)
         if self.ema is not None:
-            load_weights(self.ema.model, ckpt / MODEL_FILES["generator_ema"], self.device)
+            load_weights(self.ema.model, ckpt / MODEL_FILES["generator_ema"], self.device, ignore)
         self.opt_g.load_state_dict(state["optimizer_g"])
         self.opt_d.load_state_dict(state["optimizer_d"])
         self.step = int(state["step"])
@@ -394,17 +371,7 @@ class Trainer:
         if "acc" in state:
             self._acc, self._acc_n = state["acc"].to(self.device), int(state["acc_n"])
         # Forget metrics logged after the checkpoint, so the resumed run does not log them twice.
-        if self.paths.metrics.is_file():
-            lines = self.paths.metrics.read_text(encoding="utf-8").splitlines()
-            kept = []
-            for line in lines:
-                try:
-                    if json.loads(line).get("step", 0) <= self.step:
-                        kept.append(line)
-                except json.JSONDecodeError:
-                    continue
-            self.paths.metrics.write_text("".join(l + "\n" for l in kept), encoding="utf-8")
-            self.history = [json.loads(l) for l in kept]
+        self.history = self.run_dir.truncate_metrics(self.step)
 
     def _improves(self, metrics: dict[str, float] | None) -> bool:
         """True (and ``self.best`` updated) when the domain's ``best_metric`` beats the best so far."""
@@ -419,9 +386,7 @@ class Trainer:
         return True
 
     def _mark_best(self, ckpt: Path) -> None:
-        tmp = self.paths.checkpoints / ".best.tmp"
-        tmp.write_text(ckpt.name + "\n", encoding="utf-8")
-        os.replace(tmp, self.paths.checkpoints / "best")
+        self.run_dir.mark_best(ckpt)
 
     # -- the run ------------------------------------------------------------------------------------
     def _on_signal(self, signum, frame) -> None:
@@ -431,37 +396,38 @@ class Trainer:
         if not self.quiet:
             from .errors import warn
 
-            if self._pretraining:
-                warn("stopping pre-training after this step; it is not checkpointed and restarts on --resume")
+            if self._in_phase:
+                warn("stopping the pre-training phase after this step; it is not checkpointed and restarts on --resume")
             else:
                 warn("stopping: writing a checkpoint after this step (press Ctrl-C again to abort without one)")
 
-    def _pretrain(self) -> None:
+    def _phases(self) -> None:
+        """Run the domain's declared phases (``Domain.phases``), ``pretrain_steps`` steps each, then checkpoint."""
         cfg = self.config.train
-        if cfg.pretrain_steps <= 0 or self.pretrained:
+        if cfg.pretrain_steps <= 0 or self.pretrained or not self.domain.phases:
             return
-        bar = progress_bar(total=cfg.pretrain_steps, desc=f"{self.domain.name} pretrain", disable=self.quiet)
-
-        def progress(n: int, stats: dict) -> None:
-            bar.update(n)
-            if stats:
-                bar.set_postfix({k: f"{v:.3g}" for k, v in stats.items()}, refresh=False)
-            if self._stop_signal is not None:  # Ctrl-C / SIGTERM: stop now rather than after the whole phase
-                raise _StopPretraining
-
         self.ctx.step = 0
         start = time.perf_counter()
-        self._pretraining = True
-        try:
-            stats = self.domain.pretrain(self.ctx, self._real, cfg.pretrain_steps, progress)
-        except _StopPretraining:
-            bar.close()
-            self.elapsed += time.perf_counter() - start
-            self._write_summary("interrupted", None, [])
-            raise Interrupted(0, self._stop_signal, None) from None
-        finally:
-            self._pretraining = False
-        bar.close()
+        stats: dict[str, Any] = {}
+        for phase in self.domain.phases:
+            bar = progress_bar(total=cfg.pretrain_steps, desc=f"{self.domain.name} {phase.name}", disable=self.quiet)
+
+            def on_step(n: int, values, bar=bar) -> None:
+                bar.update(n)
+                if values:
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in values.items()}, refresh=False)
+
+            control = PhaseControl(on_step, lambda: self._stop_signal is not None)
+            self._in_phase = True
+            try:
+                stats.update(getattr(self.domain, phase.method)(self.ctx, self._real, cfg.pretrain_steps, control) or {})
+            finally:
+                self._in_phase = False
+                bar.close()
+            if self._stop_signal is not None and control.steps_done < cfg.pretrain_steps:  # stopped cooperatively
+                self.elapsed += time.perf_counter() - start
+                self._write_summary("interrupted", None, [])
+                raise Interrupted(0, self._stop_signal, None)
         self.pretrain_seconds = time.perf_counter() - start
         self.elapsed += self.pretrain_seconds
         self.pretrained = True
@@ -469,15 +435,16 @@ class Trainer:
             with torch.no_grad():
                 for dst, src in zip(self.ema.model.state_dict().values(), self.G.state_dict().values()):
                     dst.copy_(src)
-        self._log({"step": 0, "phase": "pretrain", "seconds": round(self.elapsed, 3), **(stats or {})})
+        self._log({"step": 0, "phase": ",".join(p.name for p in self.domain.phases),
+                   "seconds": round(self.elapsed, 3), **stats})
         ckpt = self.save()  # step 0: a later interruption or crash never costs the pre-training again
-        if self._stop_signal is not None:  # the signal came after the domain's last progress call
+        if self._stop_signal is not None:  # the signal came after the phase's last step
             self._write_summary("interrupted", ckpt, [])
             raise Interrupted(0, self._stop_signal, ckpt)
 
     def run(self) -> dict[str, Any]:
         """Train to ``config.train.steps``; returns the summary (also written to ``summary.json``)."""
-        self.paths.samples.mkdir(parents=True, exist_ok=True)
+        self.run_dir.samples_dir.mkdir(parents=True, exist_ok=True)
         handlers = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
@@ -485,7 +452,7 @@ class Trainer:
             except ValueError:  # not in the main thread (e.g. some notebook kernels)
                 pass
         try:
-            self._pretrain()
+            self._phases()
             return self._loop()
         finally:
             for sig, handler in handlers.items():
@@ -533,7 +500,7 @@ class Trainer:
         if improved:
             self._mark_best(last_ckpt)
         files = self.snapshot("final")
-        exported = self.domain.export(self.sampler, self.paths.root, self.config.options, self.data)
+        exported = self.domain.export(self.sampler, self.run_dir.root, self.config.options, self.data)
         return self._write_summary("completed", last_ckpt, files, final_eval, exported)
 
     def _write_summary(self, status: str, ckpt: Path | None, files: list[Path],
@@ -554,7 +521,7 @@ class Trainer:
             "loss_g": last.get("loss_g"),
             "parameters": {"generator": count_parameters(self.G), "discriminator": count_parameters(self.D)},
             "device": str(self.device),
-            "run_dir": str(self.paths.root),
+            "run_dir": str(self.run_dir.root),
             "samples": [str(p) for p in files],
             "checkpoint": str(ckpt) if ckpt else None,
             "metrics": metrics or {},
@@ -562,31 +529,5 @@ class Trainer:
             "exported": [str(p) for p in (exported or [])],
             "genkit_version": __version__,
         }
-        self.paths.summary.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        self.run_dir.write_summary(summary)
         return summary
-
-
-def find_checkpoint(path: Path, best: bool = False) -> tuple[Path, Path]:
-    """Accept a run directory or a checkpoint folder; return ``(run_dir, checkpoint_dir)``.
-
-    For a run directory: the latest checkpoint, or with ``best`` the one ``checkpoints/best`` names.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise GenkitError(f"no such run or checkpoint: {path}")
-    if (path / "state.pt").is_file():
-        return path.parent.parent, path
-    if not (path / "config.toml").is_file():
-        raise GenkitError(f"{path} holds no genkit run (no config.toml)")
-    if best:
-        pointer = path / "checkpoints" / "best"
-        if not pointer.is_file():
-            raise GenkitError(f"{path} has no best checkpoint (its domain defines no best_metric, or no evaluation ran)")
-        ckpt = path / "checkpoints" / pointer.read_text(encoding="utf-8").strip()
-        if not (ckpt / "state.pt").is_file():
-            raise GenkitError(f"{pointer} names {ckpt.name}, which is missing")
-        return path, ckpt
-    ckpt = latest_checkpoint(path / "checkpoints")
-    if ckpt is None:
-        raise GenkitError(f"{path} holds no checkpoint (nothing under {path / 'checkpoints'})")
-    return path, ckpt

@@ -1,7 +1,8 @@
 """The one error class for expected failures.
 
 Anything a user can cause (a missing file, a bad value, an unknown domain) raises ``GenkitError``.
-The CLI prints it as one line on stderr and exits 1; a traceback is shown only with ``GENKIT_DEBUG=1``.
+The CLI prints it as one line on stderr and exits 1 (2 for a bad setting value: a usage error); a
+traceback is shown only with ``GENKIT_DEBUG=1``.
 """
 
 from __future__ import annotations
@@ -10,9 +11,17 @@ import click
 
 
 class GenkitError(click.ClickException):
-    """An expected failure, reported to the user as one line."""
+    """An expected failure, reported to the user as one line.
+
+    ``exit_code`` is 1, or 2 for a bad value of a setting (the shell's convention for usage errors).
+    """
 
     exit_code = 1
+
+    def __init__(self, message: str, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
 
     def show(self, file=None) -> None:  # one line, no "Error:" noise from click's default formatting
         click.echo(f"genkit: error: {self.format_message()}", err=True)
@@ -21,3 +30,14 @@ class GenkitError(click.ClickException):
 def warn(message: str) -> None:
     """A one-line warning on stderr (never stdout, which carries data)."""
     click.echo(f"genkit: warning: {message}", err=True)
+
+
+def deprecated(message: str) -> None:
+    """A one-line deprecation warning on stderr, once per message and process."""
+    if message in _said:
+        return
+    _said.add(message)
+    click.echo(f"genkit: deprecated: {message}", err=True)
+
+
+_said: set[str] = set()

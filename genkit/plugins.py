@@ -1,16 +1,26 @@
 """Plugin loading and the registries the hooks fill.
 
 Built-in domains live in ``plugins/`` and are found through the ``genkit`` entry-point group, exactly
-like third-party plugins. ``GENKIT_LOAD_PLUGINS`` is the recovery path when a plugin breaks the CLI:
-unset, every installed plugin loads; set to a comma-separated list, only the built-ins and the listed
-plugins load (``GENKIT_LOAD_PLUGINS=''`` turns every third-party plugin off).
+like third-party plugins; "built-in" only means "shipped in the genkit distribution", and the core names
+none of them. ``GENKIT_LOAD_PLUGINS`` is the recovery path when a plugin breaks the CLI: unset, every
+installed plugin loads; set to a comma-separated list, only the built-ins and the listed plugins load
+(``GENKIT_LOAD_PLUGINS=''`` turns every third-party plugin off).
+
+A registered domain is checked here, once: its ``Options`` must be a dataclass genkit can type, no option
+may take the name of an engine setting, a command option or a reserved word, and its recipe and presets may
+name only known settings. A domain that fails is rejected with one line naming the plugin and the option.
+Domains written against the first plugin API (``genkit.Option`` tuples, a ``pretrain`` method, an
+``evaluate`` override without ``evaluates = True``) are adapted here, with one deprecation line each.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.metadata
+import keyword
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,12 +28,15 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .errors import GenkitError, warn
+from .errors import GenkitError, deprecated, warn
 
 # Modules of the core that implement hooks themselves (the built-in losses).
 DEFAULT_PLUGINS = ("genkit.losses",)
-# Entry points shipped inside the genkit distribution; they load even when GENKIT_LOAD_PLUGINS filters.
-BUILTIN_ENTRY_POINTS = frozenset({"image", "audio", "text"})
+# The distribution genkit itself ships in: its entry points are the built-ins, loaded even when
+# GENKIT_LOAD_PLUGINS filters.
+CORE_DISTRIBUTION = "genkit"
+DOMAIN_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
+_versions: dict[str, str] = {}
 
 pm = pluggy.PluginManager("genkit")
 pm.add_hookspecs(hookspecs)
@@ -38,32 +51,54 @@ def load_plugins() -> None:
     if _loaded:
         return
     _loaded = True
+    from . import __version__
+
     for name in DEFAULT_PLUGINS:
         pm.register(importlib.import_module(name), name=name)
+        _versions[name] = __version__
     allow = os.environ.get("GENKIT_LOAD_PLUGINS")
     allowed = None if allow is None else {p.strip() for p in allow.split(",") if p.strip()}
     for ep in importlib.metadata.entry_points(group="genkit"):
         if pm.has_plugin(ep.name):
             continue
-        if allowed is not None and ep.name not in allowed and ep.name not in BUILTIN_ENTRY_POINTS:
+        dist = getattr(ep, "dist", None)
+        builtin = dist is not None and dist.name == CORE_DISTRIBUTION
+        if allowed is not None and ep.name not in allowed and not builtin:
             continue
-        try:
+        try:  # a broken third-party plugin must not break the CLI
             module = ep.load()
-        except Exception as exc:  # a broken third-party plugin must not break the CLI
-            warn(f"plugin {ep.name!r} ({ep.value}) failed to load and was skipped: {exc}")
+            pm.register(module, name=ep.name)
+            pm.check_pending()
+        except Exception as exc:
+            if pm.has_plugin(ep.name):
+                pm.unregister(name=ep.name)
+            first = (str(exc).strip().splitlines() or [""])[0]
+            warn(f"plugin {ep.name!r} ({ep.value}) failed to load and was skipped: {first} "
+                 f"(GENKIT_LOAD_PLUGINS lists the plugins to load)")
             continue
-        pm.register(module, name=ep.name)
-    pm.check_pending()
+        if dist is not None:
+            _versions[ep.name] = dist.version
 
 
 def register_plugin(plugin: object, name: str | None = None) -> str:
-    """Register a plugin object at run time (tests, notebooks). Returns its name."""
+    """Register a plugin object at run time (tests, notebooks). Returns its name.
+
+    A domain of the plugin that fails the registration checks raises ``GenkitError`` (and the plugin is removed).
+    """
     load_plugins()
     registered = pm.register(plugin, name=name)
     if registered is None:
         raise GenkitError(f"plugin {name!r} is already registered")
     pm.check_pending()
     invalidate()
+    try:
+        problems = [msg for owner, msg in registry().rejected if owner == registered]
+    except GenkitError:  # e.g. it claims a name another plugin has: the registry is refused, so is the plugin
+        unregister_plugin(registered)
+        raise
+    if problems:
+        unregister_plugin(registered)
+        raise GenkitError(problems[0])
     return registered
 
 
@@ -101,6 +136,7 @@ class Registry:
     losses: dict[str, Any] = field(default_factory=dict)
     owners: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, name) -> plugin name
     plugins: dict[str, PluginInfo] = field(default_factory=dict)
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (plugin, one-line reason)
 
     def domain(self, name: str):
         try:
@@ -116,12 +152,10 @@ class Registry:
 
 
 def _plugin_version(plugin: object, name: str) -> str:
+    if name in _versions:
+        return _versions[name]
     module = getattr(plugin, "__name__", "") or type(plugin).__module__
     top = module.split(".")[0]
-    if top in ("genkit", "genkit_image", "genkit_audio", "genkit_text"):
-        from . import __version__
-
-        return __version__
     dists = importlib.metadata.packages_distributions().get(top, [])
     for dist in dists:
         try:
@@ -149,6 +183,12 @@ def registry() -> Registry:
                 name = getattr(obj, "name", None)
                 if not name:
                     raise GenkitError(f"plugin {_owner!r} registered a {kind} without a name")
+                if kind == "domain":
+                    problem = prepare_domain(obj, _owner)
+                    if problem:
+                        reg.rejected.append((_owner, problem))
+                        warn(problem)
+                        return
                 if name in table:
                     other = reg.owners[(kind, name)]
                     raise GenkitError(f"{kind} {name!r} is registered by both plugin {other!r} and plugin {_owner!r}")
@@ -162,3 +202,54 @@ def registry() -> Registry:
     collect("loss", reg.losses, pm.hook.genkit_register_losses, "losses")
     _registry = reg
     return reg
+
+
+def prepare_domain(domain: Any, owner: str) -> str | None:
+    """Check a domain at registration (and adapt the first plugin API); a one-line reason when it is rejected."""
+    from .config import COMMAND_OPTIONS, RESERVED, TRAIN_SETTINGS
+    from .domain import Domain, NoOptions, Phase
+    from .options import from_option_tuples, settings
+
+    name = domain.name
+    where = f"plugin {owner!r}: domain {name!r}"
+    if not DOMAIN_NAME.match(name):
+        return f"{where} rejected: a domain name is lower-case letters, digits, '-' and '_'"
+    if domain.options and domain.Options is NoOptions:
+        deprecated(f"{where} declares genkit.Option tuples; declare an Options dataclass of genkit.option fields "
+                   "instead (docs/plugins.md)")
+        class_name = "".join(part.capitalize() for part in re.split(r"[-_]", name)) + "Options"
+        domain.Options = from_option_tuples(class_name, domain.options)
+        domain._legacy_api = True
+    try:
+        declared = settings(domain.Options)
+    except TypeError as exc:
+        return f"{where} rejected: its Options: {exc}"
+    for s in declared:
+        if s.name in TRAIN_SETTINGS:
+            return f"{where} rejected: option {s.name!r} collides with the engine setting {s.flag}; rename it"
+        if s.name in COMMAND_OPTIONS:
+            return f"{where} rejected: option {s.name!r} collides with the command option {s.flag}; rename it"
+        if s.name in RESERVED or keyword.iskeyword(s.name) or s.name.startswith("_"):
+            return f"{where} rejected: option {s.name!r} is a reserved name; rename it"
+    known = set(TRAIN_SETTINGS) | {s.name for s in declared}
+    for preset, values in {"recipe": domain.recipe, **{f"preset {k!r}": v for k, v in domain.presets.items()}}.items():
+        unknown = sorted(set(values) - known)
+        if unknown:
+            return f"{where} rejected: its {preset} sets {unknown[0]!r}, which is neither an engine setting nor an option"
+    try:
+        domain.Options()
+    except Exception as exc:
+        return f"{where} rejected: its Options defaults fail their own checks ({exc})"
+    if not domain.phases and callable(getattr(domain, "pretrain", None)):
+        deprecated(f"{where} overrides pretrain(); declare phases = (genkit.Phase('pretrain', 'pretrain'),) and stop "
+                   "when control.stop_requested (docs/plugins.md)")
+        domain.phases = (Phase("pretrain", "pretrain", "pre-training"),)
+    if not domain.evaluates and type(domain).evaluate is not Domain.evaluate:
+        deprecated(f"{where} overrides evaluate() without declaring evaluates = True")
+        domain.evaluates = True
+    for phase in domain.phases:
+        if not callable(getattr(domain, phase.method, None)):
+            return f"{where} rejected: phase {phase.name!r} names method {phase.method!r}, which it does not have"
+    if not dataclasses.is_dataclass(domain.Options):  # pragma: no cover - settings() checked it
+        return f"{where} rejected: Options is not a dataclass"
+    return None

@@ -12,8 +12,10 @@ import pytest
 import soundfile as sf
 import torch
 from click.testing import CliRunner
+from safetensors.torch import load_file
 
 from genkit import GenkitError
+from genkit.checkpoint import load_state
 from genkit_audio import AudioDomain
 from genkit_audio import data as audata
 from genkit_audio.io import read_wav, spectrogram_grid, write_wav
@@ -195,7 +197,7 @@ def test_gradient_penalty_known_value():
 
 def test_latent_is_uniform_minus_one_one():
     dom = AudioDomain()
-    z = dom.sample_latent(4000, {"latent_dim": 100}, rng=torch.Generator().manual_seed(0), device=torch.device("cpu"))
+    z = dom.sample_latent(4000, dom.Options(latent_dim=100), rng=torch.Generator().manual_seed(0), device=torch.device("cpu"))
     assert z.shape == (4000, 100)
     assert z.min() >= -1.0 and z.max() <= 1.0
     assert abs(z.mean().item()) < 0.01 and abs(z.var().item() - 1 / 3) < 0.01  # U[-1, 1]: variance 1/3
@@ -273,14 +275,14 @@ def test_load_folder_label_prefix_and_errors(tmp_path, monkeypatch):
     with pytest.raises(GenkitError, match="none of the 1 audio files could be read"):
         audata.load_folder(bad, 16384)
     dom = AudioDomain()
-    opts = dom.option_defaults()
+    opts = dom.Options()
     with pytest.raises(GenkitError, match="no such folder"):
         dom.load_data(str(tmp_path / "missing"), opts, cache_dir=tmp_path)
     plain = tmp_path / "plain"
     _write(plain / "a.wav", tone, 16000)
     _write(plain / "b.wav", tone, 16000)
     with pytest.raises(GenkitError, match="--conditional needs class labels"):
-        dom.load_data(str(plain), {**opts, "conditional": True}, cache_dir=tmp_path)
+        dom.load_data(str(plain), dom.Options(conditional=True), cache_dir=tmp_path)
 
 
 def test_spoken_digit_corpus_is_cached_and_varied(shared_cache):
@@ -342,8 +344,10 @@ def test_tiny_conditional_longer_run(cli, tmp_path):
 def test_tiny_specgan_run_and_sample(cli, tmp_path):
     out = tmp_path / "run"
     cli("run", "audio", *TINY, "--model", "specgan", "--griffin-lim-iters", "2", "--out", out)
-    meta = json.loads((out / "data.json").read_text())
-    assert len(meta["extra"]["spec_mean"]) == 128 and len(meta["extra"]["spec_std"]) == 128
+    state = load_state(out / "checkpoints" / "step-00000002")["domain_state"]  # the run's own statistics
+    assert state["spec_mean"].shape == (128,) and state["spec_std"].shape == (128,)
+    gen = load_file(str(out / "checkpoints" / "step-00000002" / "generator.safetensors"))
+    assert "spec_mean" not in gen  # state, not weights
     wav = sorted((out / "samples" / "final").glob("*.wav"))[0]
     assert sf.info(str(wav)).frames == 16384 and sf.info(str(wav)).subtype == "PCM_16"
     cli("sample", out, "-n", "2", "--out", tmp_path / "s")
@@ -370,7 +374,7 @@ def test_specgan_spectrogram_normalisation_and_inversion():
 
 def test_user_errors_are_one_line(cli, tmp_path):
     result = cli("run", "audio", "--model", "specgan", "--length", "32768", "--out", tmp_path / "r", ok=False)
-    assert result.exit_code == 1 and "specgan makes 16384-sample clips only" in result.stderr
+    assert result.exit_code == 2 and "specgan makes 16384-sample clips only" in result.stderr
     assert not (tmp_path / "r").exists()  # nothing written
     result = cli("run", "audio", "--data", tmp_path / "nope", "--out", tmp_path / "r", ok=False)
     assert result.exit_code == 1 and "no such folder" in result.stderr and len(result.stderr.splitlines()) == 1

@@ -62,8 +62,8 @@ def test_info_image_json(invoke):
     assert wide["parameters"]["generator"] > info["parameters"]["generator"]
 
 
-def assert_one_line_error(result, *fragments):
-    assert result.exit_code == 1, result.output
+def assert_one_line_error(result, *fragments, code=1):
+    assert result.exit_code == code, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("genkit: error:")
@@ -72,24 +72,32 @@ def assert_one_line_error(result, *fragments):
     assert "Traceback" not in result.output
 
 
-@pytest.mark.parametrize("args, fragments", [
-    (["run", "nosuchdomain"], ["unknown domain 'nosuchdomain'", "image"]),
-    (["run", "image", "--loss", "nosuchloss"], ["unknown loss 'nosuchloss'", "wgan-gp"]),
-    (["run", "image", "--data", "/no/such/path"], ["/no/such/path"]),
-    (["run", "image", "--steps", "0"], ["steps must be positive"]),
-    (["run", "image", "--steps", "-5"], ["steps must be positive"]),
-    (["run", "image", "--lr-g", "0"], ["lr-g must be positive"]),
-    (["run", "image", "--device", "tpu"], ["unknown device 'tpu'"]),
-    (["run", "image", "--pretrain-steps", "3"], ["no pre-training phase"]),
-    (["run", "image", "--augment", "flip"], ["unknown policy 'flip'"]),
-    (["info", "nosuchdomain"], ["unknown domain"]),
-    (["sample", "/no/such/run"], ["/no/such/run"]),
+@pytest.mark.parametrize("args, fragments, code", [
+    (["run", "nosuchdomain"], ["unknown domain 'nosuchdomain'", "image"], 1),
+    (["run", "image", "--loss", "nosuchloss"], ["'nosuchloss' is not one of", "'wgan-gp'"], 2),
+    (["run", "image", "--data", "/no/such/path"], ["/no/such/path"], 1),
+    (["run", "image", "--steps", "0"], ["'--steps': must be positive, got 0"], 2),
+    (["run", "image", "--steps", "-5"], ["'--steps': must be positive, got -5"], 2),
+    (["run", "image", "--lr-g", "0"], ["'--lr-g': must be positive"], 2),
+    (["run", "image", "--lr-d", "inf"], ["'--lr-d': must be a finite number"], 2),
+    (["run", "image", "--gp", "nan"], ["'--gp': must be a finite number"], 2),
+    (["run", "image", "--r1", "-1"], ["'--r1': must be zero or positive"], 2),
+    (["run", "image", "--ema", "1"], ["'--ema': must be in [0, 1)"], 2),
+    (["run", "image", "--size", "48"], ["'--size'", "'48' is not one of '28', '32', '64'"], 2),
+    (["run", "image", "--g-width", "x"], ["'--g-width'", "'x' is not a valid int"], 2),
+    (["run", "image", "--device", "tpu"], ["--device must be auto, cpu, cuda, cuda:N or mps, got 'tpu'"], 2),
+    (["run", "image", "--pretrain-steps", "3"], ["no pre-training phase"], 2),
+    (["run", "image", "--augment", "flip"], ["unknown policy 'flip'"], 2),
+    (["run", "image", "--no-such-flag"], ["No such option '--no-such-flag'", "(see 'genkit run image --help')"], 2),
+    (["info", "nosuchdomain"], ["unknown domain"], 1),
+    (["sample", "/no/such/run"], ["/no/such/run"], 1),
+    (["sample", "/no/such/run", "-n", "0"], ["'-n'", "0 is not in the range x>=1"], 2),
 ])
-def test_bad_input_is_one_line_and_writes_nothing(invoke, tmp_path, monkeypatch, args, fragments):
+def test_bad_input_is_one_line_and_writes_nothing(invoke, tmp_path, monkeypatch, args, fragments, code):
     monkeypatch.chdir(tmp_path)
     before = sorted(tmp_path.rglob("*"))
     result = invoke(*args)
-    assert_one_line_error(result, *fragments)
+    assert_one_line_error(result, *fragments, code=code)
     assert sorted(tmp_path.rglob("*")) == before  # nothing created, not even runs/
 
 
@@ -110,15 +118,26 @@ def test_resume_on_a_folder_without_a_run(invoke, tmp_path):
 def test_config_with_unknown_keys(invoke, tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('domain = "image"\n[train]\nsteps = 5\nlearning_rate = 0.1\n')
-    assert_one_line_error(invoke("run", "image", "--config", bad, "--out", tmp_path / "o"), str(bad), "learning_rate")
+    assert_one_line_error(invoke("run", "image", "--config", bad, "--out", tmp_path / "o"), str(bad), "learning_rate",
+                          code=2)
     bad.write_text('[image]\nwidth = 3\n')
-    assert_one_line_error(invoke("run", "image", "--config", bad, "--out", tmp_path / "o"), "width")
+    assert_one_line_error(invoke("run", "image", "--config", bad, "--out", tmp_path / "o"), "width", code=2)
+    bad.write_text('[image]\nsteps = 3\n')  # an engine setting belongs in [train]
+    assert_one_line_error(invoke("run", "image", "--config", bad, "--out", tmp_path / "o"), "'steps' in [image]",
+                          code=2)
     bad.write_text('colour = "blue"\n')
-    assert_one_line_error(invoke("run", "image", "--config", bad, "--out", tmp_path / "o"), "colour")
+    assert_one_line_error(invoke("run", "image", "--config", bad, "--out", tmp_path / "o"), "colour", code=2)
     bad.write_text('[train\n')
     assert_one_line_error(invoke("run", "image", "--config", bad, "--out", tmp_path / "o"), "not valid TOML")
     bad.write_text('[train]\nsteps = "many"\n')
-    assert_one_line_error(invoke("run", "image", "--config", bad, "--out", tmp_path / "o"), "steps must be int")
+    assert_one_line_error(invoke("run", "image", "--config", bad, "--out", tmp_path / "o"),
+                          f"{bad}: steps must be int, got 'many'", code=2)
+    bad.write_text('[train]\nlr_g = nan\n')
+    assert_one_line_error(invoke("run", "image", "--config", bad, "--out", tmp_path / "o"),
+                          f"{bad}: lr_g must be a finite number", code=2)
+    bad.write_text('[image]\nd_norm = "weird"\n')
+    assert_one_line_error(invoke("run", "image", "--config", bad, "--out", tmp_path / "o"),
+                          "d_norm must be one of batch, spectral, layer, none", code=2)
     assert not (tmp_path / "o").exists()
 
 
@@ -133,7 +152,8 @@ def test_out_folder_with_user_files_is_never_overwritten(invoke, tmp_path):
 def test_bad_flag_is_a_usage_error(invoke):
     result = invoke("run", "image", "--steps", "many")
     assert result.exit_code == 2
-    assert "Invalid value for '--steps'" in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "genkit: error: Invalid value for '--steps': 'many' is not a valid int (see 'genkit run image --help')"]
 
 
 def test_unexpected_errors_are_one_line_unless_debugging(tmp_path):

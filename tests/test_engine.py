@@ -9,20 +9,22 @@ import pytest
 import torch
 
 from conftest import load_weights, read_metrics
-from genkit.checkpoint import latest_checkpoint, load_state
+from genkit import Phase
+from genkit.checkpoint import load_state
 from genkit.config import resolve
 from genkit.engine import Interrupted, Trainer
 from genkit.plugins import registry
+from genkit.run import Run
 
 
-def make_trainer(tmp_path, name="run", **overrides) -> Trainer:
+def make_trainer(tmp_path, name="run", domain=None, **overrides) -> Trainer:
     reg = registry()
-    dom = reg.domain("ring")
+    dom = domain or reg.domain("ring")
     overrides.setdefault("hidden", 16)
     overrides.setdefault("examples", 512)
     overrides.setdefault("batch_size", 32)
     overrides.setdefault("log_every", 2)
-    cfg = resolve(dom, reg.losses, overrides=overrides)
+    cfg = resolve(dom, reg.losses, flags=overrides)
     data = dom.load_data(cfg.data, cfg.options, cache_dir=tmp_path / "cache")
     out = tmp_path / name
     out.mkdir()
@@ -92,7 +94,7 @@ def test_checkpoint_round_trip(ring, tmp_path):
         t.train_step()
     ckpt = t.save()
     assert ckpt.name == "step-00000003"
-    assert latest_checkpoint(t.paths.checkpoints) == ckpt
+    assert t.run_dir.latest_checkpoint() == ckpt
     state = load_state(ckpt)  # loads with weights_only=True: nothing but tensors and plain data
     assert state["step"] == 3 and state["domain"] == "ring"
     assert "steps = 4" in state["config_toml"]
@@ -115,17 +117,17 @@ def test_exact_resume(ring, tmp_path, overrides):
     half = make_trainer(tmp_path, "half", steps=4, checkpoint_every=0, **overrides)
     half.run()
     resumed = make_trainer(tmp_path, "resumed", steps=8, checkpoint_every=0, **overrides)
-    resumed.paths = half.paths
-    resumed.load(latest_checkpoint(half.paths.checkpoints))
+    resumed.run_dir = half.run_dir
+    resumed.load(half.run_dir.latest_checkpoint())
     assert resumed.step == 4
     resumed.run()
     for name in ("generator", "discriminator") + (("generator_ema",) if overrides.get("ema") else ()):
-        a = load_weights(full.paths.checkpoints / "step-00000008" / f"{name}.safetensors")
-        b = load_weights(half.paths.checkpoints / "step-00000008" / f"{name}.safetensors")
+        a = load_weights(full.run_dir.checkpoints_dir / "step-00000008" / f"{name}.safetensors")
+        b = load_weights(half.run_dir.checkpoints_dir / "step-00000008" / f"{name}.safetensors")
         for k in a:
             assert torch.equal(a[k], b[k]), f"{name}.{k} differs after resume"
     # metrics: the resumed run continues the log without duplicates
-    steps = [r["step"] for r in read_metrics(half.paths.root) if "loss_d" in r]
+    steps = [r["step"] for r in read_metrics(half.run_dir.root) if "loss_d" in r]
     assert steps == [2, 4, 6, 8]
 
 
@@ -143,54 +145,72 @@ def test_interrupt_writes_a_checkpoint_and_resume_finishes(ring, tmp_path):
     with pytest.raises(Interrupted) as info:
         t.run()
     assert info.value.step == 3
-    assert latest_checkpoint(t.paths.checkpoints).name == "step-00000003"
-    assert json.loads(t.paths.summary.read_text())["status"] == "interrupted"
+    assert t.run_dir.latest_checkpoint().name == "step-00000003"
+    assert json.loads(t.run_dir.summary_path.read_text())["status"] == "interrupted"
+
+
+def phased_ring():
+    """The ring domain with a declared pre-training phase (a fresh instance: tests may patch it)."""
+    import genkit_ring
+
+    class PhasedRing(genkit_ring.RingDomain):
+        phases = (Phase("warmup", "pretrain", "a test phase"),)
+
+        def pretrain(self, ctx, batches, steps, control):
+            raise AssertionError("patched by each test")
+
+    return PhasedRing()
 
 
 def fake_pretraining(monkeypatch, trainer, calls, stop_after=None):
-    """Give the ring domain a pre-training phase that nudges the generator; optionally signal mid-phase."""
+    """Give the domain a pre-training phase that nudges the generator; optionally signal mid-phase. The phase
+    stops cooperatively, as the protocol asks: it checks ``control.stop_requested`` before each step."""
 
-    def pretrain(ctx, batches, steps, progress):
+    def pretrain(ctx, batches, steps, control):
         calls.append(steps)
         for i in range(steps):
+            if control.stop_requested:
+                return {}
             batches()
             with torch.no_grad():
                 for p in ctx.generator.parameters():
                     p.add_(0.01)
             if i == stop_after:
                 trainer._stop_signal = signal.SIGINT  # what the Ctrl-C handler sets
-            progress(1, {"nll": float(i)})
+            control.step(1, {"nll": float(i)})
         return {"mle_nll_train": 1.0}
 
     monkeypatch.setattr(trainer.domain, "pretrain", pretrain)
 
 
 def test_signal_during_pretraining_stops_at_once(ring, tmp_path, monkeypatch):
-    t = make_trainer(tmp_path, steps=4, pretrain_steps=1000)
+    t = make_trainer(tmp_path, steps=4, pretrain_steps=1000, domain=phased_ring())
     calls, seen = [], []
     fake_pretraining(monkeypatch, t, calls, stop_after=2)
     original = t.domain.pretrain
 
-    def counting(ctx, batches, steps, progress):
-        return original(ctx, batches, steps, lambda n, stats: (seen.append(n), progress(n, stats)))
+    def counting(ctx, batches, steps, control):
+        step = control.step
+        control.step = lambda n, stats: (seen.append(n), step(n, stats))
+        return original(ctx, batches, steps, control)
 
     monkeypatch.setattr(t.domain, "pretrain", counting)
     with pytest.raises(Interrupted) as info:
         t.run()
     assert len(seen) == 3  # stopped right after the step during which the signal came, not after 1,000
     assert info.value.checkpoint is None and info.value.step == 0
-    assert latest_checkpoint(t.paths.checkpoints) is None
-    assert json.loads(t.paths.summary.read_text())["status"] == "interrupted"
+    assert t.run_dir.latest_checkpoint() is None
+    assert json.loads(t.run_dir.summary_path.read_text())["status"] == "interrupted"
 
 
 def test_signal_after_the_last_pretraining_step_stops_with_the_step_0_checkpoint(ring, tmp_path, monkeypatch):
-    t = make_trainer(tmp_path, steps=4, pretrain_steps=3)
+    t = make_trainer(tmp_path, steps=4, pretrain_steps=3, domain=phased_ring())
     calls = []
     fake_pretraining(monkeypatch, t, calls)
     original = t.domain.pretrain
 
-    def late(ctx, batches, steps, progress):  # the signal arrives after the last progress call (e.g. a sweep)
-        stats = original(ctx, batches, steps, progress)
+    def late(ctx, batches, steps, control):  # the signal arrives after the last progress call (e.g. a sweep)
+        stats = original(ctx, batches, steps, control)
         t._stop_signal = signal.SIGTERM
         return stats
 
@@ -199,30 +219,30 @@ def test_signal_after_the_last_pretraining_step_stops_with_the_step_0_checkpoint
         t.run()
     assert info.value.step == 0 and info.value.checkpoint.name == "step-00000000"
     assert t.step == 0  # no adversarial step ran
-    assert json.loads(t.paths.summary.read_text())["status"] == "interrupted"
+    assert json.loads(t.run_dir.summary_path.read_text())["status"] == "interrupted"
 
 
 def test_pretraining_is_checkpointed_and_resume_does_not_repeat_it(ring, tmp_path, monkeypatch):
-    full = make_trainer(tmp_path, "full", steps=4, pretrain_steps=5, checkpoint_every=0)
+    full = make_trainer(tmp_path, "full", steps=4, pretrain_steps=5, checkpoint_every=0, domain=phased_ring())
     calls = []
     fake_pretraining(monkeypatch, full, calls)
     full.run()
     assert calls == [5]
-    assert sorted(p.name for p in full.paths.checkpoints.iterdir() if p.is_dir()) == ["step-00000000", "step-00000004"]
-    again = make_trainer(tmp_path, "again", steps=4, pretrain_steps=5, checkpoint_every=0)
-    again.load(full.paths.checkpoints / "step-00000000")
+    assert sorted(p.name for p in full.run_dir.checkpoints_dir.iterdir() if p.is_dir()) == ["step-00000000", "step-00000004"]
+    again = make_trainer(tmp_path, "again", steps=4, pretrain_steps=5, checkpoint_every=0, domain=full.domain)
+    again.load(full.run_dir.checkpoints_dir / "step-00000000")
     assert again.pretrained and again.step == 0
     again.run()
     assert calls == [5]  # not pre-trained a second time
-    a = load_weights(full.paths.checkpoints / "step-00000004" / "generator.safetensors")
-    b = load_weights(again.paths.checkpoints / "step-00000004" / "generator.safetensors")
+    a = load_weights(full.run_dir.checkpoints_dir / "step-00000004" / "generator.safetensors")
+    b = load_weights(again.run_dir.checkpoints_dir / "step-00000004" / "generator.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)  # resuming from step 0 continues exactly
 
 
 def test_metrics_and_summary_contract(ring, tmp_path):
     t = make_trainer(tmp_path, steps=6, log_every=3, sample_every=2, checkpoint_every=3)
     summary = t.run()
-    rows = read_metrics(t.paths.root)
+    rows = read_metrics(t.run_dir.root)
     train_rows = [r for r in rows if "loss_d" in r]
     assert [r["step"] for r in train_rows] == [3, 6]
     for r in train_rows:
@@ -231,9 +251,9 @@ def test_metrics_and_summary_contract(ring, tmp_path):
     assert train_rows[1]["seconds"] >= train_rows[0]["seconds"] > 0
     # the ring domain's evaluation runs at the end and lands in the summary
     assert 0 <= summary["metrics"]["modes"] <= 8
-    assert sorted(p.name for p in t.paths.samples.iterdir()) == ["final.json", "step-00000002.json", "step-00000004.json"]
-    assert sorted(p.name for p in t.paths.checkpoints.iterdir() if p.is_dir()) == ["step-00000003", "step-00000006"]
-    assert json.loads(t.paths.summary.read_text()) == json.loads(json.dumps(summary))
+    assert sorted(p.name for p in t.run_dir.samples_dir.iterdir()) == ["final.json", "step-00000002.json", "step-00000004.json"]
+    assert sorted(p.name for p in t.run_dir.checkpoints_dir.iterdir() if p.is_dir()) == ["step-00000003", "step-00000006"]
+    assert json.loads(t.run_dir.summary_path.read_text()) == json.loads(json.dumps(summary))
     assert summary["status"] == "completed" and summary["steps"] == 6
 
 
@@ -251,14 +271,12 @@ def test_best_checkpoint_follows_the_domains_best_metric(ring, tmp_path, monkeyp
     scores = iter([0.2, 0.5, 0.4])  # evaluations at steps 2, 4 and the end (6): best is step 4
     monkeypatch.setattr(type(t.domain), "evaluate", lambda self, ctx: {"high_quality": next(scores), "modes": 1.0})
     summary = t.run()
-    assert (t.paths.checkpoints / "best").read_text().strip() == "step-00000004"
+    assert (t.run_dir.checkpoints_dir / "best").read_text().strip() == "step-00000004"
     assert summary["best"] == {"step": 4, "metric": "high_quality", "value": 0.5}
-    assert load_state(t.paths.checkpoints / "step-00000004")["best"]["value"] == 0.5
-    from genkit.engine import find_checkpoint
-
-    t.config.write(t.paths.config)  # what `genkit run` writes first
-    assert find_checkpoint(t.paths.root, best=True)[1].name == "step-00000004"
-    assert find_checkpoint(t.paths.root)[1].name == "step-00000006"
+    assert load_state(t.run_dir.checkpoints_dir / "step-00000004")["best"]["value"] == 0.5
+    t.run_dir.write_config(t.config)  # what `genkit run` writes first
+    assert Run.open(t.run_dir.root).checkpoint(best=True).name == "step-00000004"
+    assert Run.open(t.run_dir.root).checkpoint().name == "step-00000006"
 
 
 def test_batches_from_a_plain_dataset_resume_in_place():
@@ -287,5 +305,5 @@ def test_keep_checkpoints_prunes_old_ones_but_never_the_best(ring, tmp_path, mon
     scores = iter([0.9, 0.1, 0.2, 0.3, 0.4, 0.5])  # the best is the first evaluation, at step 2
     monkeypatch.setattr(type(t.domain), "evaluate", lambda self, ctx: {"high_quality": next(scores)})
     t.run()
-    kept = sorted(p.name for p in t.paths.checkpoints.iterdir() if p.is_dir())
+    kept = sorted(p.name for p in t.run_dir.checkpoints_dir.iterdir() if p.is_dir())
     assert kept == ["step-00000002", "step-00000008", "step-00000010"]

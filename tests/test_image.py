@@ -51,7 +51,7 @@ def domain():
 
 
 def opts(**kw):
-    return {**domain().option_defaults(), **kw}
+    return domain().Options(**kw)
 
 
 def test_default_data_is_real_mnist(cache):
@@ -206,8 +206,11 @@ def test_cli_resume_matches_an_uninterrupted_run(invoke, tmp_path):
     assert "steps = 6" in (half / "config.toml").read_text()
     again = invoke("run", "image", "--resume", half)
     assert again.exit_code == 1 and "already at step 6 of 6" in again.stderr
-    changed = invoke("run", "image", "--resume", half, "--steps", "9", "--loss", "ns")
-    assert changed.exit_code == 1 and "cannot change loss" in changed.stderr
+    changed = invoke("run", "image", "--resume", half, "--steps", "9", "--loss", "ns", "--g-width", "16")
+    assert changed.exit_code == 2 and "--resume: --loss, --g-width cannot change in an existing run" in changed.stderr
+    same = invoke("run", "image", "--resume", half, "--steps", "7", "--loss", "hinge")  # unchanged values pass
+    assert same.exit_code == 0, same.stderr
+    assert "steps = 7" in (half / "config.toml").read_text()
 
 
 def two_class_npz(path, n=400, seed=0):
@@ -225,7 +228,7 @@ def test_refnet_metrics_separate_real_from_noise(cache, tmp_path):
     from genkit_image import metrics
 
     data = domain().load_data(str(two_class_npz(tmp_path / "d.npz")), opts(), cache_dir=cache)
-    x, y = data.train.tensors[0], data.extra["_labels"]
+    x, y = data.train.tensors[0], data.extra["labels"]
     net, acc, test_idx = metrics.reference_classifier(x, y, 2, data.source, cache)
     assert acc == 1.0
     assert len(list((cache / "image-refnet").glob("*.safetensors"))) == 1  # cached for the next evaluation

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 
@@ -12,6 +13,7 @@ import torch
 
 from conftest import load_weights, read_metrics
 from genkit import GenkitError
+from genkit.checkpoint import load_state
 from genkit.plugins import registry
 from genkit_text import data as tdata
 from genkit_text.metrics import References, bleu, distinct, self_bleu, text_metrics
@@ -145,9 +147,9 @@ def test_oracle_metrics_through_the_domain():
     oracle, train, test = oracle_data(seed=1, n_train=64, n_test=32)
     from genkit import Data
 
-    data = Data(train=None, extra={"kind": "oracle", "oracle": oracle, "test_ids": test, "vocab_size": 5001,
-                                   "bos_id": 5000, "eos_id": None, "seq_len": 20, "nll_oracle_data": oracle.nll(test)})
-    opts = {**domain().option_defaults(), "n_layer": 1, "n_embd": 16, "n_head": 2, "eval_samples": 50}
+    data = Data(train=None, state={"kind": "oracle", "vocab_size": 5001, "bos_id": 5000, "eos_id": None, "seq_len": 20},
+                extra={"oracle": oracle, "test_ids": test, "nll_oracle_data": oracle.nll(test)})
+    opts = domain().Options(n_layer=1, n_embd=16, n_head=2, eval_samples=50)
     torch.manual_seed(0)
     G, D = domain().build_models(opts, data)
     m = domain().metrics(G.eval(), data, opts, temperature=1.0, top_k=0, top_p=1.0)
@@ -253,7 +255,8 @@ def test_beta_schedule_is_relgans_exponential():
     from types import SimpleNamespace
 
     opts = {"beta_max": 100.0, "beta_steps": 200}
-    beta = lambda step, **kw: domain().beta(SimpleNamespace(options={**opts, **kw}, step=step, total_steps=10))
+    beta = lambda step, **kw: domain().beta(SimpleNamespace(options=domain().Options(**{**opts, **kw}), step=step,
+                                                            total_steps=10))
     assert beta(0) == 1.0 and beta(200) == pytest.approx(100.0)
     assert beta(100) == pytest.approx(10.0)  # 100 ** (1/2)
     assert beta(50, beta_steps=50) == pytest.approx(100.0) and beta(150, beta_steps=50) == pytest.approx(100.0)
@@ -344,13 +347,16 @@ def test_tiny_run_end_to_end(tmp_path, invoke, corpus, estimator, extra):
         assert key in metrics and math.isfinite(metrics[key]), key
     assert ("gumbel_beta" in metrics) == (estimator == "gumbel")
     records = read_metrics(out)
-    assert records[0]["phase"] == "pretrain" and records[0]["mle_nll_train"] > 0
+    assert records[0]["phase"] == "mle" and records[0]["mle_nll_train"] > 0
     assert records[0]["mle_t1_nll_gen"] == pytest.approx(metrics["mle_t1_nll_gen"])  # the sweep reaches the summary
     steps = [r for r in records if "loss_g" in r]
     assert [r["step"] for r in steps] == [1, 2, 3] and all(math.isfinite(r["loss_g"]) for r in steps)
     lines = (out / "samples" / "final.txt").read_text(encoding="utf-8").split("\n")
     assert len(lines) == 101 and lines[-1] == ""  # the snapshot: 100 samples, one per line
-    assert (out / "tokenizer" / "tokenizer.json").is_file() and (out / "model" / "model.safetensors").is_file()
+    assert (out / "model" / "tokenizer.json").is_file() and (out / "model" / "model.safetensors").is_file()
+    state = load_state(out / "checkpoints" / "step-00000003")["domain_state"]  # what sampling restores
+    assert state["kind"] == "text" and "json" in state["tokenizer"]
+    assert state["mle_sweep"]["mle_t1_nll_gen"] == pytest.approx(metrics["mle_t1_nll_gen"])
     if estimator == "gumbel":
         check_export_and_sample(tmp_path, invoke, out)
 
@@ -387,7 +393,10 @@ def test_resume_is_exact(tmp_path, invoke, corpus):
     a = load_weights(straight / "checkpoints" / "step-00000004" / "generator.safetensors")
     b = load_weights(split / "checkpoints" / "step-00000004" / "generator.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert sum(1 for r in read_metrics(split) if r.get("phase") == "pretrain") == 1  # pre-trained only once
+    assert sum(1 for r in read_metrics(split) if r.get("phase") == "mle") == 1  # pre-trained only once
+    # the MLE sweep measured before the interruption is still reported at the end (it is the run's state)
+    ends = [json.loads((d / "summary.json").read_text())["metrics"] for d in (straight, split)]
+    assert ends[0]["mle_t1_nll_gen"] == pytest.approx(ends[1]["mle_t1_nll_gen"])
 
 
 def test_runs_saved_before_the_untied_default_still_load_tied(tmp_path, invoke, corpus):
@@ -419,9 +428,9 @@ def test_pretrained_model_folder(tmp_path, invoke, corpus):
     out = tmp_path / "run"
     summary = run_text(invoke, out, corpus, "--model", src, "--pretrain-steps", "0")
     assert summary["status"] == "completed" and "mle_t1_nll_gen" not in summary["metrics"]
-    assert (out / "lm_config" / "config.json").is_file()
     tuned = AutoModelForCausalLM.from_pretrained(out / "model")
     assert tuned.config.n_embd == 32
+    shutil.rmtree(src)  # the run alone is enough to sample: config and tokenizer are part of its state
     result = invoke("sample", out, "-n", "3", "--out", tmp_path / "s")
     assert result.exit_code == 0, result.stderr
     assert len((tmp_path / "s" / "samples.txt").read_text(encoding="utf-8").splitlines()) == 3

@@ -7,13 +7,35 @@ modules are imported by the methods that need them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal
 
-from genkit import Data, Domain, GenkitError, Option, hookimpl
+from genkit import Data, Domain, GenkitError, hookimpl, option
 
-DEFAULT_DATA = "espeak-digits"
 SAMPLE_RATE = 16000
+
+
+@dataclass(frozen=True)
+class AudioOptions:
+    model: Literal["wavegan", "specgan"] = option("wavegan", "wavegan (raw waveform) or specgan (spectrogram + "
+                                                             "Griffin-Lim).")
+    length: Literal[16384, 32768, 65536] = option(16384, "Output samples at 16 kHz (SpecGAN: 16384 only).")
+    model_size: int = option(64, "Model size d: the widest layer has 16d channels (paper: 64).", gt=0)
+    latent_dim: int = option(100, "Dimension of z ~ U[-1, 1].", gt=0)
+    phase_shuffle: int = option(2, "WaveGAN discriminator's phase-shuffle radius (0 = off).", ge=0)
+    upsample: Literal["zeros", "nn"] = option("zeros", "WaveGAN generator upsampling: zeros (transposed conv) or nn "
+                                                       "(nearest + conv).")
+    post_filter: bool = option(False, "WaveGAN: learned 512-tap post-processing filter on the generator's output.")
+    conditional: bool = option(False, "Class-conditional generator and projection discriminator (labels from the data).")
+    griffin_lim_iters: int = option(16, "SpecGAN: Griffin-Lim iterations when turning spectrograms into audio.", gt=0,
+                                    resumable=True)
+    eval_samples: int = option(500, "Clips scored by the reference classifier at evaluations (0 = no evaluation; "
+                                    "needs labelled data).", ge=0, resumable=True)
+
+    def __post_init__(self) -> None:
+        if self.model == "specgan" and self.length != 16384:
+            raise GenkitError(f"--model specgan makes 16384-sample clips only, not --length {self.length}", exit_code=2)
 
 
 class AudioDomain(Domain):
@@ -21,21 +43,11 @@ class AudioDomain(Domain):
     summary = "WaveGAN / SpecGAN on 16 kHz audio (default: spoken digits synthesised offline)"
     paper = "Donahue, McAuley & Puckette, Adversarial Audio Synthesis, ICLR 2019"
     sample_ext = ".wav"
-    options = (
-        Option("model", "wavegan", "wavegan (raw waveform) or specgan (spectrogram + Griffin-Lim).",
-               choices=("wavegan", "specgan")),
-        Option("length", 16384, "Output samples at 16 kHz (SpecGAN: 16384 only).", choices=(16384, 32768, 65536)),
-        Option("model_size", 64, "Model size d: the widest layer has 16d channels (paper: 64)."),
-        Option("latent_dim", 100, "Dimension of z ~ U[-1, 1]."),
-        Option("phase_shuffle", 2, "WaveGAN discriminator's phase-shuffle radius (0 = off)."),
-        Option("upsample", "zeros", "WaveGAN generator upsampling: zeros (transposed conv) or nn (nearest + conv).",
-               choices=("zeros", "nn")),
-        Option("post_filter", False, "WaveGAN: learned 512-tap post-processing filter on the generator's output."),
-        Option("conditional", False, "Class-conditional generator and projection discriminator (labels from the data)."),
-        Option("griffin_lim_iters", 16, "SpecGAN: Griffin-Lim iterations when turning spectrograms into audio."),
-        Option("eval_samples", 500, "Clips scored by the reference classifier at evaluations (0 = no evaluation; "
-                                    "needs labelled data)."),
-    )
+    Options = AudioOptions
+    data_names = ("espeak-digits",)
+    evaluates = True
+    # Weights files before genkit 0.2 held SpecGAN's statistics; they are the domain's state now.
+    legacy_weight_keys = ("spec_mean", "spec_std")
     best_metric = ("refnet_fd", "min")  # checkpoints/best names the checkpoint with the lowest refnet FD
     # CPU-sized default (docs/audio.md): the paper's loss and optimiser, a small model and batch, one critic step.
     # d = 8 (1/64 of the paper's compute per sample), batch 16, one critic update per generator update and
@@ -58,44 +70,30 @@ class AudioDomain(Domain):
     }
 
     # -- data ---------------------------------------------------------------------------------------
-    def default_data(self, options: Mapping[str, Any]) -> str:
-        return DEFAULT_DATA
-
-    def _check(self, options: Mapping[str, Any]) -> None:
-        if options["model"] == "specgan" and options["length"] != 16384:
-            raise GenkitError(f"--model specgan makes 16384-sample clips only, not --length {options['length']}")
-        for key in ("model_size", "latent_dim", "griffin_lim_iters"):
-            if options[key] <= 0:
-                raise GenkitError(f"--{key.replace('_', '-')} must be positive, got {options[key]}")
-        if options["eval_samples"] < 0:
-            raise GenkitError(f"--eval-samples must be 0 (off) or positive, got {options['eval_samples']}")
-        if options["phase_shuffle"] < 0:
-            raise GenkitError(f"--phase-shuffle must be 0 (off) or a positive radius, got {options['phase_shuffle']}")
-
-    def load_data(self, spec: str, options: Mapping[str, Any], *, cache_dir: Path) -> Data:
+    def load_data(self, spec: str, options: AudioOptions, *, cache_dir: Path) -> Data:
         import torch
         from torch.utils.data import TensorDataset
 
         from . import data as audata
 
-        self._check(options)
-        length = options["length"]
-        if spec == DEFAULT_DATA:
+        length = options.length
+        if spec == "espeak-digits":
             x, y, names, source = audata.espeak_digits(cache_dir, length)
         else:
             path = Path(spec).expanduser()
             if not path.exists():
-                raise GenkitError(f"--data {spec}: no such folder (built-in: {DEFAULT_DATA})")
+                raise GenkitError(f"--data {spec}: no such folder (built-in: {', '.join(self.data_names)})")
             if not path.is_dir():
                 raise GenkitError(f"--data {spec}: expected a folder of WAV/FLAC/OGG files")
             x, y, names, source = audata.load_folder(path, length)
-        conditional = bool(options["conditional"])
+        conditional = options.conditional
         if conditional and (y is None or len(names) < 2):
             raise GenkitError(f"--data {spec}: --conditional needs class labels (sub-folders or label_ file-name prefixes)")
         labels = y if y is not None else torch.zeros(len(x), dtype=torch.int64)
-        extra: dict[str, Any] = {"sample_rate": SAMPLE_RATE, "length": length, "model": options["model"],
-                                 "_cache_dir": Path(cache_dir), "_labelled": y is not None and len(names) >= 2}
-        if options["model"] == "specgan":
+        data = Data(train=TensorDataset(x, labels), conditional=conditional,
+                    num_classes=len(names) if conditional else 0, class_names=names, source=source,
+                    extra={"cache_dir": Path(cache_dir), "labelled": y is not None and len(names) >= 2})
+        if options.model == "specgan":
             from . import specgan
 
             stats = []  # the per-frequency-bin moments of the training set's log-magnitudes
@@ -103,97 +101,69 @@ class AudioDomain(Domain):
                 for chunk in x.split(256):
                     stats.append(specgan.spectrogram(chunk.float() / 32768.0)[:, 0])
             logmag = torch.cat(stats)  # (N, 128, 128)
-            mean = logmag.mean(dim=(0, 2))
-            std = logmag.transpose(0, 1).reshape(128, -1).std(dim=1).clamp_min(1e-3)
-            extra["spec_mean"], extra["spec_std"] = mean.tolist(), std.tolist()
-        return Data(train=TensorDataset(x, labels), conditional=conditional,
-                    num_classes=len(names) if conditional else 0, class_names=names,
-                    transform=self._transform(extra), source=source, extra=extra)
-
-    def _transform(self, extra: Mapping[str, Any]):
-        if extra.get("model") != "specgan":
-            return _int16_to_float
-        import torch
-
-        mean, std = torch.tensor(extra["spec_mean"]), torch.tensor(extra["spec_std"])
-
-        def to_spectrogram(batch):
-            from . import specgan
-
-            return specgan.normalise(specgan.spectrogram(_int16_to_float(batch)), mean.to(batch.device),
-                                     std.to(batch.device))
-
-        return to_spectrogram
-
-    def load_data_meta(self, meta: Mapping[str, Any], run_dir: Path) -> Data:
-        data = super().load_data_meta(meta, run_dir)
-        if data.extra.get("model") == "specgan" and "spec_mean" not in data.extra:
-            raise GenkitError(f"{run_dir / 'data.json'}: the SpecGAN normalisation statistics are missing")
-        data.transform = self._transform(data.extra)
+            data.state["spec_mean"] = logmag.mean(dim=(0, 2))
+            data.state["spec_std"] = logmag.transpose(0, 1).reshape(128, -1).std(dim=1).clamp_min(1e-3)
+            data.transform = _spectrogram_transform(data.state["spec_mean"], data.state["spec_std"])
+        else:
+            data.transform = _int16_to_float
         return data
 
     # -- models -------------------------------------------------------------------------------------
     def build_models(self, options, data):
-        self._check(options)
         num_classes = data.num_classes if data.conditional else 0
-        if options["model"] == "specgan":
+        if options.model == "specgan":
             from .specgan import SpecGANConfig, SpecGANDiscriminator, SpecGANGenerator
 
-            cfg = SpecGANConfig(d=options["model_size"], latent_dim=options["latent_dim"], num_classes=num_classes)
+            if "spec_mean" not in data.state:
+                raise GenkitError("the SpecGAN normalisation statistics are missing from the run's state")
+            cfg = SpecGANConfig(d=options.model_size, latent_dim=options.latent_dim, num_classes=num_classes)
             G = SpecGANGenerator(cfg)
-            if "spec_mean" in data.extra:
-                G.set_statistics(data.extra["spec_mean"], data.extra["spec_std"])
+            G.set_statistics(data.state["spec_mean"], data.state["spec_std"])
             return G, SpecGANDiscriminator(cfg)
         from .wavegan import WaveGANConfig, WaveGANDiscriminator, WaveGANGenerator
 
-        cfg = WaveGANConfig(length=options["length"], d=options["model_size"], latent_dim=options["latent_dim"],
-                            upsample=options["upsample"], phase_shuffle=options["phase_shuffle"],
-                            post_filter=options["post_filter"], num_classes=num_classes)
+        cfg = WaveGANConfig(length=options.length, d=options.model_size, latent_dim=options.latent_dim,
+                            upsample=options.upsample, phase_shuffle=options.phase_shuffle,
+                            post_filter=options.post_filter, num_classes=num_classes)
         return WaveGANGenerator(cfg), WaveGANDiscriminator(cfg)
 
     def sample_latent(self, n, options, *, rng, device):
         """z ~ U[-1, 1]^latent_dim: the paper's prior, for training and for every sample written."""
         import torch
 
-        return torch.rand(n, options["latent_dim"], generator=rng, device=device).mul_(2.0).sub_(1.0)
+        return torch.rand(n, options.latent_dim, generator=rng, device=device).mul_(2.0).sub_(1.0)
 
     def sample_shape(self, options, data):
-        return (1, options["length"])
+        return (1, options.length)
 
     # -- evaluation ---------------------------------------------------------------------------------
     def evaluate(self, ctx):
         """refnet metrics (see metrics.py) of ``eval_samples`` clips; {} when off or the data has no labels."""
-        import torch
+        from genkit.sampling import generate
 
         from . import metrics
 
-        n, data = ctx.options["eval_samples"], ctx.data
-        if n <= 0 or not data.extra.get("_labelled") or data.train is None or len(data.train) < 20:
+        n, data = ctx.options.eval_samples, ctx.data
+        if n <= 0 or not data.extra.get("labelled") or data.train is None or len(data.train) < 20:
             return {}  # off, unlabelled, or too few clips to hold some out for the classifier
         x, y = data.train.tensors
         net, acc, test_idx = metrics.reference_classifier(x, y, len(data.class_names), data.source,
-                                                          data.extra["_cache_dir"])
-        g = torch.Generator(device=ctx.device).manual_seed(12345)  # not ctx.rng: evaluation must not move training's stream
-        fakes = []
-        for start in range(0, n, 100):
-            m = min(100, n - start)
-            z = self.sample_latent(m, ctx.options, rng=g, device=ctx.device)
-            cond = (torch.arange(start, start + m, device=ctx.device) % data.num_classes) if data.conditional else None
-            fakes.append(self.generate(ctx.generator, z, cond, ctx.options).float().cpu())
-        return metrics.score(net, acc, x[test_idx], torch.cat(fakes), len(data.class_names))
+                                                          data.extra["cache_dir"])
+        fakes, _ = generate(self, ctx.generator, n, ctx.options, data, device=ctx.device, seed=12345, chunk=100)
+        return metrics.score(net, acc, x[test_idx], fakes.float(), len(data.class_names))
 
     # -- output -------------------------------------------------------------------------------------
     def generate(self, generator, z, cond, options):
         out = generator(z, cond)
-        if options["model"] != "specgan":
+        if options.model != "specgan":
             return out
         from .specgan import invert
 
-        # generate() is not given the data: the generator carries the normalisation statistics as buffers.
-        return invert(out, generator.spec_mean, generator.spec_std, n_iter=options["griffin_lim_iters"])
+        # The statistics were copied into the generator from the run's state when it was built.
+        return invert(out, generator.spec_mean, generator.spec_std, n_iter=options.griffin_lim_iters)
 
     def snapshot_size(self, options):
-        return 20 if options["conditional"] else 16
+        return 20 if options.conditional else 16
 
     def _grid_cols(self, n: int, data: Data) -> int:
         return min(n, data.num_classes) if data.conditional and data.num_classes else 4
@@ -217,6 +187,18 @@ class AudioDomain(Domain):
 
 def _int16_to_float(batch):
     return batch.float().div_(32768.0)
+
+
+def _spectrogram_transform(mean, std):
+    """int16 clips -> SpecGAN's normalised log-magnitude spectrograms, on the batch's device."""
+
+    def to_spectrogram(batch):
+        from . import specgan
+
+        return specgan.normalise(specgan.spectrogram(_int16_to_float(batch)), mean.to(batch.device),
+                                 std.to(batch.device))
+
+    return to_spectrogram
 
 
 def _label(cond, i: int, data: Data) -> str:

@@ -92,10 +92,11 @@ class SpecGANGenerator(nn.Module):
         self.dense = nn.Linear(cfg.latent_dim + cfg.num_classes, 16 * ch[0])
         self.ups = nn.ModuleList(UpConv2d(ch[i], ch[i + 1], cfg.kernel) for i in range(5))
         glorot_(self)
-        # The training set's per-bin statistics travel with the generator (checkpointed with its weights),
-        # so that turning its spectrograms into audio needs nothing else; set them with set_statistics.
-        self.register_buffer("spec_mean", torch.zeros(128))
-        self.register_buffer("spec_std", torch.ones(128))
+        # The training set's per-bin statistics, needed to turn spectrograms into audio. They are the audio
+        # domain's per-run state (saved with each checkpoint, not with the weights): set_statistics copies them
+        # here when the models are built, as non-persistent buffers so that they follow the module's device.
+        self.register_buffer("spec_mean", torch.zeros(128), persistent=False)
+        self.register_buffer("spec_std", torch.ones(128), persistent=False)
 
     @torch.no_grad()
     def set_statistics(self, mean, std) -> None:

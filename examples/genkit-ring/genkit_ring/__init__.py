@@ -6,15 +6,16 @@ collapses covers few modes; ``evaluate`` reports how many modes the samples cove
 high-quality samples (within 3 standard deviations of a centre), Metz et al.'s two numbers.
 
 Install with ``pip install -e examples/genkit-ring``; then ``genkit run ring`` and ``genkit plugins`` show it.
-It uses only genkit's public API: ``genkit.Domain``, ``genkit.Option``, ``genkit.Data``, ``genkit.hookimpl``.
+It uses only genkit's public API: ``genkit.Domain``, ``genkit.option``, ``genkit.Data``, ``genkit.hookimpl``.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 
-from genkit import Data, Domain, GenkitError, Option, hookimpl
+from genkit import Data, Domain, GenkitError, hookimpl, option
 
 MODES, RADIUS, STD = 8, 2.0, 0.02
 
@@ -26,23 +27,27 @@ def centres():
     return RADIUS * torch.stack([angles.cos(), angles.sin()], dim=1)
 
 
+@dataclass(frozen=True)
+class RingOptions:
+    """The domain's settings: each is a flag of ``genkit run ring`` and a key of the ``[ring]`` config table."""
+
+    hidden: int = option(128, "Width of both MLPs.", gt=0)
+    latent_dim: int = option(8, "Dimension of z ~ N(0, I).", gt=0)
+    examples: int = option(4096, "Number of real points drawn.", gt=0)
+    conditional: bool = option(False, "Condition on the mode index.")
+
+
 class RingDomain(Domain):
     name = "ring"
     summary = "2-D ring of 8 Gaussians (mode-collapse toy problem)"
     paper = "Metz et al., Unrolled Generative Adversarial Networks, ICLR 2017 (the 2-D mixture benchmark)"
     sample_ext = ".json"
+    Options = RingOptions
+    data_names = ("ring",)  # the first built-in data name is the default --data
+    evaluates = True
     best_metric = ("high_quality", "max")
-    options = (
-        Option("hidden", 128, "Width of both MLPs."),
-        Option("latent_dim", 8, "Dimension of z ~ N(0, I)."),
-        Option("examples", 4096, "Number of real points drawn."),
-        Option("conditional", False, "Condition on the mode index."),
-    )
     recipe = {"steps": 2000, "batch_size": 128, "lr_g": 1e-3, "lr_d": 1e-3, "beta1": 0.5, "beta2": 0.999,
               "log_every": 50, "sample_every": 500, "checkpoint_every": 500}
-
-    def default_data(self, options):
-        return "ring"
 
     def load_data(self, spec, options, *, cache_dir):
         import torch
@@ -50,23 +55,21 @@ class RingDomain(Domain):
 
         if spec != "ring":
             raise GenkitError(f"--data {spec}: the ring domain generates its own data (use --data ring)")
-        if options["examples"] <= 0:
-            raise GenkitError("--examples must be positive")
         g = torch.Generator().manual_seed(1234)
-        y = torch.randint(0, MODES, (options["examples"],), generator=g)
-        x = centres()[y] + STD * torch.randn(options["examples"], 2, generator=g)
-        return Data(train=TensorDataset(x, y), conditional=options["conditional"],
-                    num_classes=MODES if options["conditional"] else 0, class_names=[str(i) for i in range(MODES)],
-                    source=f"ring of {MODES} Gaussians ({options['examples']} points)")
+        y = torch.randint(0, MODES, (options.examples,), generator=g)
+        x = centres()[y] + STD * torch.randn(options.examples, 2, generator=g)
+        return Data(train=TensorDataset(x, y), conditional=options.conditional,
+                    num_classes=MODES if options.conditional else 0, class_names=[str(i) for i in range(MODES)],
+                    source=f"ring of {MODES} Gaussians ({options.examples} points)")
 
     def build_models(self, options, data):
-        k, h, d = data.num_classes, options["hidden"], options["latent_dim"]
+        k, h, d = data.num_classes, options.hidden, options.latent_dim
         return MLP(d, 2, h, k), MLP(2, 1, h, k, squeeze=True)
 
     def sample_latent(self, n, options, *, rng, device):
         import torch
 
-        return torch.randn(n, options["latent_dim"], generator=rng, device=device)
+        return torch.randn(n, options.latent_dim, generator=rng, device=device)
 
     def sample_shape(self, options, data):
         return (2,)

@@ -1,0 +1,83 @@
+"""The Python API: ``genkit.train`` and ``genkit.Run``. The CLI is a thin layer over these (docs/python-api.md).
+
+    import genkit
+    run = genkit.train("image", steps=200, g_width=16, out="runs/digits")
+    grid = run.sample(16, seed=0)          # a tensor in the domain's form, nothing written
+    print(run.evaluate())                  # {"refnet_is": ..., ...}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .errors import GenkitError, warn
+from .run import Run, cache_dir
+
+
+def train(domain: Any, out: Path | str | None = None, *, preset: str | None = None, data: str | None = None,
+          config: Path | str | None = None, resume: Path | str | None = None, quiet: bool = True,
+          **settings: Any) -> Run:
+    """Train ``domain`` (a registered name or a ``genkit.Domain``) and return its ``Run``.
+
+    ``settings`` are the engine's settings and the domain's options by their Python names (``steps=500``,
+    ``lr_g=1e-4``, ``g_width=16``), exactly the CLI's flags; ``preset``, ``data`` and ``config`` (a TOML file)
+    are the CLI's ``--preset``, ``--data`` and ``--config``. ``out`` is the run directory to create (default
+    ``runs/DOMAIN-TIME``); ``resume`` continues an existing run instead, accepting only settings that may change.
+    Progress goes to stderr unless ``quiet``. A Ctrl-C / SIGTERM raises ``genkit.engine.Interrupted`` once the
+    checkpoint is written.
+    """
+    from .config import resolve, resume as resume_layer
+    from .plugins import registry
+
+    reg = registry()
+    dom = reg.domain(domain) if isinstance(domain, str) else domain
+    ckpt = None
+    if resume is not None:
+        if out is not None or config is not None or preset is not None or data is not None:
+            raise GenkitError("--resume continues a run in place: it takes no --out, --config, --preset or --data")
+        run = Run(resume)
+        if not run.root.is_dir() or not run.exists():
+            raise GenkitError(f"--resume {run.root}: no genkit run there (no config.toml)")
+        if run.domain.name != dom.name:
+            raise GenkitError(f"--resume {run.root}: that run is of domain {run.domain.name!r}, not {dom.name!r}")
+        cfg = resume_layer(run.config, dom, reg.losses, settings)
+        ckpt = run.latest_checkpoint()
+        if ckpt is None:
+            if not run.stopped_before_any_checkpoint():
+                raise GenkitError(f"--resume {run.root}: the run has no checkpoint to continue from")
+            warn(f"--resume {run.root}: the run stopped before its first checkpoint; starting it again from step 0")
+    else:
+        cfg = resolve(dom, reg.losses, preset=preset, data=data, file=Path(config) if config else None,
+                      flags=settings)
+        run = Run(out if out is not None else Run.new_path(dom.name))
+        run.check_new()
+    if cfg.train.pretrain_steps > 0 and not dom.phases:
+        raise GenkitError(f"domain {dom.name!r} has no pre-training phase; drop --pretrain-steps", exit_code=2)
+    loss = reg.loss(cfg.train.loss)
+
+    from .engine import Trainer
+
+    loaded = dom.load_data(cfg.data, cfg.options, cache_dir=cache_dir())
+    trainer = Trainer(domain=dom, config=cfg, data=loaded, loss=loss, out=run, quiet=quiet)
+    cfg = trainer.config  # with "auto" options resolved from the data
+    if ckpt is not None:
+        trainer.load(ckpt)
+        if trainer.step >= cfg.train.steps:
+            raise GenkitError(f"--resume {run.root}: the run is already at step {trainer.step} of {cfg.train.steps}; "
+                              "pass --steps N to train longer")
+    # Everything is validated: only now does anything touch the disk.
+    run.root.mkdir(parents=True, exist_ok=True)
+    if resume is not None and ckpt is None:  # the log and best pointer of the attempt that starts again
+        run.metrics_path.unlink(missing_ok=True)
+        run.forget_best()
+    run.write_config(cfg)
+    run.write_data_meta(dom.save_data_meta(loaded, run.root))
+    if not quiet:
+        where = f"resuming {run.root} at step {trainer.step}" if ckpt is not None else f"writing {run.root}"
+        click.echo(f"genkit: {dom.name} on {loaded.source or cfg.data}, {cfg.train.steps} steps, "
+                   f"loss {loss.name}, device {trainer.device}; {where}", err=True)
+    trainer.run()
+    return run

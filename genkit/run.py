@@ -1,0 +1,380 @@
+"""``genkit.Run``: the one owner of a run directory (docs/run-directory.md).
+
+Layout::
+
+    RUN/config.toml          the resolved config (genkit.config)
+    RUN/data.json            what the data is (Domain.save_data_meta)
+    RUN/metrics.jsonl        one JSON object per logged step
+    RUN/summary.json         written at the end (or on a signal)
+    RUN/samples/             snapshots, and genkit sample's folders
+    RUN/checkpoints/step-NNNNNNNN/   checkpoint folders (genkit.checkpoint)
+    RUN/checkpoints/latest   text: the newest checkpoint's folder name
+    RUN/checkpoints/best     text: the folder name of the best evaluation (Domain.best_metric)
+
+A ``Run`` also loads a trained generator: ``Run.open(path).sample(16)`` is the Python form of ``genkit sample``.
+Importing this module imports no torch.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from .errors import GenkitError
+
+CONFIG, DATA, METRICS, SUMMARY = "config.toml", "data.json", "metrics.jsonl", "summary.json"
+SAMPLES, CHECKPOINTS, LATEST, BEST = "samples", "checkpoints", "latest", "best"
+EVAL_SEED = 12345  # evaluations draw their own latents: never the training's stream
+
+
+def cache_dir() -> Path:
+    """Where domains keep downloads and derived files (``GENKIT_CACHE``, default ``~/.cache/genkit``)."""
+    import os
+
+    return Path(os.environ.get("GENKIT_CACHE", Path.home() / ".cache" / "genkit"))
+
+
+class Run:
+    """A run directory. ``Run(path)`` names one; ``Run.open(path)`` opens an existing run (or a checkpoint folder)."""
+
+    def __init__(self, root: Path | str, checkpoint: Path | None = None):
+        self.root = Path(root)
+        self._pinned = Path(checkpoint) if checkpoint is not None else None  # opened as a checkpoint folder
+        self._domain: Any = None
+        self._config: Any = None
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.root)!r})"
+
+    # -- layout -------------------------------------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.root / CONFIG
+
+    @property
+    def data_meta_path(self) -> Path:
+        return self.root / DATA
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.root / METRICS
+
+    @property
+    def summary_path(self) -> Path:
+        return self.root / SUMMARY
+
+    @property
+    def samples_dir(self) -> Path:
+        return self.root / SAMPLES
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.root / CHECKPOINTS
+
+    def exists(self) -> bool:
+        return self.config_path.is_file()
+
+    # -- creating ------------------------------------------------------------------------------------
+    @staticmethod
+    def new_path(domain_name: str, parent: Path | str = "runs") -> Path:
+        """``runs/DOMAIN-YYYYmmdd-HHMMSS`` (with a suffix when taken)."""
+        base = Path(parent) / f"{domain_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        path, i = base, 1
+        while path.exists():
+            i += 1
+            path = base.with_name(f"{base.name}-{i}")
+        return path
+
+    def check_new(self, flag: str = "--out") -> None:
+        """A new run is written only into a new or empty folder: never over a user's files or another run."""
+        if self.root.exists() and not self.root.is_dir():
+            raise GenkitError(f"{flag} {self.root} exists and is not a folder")
+        if self.root.is_dir() and any(self.root.iterdir()):
+            if self.exists():
+                raise GenkitError(f"{flag} {self.root} already holds a run; continue it with --resume {self.root}, "
+                                  "or choose another --out")
+            raise GenkitError(f"{flag} {self.root} is not empty; genkit writes runs only into a new or empty folder")
+
+    # -- opening ------------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: Path | str) -> "Run":
+        """An existing run directory, or a checkpoint folder inside one (then that checkpoint is the one used)."""
+        path = Path(path)
+        if not path.exists():
+            raise GenkitError(f"no such run or checkpoint: {path}")
+        from .checkpoint import STATE_FILE
+
+        if (path / STATE_FILE).is_file():
+            run = cls(path.parent.parent, checkpoint=path)
+        else:
+            run = cls(path)
+        if not run.exists():
+            raise GenkitError(f"{run.root} holds no genkit run (no {CONFIG})")
+        return run
+
+    @property
+    def domain(self) -> Any:
+        """The registered domain this run was trained with."""
+        if self._domain is None:
+            from .config import read_toml
+            from .plugins import registry
+
+            self._domain = registry().domain(read_toml(self.config_path).get("domain", ""))
+        return self._domain
+
+    @property
+    def config(self) -> Any:
+        """The run's resolved ``RunConfig`` (a config saved by an earlier genkit is upgraded on the way in)."""
+        if self._config is None:
+            from .config import from_saved, read_toml
+
+            meta = self.read_data_meta(required=False)
+            self._config = from_saved(read_toml(self.config_path), self.domain, str(self.config_path), meta)
+        return self._config
+
+    def write_config(self, config: Any) -> None:
+        from .files import atomic_write_text
+
+        atomic_write_text(self.config_path, config.to_toml())
+        self._config = config
+
+    def read_data_meta(self, required: bool = True) -> dict[str, Any]:
+        path = self.data_meta_path
+        if not path.is_file():
+            if required:
+                raise GenkitError(f"{self.root} has no {DATA}; was it written by genkit run?")
+            return {}
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise GenkitError(f"{path}: not valid JSON ({exc})") from None
+
+    def write_data_meta(self, meta: dict[str, Any]) -> None:
+        from .files import atomic_write_text
+
+        atomic_write_text(self.data_meta_path, json.dumps(meta, indent=2) + "\n")
+
+    def read_summary(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.summary_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        from .files import atomic_write_text
+
+        atomic_write_text(self.summary_path, json.dumps(summary, indent=2) + "\n")
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """The records of ``metrics.jsonl`` (unreadable lines skipped)."""
+        if not self.metrics_path.is_file():
+            return []
+        out = []
+        for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return out
+
+    def log(self, record: dict[str, Any]) -> None:
+        with open(self.metrics_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def truncate_metrics(self, step: int) -> list[dict[str, Any]]:
+        """Forget records logged after ``step`` (a resumed run does not log them twice); return the rest."""
+        kept = [r for r in self.metrics() if r.get("step", 0) <= step]
+        if self.metrics_path.is_file():
+            from .files import atomic_write_text
+
+            atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
+        return kept
+
+    def stopped_before_any_checkpoint(self) -> bool:
+        """A run that a signal stopped before its first checkpoint (e.g. in a pre-training phase)."""
+        summary = self.read_summary()
+        return summary.get("status") == "interrupted" and not summary.get("checkpoint")
+
+    # -- checkpoints --------------------------------------------------------------------------------
+    def _pointer(self, name: str) -> Path | None:
+        pointer = self.checkpoints_dir / name
+        if not pointer.is_file():
+            return None
+        return self.checkpoints_dir / pointer.read_text(encoding="utf-8").strip()
+
+    def latest_checkpoint(self) -> Path | None:
+        """The newest complete checkpoint, or None."""
+        from .checkpoint import STATE_FILE
+
+        candidate = self._pointer(LATEST)
+        if candidate is not None and (candidate / STATE_FILE).is_file():
+            return candidate
+        root = self.checkpoints_dir
+        found = sorted(p for p in root.glob("step-*") if (p / STATE_FILE).is_file()) if root.is_dir() else []
+        return found[-1] if found else None
+
+    def best_checkpoint(self) -> Path | None:
+        """The checkpoint ``checkpoints/best`` names, or None when there is none."""
+        from .checkpoint import STATE_FILE
+
+        ckpt = self._pointer(BEST)
+        if ckpt is not None and not (ckpt / STATE_FILE).is_file():
+            raise GenkitError(f"{self.checkpoints_dir / BEST} names {ckpt.name}, which is missing")
+        return ckpt
+
+    def checkpoint(self, best: bool = False) -> Path:
+        """The checkpoint to load: the pinned one, the best (``best``) or the latest."""
+        if self._pinned is not None:
+            return self._pinned
+        if best:
+            ckpt = self.best_checkpoint()
+            if ckpt is None:
+                raise GenkitError(f"{self.root} has no best checkpoint (its domain defines no best_metric, "
+                                  "or no evaluation ran)")
+            return ckpt
+        ckpt = self.latest_checkpoint()
+        if ckpt is None:
+            raise GenkitError(f"{self.root} holds no checkpoint (nothing under {self.checkpoints_dir})")
+        return ckpt
+
+    def save_checkpoint(self, step: int, models: dict[str, Any], state: dict[str, Any], keep: int = 0) -> Path:
+        """Write the checkpoint of ``step``, point ``latest`` at it, and prune to the newest ``keep`` (0 = all)."""
+        from .checkpoint import save_checkpoint
+        from .files import atomic_write_text
+
+        ckpt = save_checkpoint(self.checkpoints_dir, step, models, state)
+        atomic_write_text(self.checkpoints_dir / LATEST, ckpt.name + "\n")
+        self.prune(keep)
+        return ckpt
+
+    def mark_best(self, ckpt: Path) -> None:
+        from .files import atomic_write_text
+
+        atomic_write_text(self.checkpoints_dir / BEST, Path(ckpt).name + "\n")
+
+    def forget_best(self) -> None:
+        (self.checkpoints_dir / BEST).unlink(missing_ok=True)
+
+    def prune(self, keep: int) -> list[Path]:
+        """Delete all but the newest ``keep`` checkpoints, never the one ``best`` or ``latest`` names."""
+        root = self.checkpoints_dir
+        if keep <= 0 or not root.is_dir():
+            return []
+        protected = {p.name for p in (self._pointer(LATEST), self._pointer(BEST)) if p is not None}
+        found = sorted(p for p in root.glob("step-*") if p.is_dir())
+        removed = [p for p in found[:-keep] if p.name not in protected]
+        for p in removed:
+            shutil.rmtree(p)
+        return removed
+
+    # -- a trained generator ------------------------------------------------------------------------
+    def load(self, best: bool = False, device: str = "auto", with_discriminator: bool = False,
+             data: Any = None) -> "Loaded":
+        """The run's networks with a checkpoint's weights (the EMA generator when there is one), in eval mode,
+        and its ``Data`` (described by ``data.json`` unless ``data`` is given) with the domain state restored."""
+        import torch
+
+        from .checkpoint import MODEL_FILES, load_state, load_weights
+        from .engine import resolve_device
+
+        domain, cfg = self.domain, self.config
+        ckpt = self.checkpoint(best)
+        dev = resolve_device(device)
+        if data is None:
+            data = domain.load_data_meta(self.read_data_meta(), self.root)
+        state = load_state(ckpt)
+        if "domain_state" in state:
+            domain.load_state_dict(data, state["domain_state"])
+        torch.manual_seed(cfg.train.seed)
+        G, D = domain.build_models(cfg.options, data)
+        weights = self.generator_weights(ckpt)
+        ignore = getattr(domain, "legacy_weight_keys", ())
+        load_weights(G, weights, dev, ignore)
+        G.to(dev).eval()
+        if with_discriminator:
+            load_weights(D, ckpt / MODEL_FILES["discriminator"], dev, ignore)
+            D.to(dev).eval()
+        step = int(state.get("step", 0))
+        return Loaded(run=self, checkpoint=ckpt, weights=weights, generator=G, discriminator=D, data=data,
+                      device=dev, step=step)
+
+    def sample(self, n: int, seed: int = 0, best: bool = False, device: str = "auto") -> Any:
+        """``n`` samples in the domain's tensor form (on the CPU); writes nothing."""
+        if n <= 0:
+            raise GenkitError(f"n must be positive, got {n}")
+        loaded = self.load(best=best, device=device)
+        samples, _ = loaded.generate(n, seed)
+        return samples
+
+    def write_samples(self, n: int, out_dir: Path | str | None = None, seed: int = 0, best: bool = False,
+                      device: str = "auto") -> list[Path]:
+        """Write ``n`` samples, one file each, into ``out_dir`` (default ``RUN/samples/sample-NNN``; a given folder
+        must be new or empty). Returns the files."""
+        if n <= 0:
+            raise GenkitError(f"n must be positive, got {n}")
+        if out_dir is None:
+            i = 1
+            while (self.samples_dir / f"sample-{i:03d}").exists():
+                i += 1
+            out = self.samples_dir / f"sample-{i:03d}"
+        else:
+            out = Path(out_dir)
+            Run(out).check_new()
+        loaded = self.load(best=best, device=device)
+        samples, cond = loaded.generate(n, seed)
+        out.mkdir(parents=True, exist_ok=True)
+        return self.domain.write_samples(samples, cond, out, self.config.options, loaded.data)
+
+    def evaluate(self, best: bool = False, device: str = "auto") -> dict[str, float]:
+        """The domain's offline metrics of a checkpoint (the latest, or the best); loads the run's data."""
+        return self.evaluate_checkpoint(best, device)[1]
+
+    def evaluate_checkpoint(self, best: bool = False, device: str = "auto") -> tuple["Loaded", dict[str, float]]:
+        """``evaluate``, also returning what was loaded (which checkpoint, which weights, its step)."""
+        domain, cfg = self.domain, self.config
+        if not domain.evaluates:
+            raise GenkitError(f"domain {domain.name!r} defines no evaluation")
+        data = domain.load_data(cfg.data, cfg.options, cache_dir=cache_dir())
+        loaded = self.load(best=best, device=device, with_discriminator=True, data=data)
+        return loaded, loaded.evaluate()
+
+    @staticmethod
+    def generator_weights(ckpt: Path) -> Path:
+        """The weights a checkpoint samples with: the EMA generator's when there is one."""
+        from .checkpoint import MODEL_FILES
+
+        weights = Path(ckpt) / MODEL_FILES["generator_ema"]
+        return weights if weights.is_file() else Path(ckpt) / MODEL_FILES["generator"]
+
+
+class Loaded:
+    """A checkpoint's networks, ready to sample and evaluate (``Run.load``)."""
+
+    def __init__(self, *, run: Run, checkpoint: Path, weights: Path, generator: Any, discriminator: Any, data: Any,
+                 device: Any, step: int):
+        self.run, self.checkpoint, self.weights = run, checkpoint, weights
+        self.generator, self.discriminator, self.data, self.device, self.step = \
+            generator, discriminator, data, device, step
+
+    def generate(self, n: int, seed: int = 0) -> tuple[Any, Any]:
+        """``(samples, cond)`` on the CPU, reproducible from ``seed``."""
+        from .sampling import generate
+
+        return generate(self.run.domain, self.generator, n, self.run.config.options, self.data,
+                        device=self.device, seed=seed)
+
+    def evaluate(self) -> dict[str, float]:
+        import torch
+
+        from .domain import StepContext
+        from .plugins import registry
+
+        cfg = self.run.config
+        ctx = StepContext.create(cfg, self.generator, self.discriminator, registry().loss(cfg.train.loss),
+                                 self.device, torch.Generator(device=self.device).manual_seed(cfg.train.seed),
+                                 self.data, step=self.step)
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            return {k: float(v) for k, v in self.run.domain.evaluate(ctx).items()}

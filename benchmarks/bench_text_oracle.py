@@ -71,8 +71,8 @@ def main() -> None:
             sys.exit(f"{out} is not empty; pass another --out")
         summary, wall = run_genkit(out, est, args.extra)
         m = summary["metrics"]
-        pre = next(json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()
-                   if json.loads(l).get("phase") == "pretrain")
+        pre = next(json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()
+                   if json.loads(line).get("phase") == "mle")
         if not any(r[0].startswith("MLE") for r in rows):
             rows.append((f"MLE ({summary_steps(out)['pretrain_steps']} steps; time includes the sweep)", m["mle_t1_nll_oracle"],
                          m["mle_t1_nll_gen"], pre["seconds"]))

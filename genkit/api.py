@@ -29,7 +29,8 @@ def train(domain: Any, out: Path | str | None = None, *, preset: str | None = No
     Progress goes to stderr unless ``quiet``. A Ctrl-C / SIGTERM raises ``genkit.engine.Interrupted`` once the
     checkpoint is written.
     """
-    from .config import resolve, resume as resume_layer
+    from .config import resolve
+    from .config import resume as resume_layer
     from .plugins import registry
 
     reg = registry()

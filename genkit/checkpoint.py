@@ -15,8 +15,9 @@ leaves a half-written checkpoint.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 from safetensors.torch import load_model, save_model

@@ -28,9 +28,10 @@ from __future__ import annotations
 import dataclasses
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import GenkitError
 from .options import Setting, option, settings, to_dict
@@ -100,7 +101,7 @@ class RunConfig:
 
         return tomli_w.dumps(self.to_dict())
 
-    def replace(self, **changes: Any) -> "RunConfig":
+    def replace(self, **changes: Any) -> RunConfig:
         return dataclasses.replace(self, **changes)
 
 

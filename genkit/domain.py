@@ -21,9 +21,10 @@ import torch inside.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -84,22 +85,22 @@ class StepContext:
     copy under ``--ema``) in ``evaluate``. ``device`` is where models, samples and ``rng`` live.
     """
 
-    generator: "nn.Module"
-    discriminator: "nn.Module"
+    generator: nn.Module
+    discriminator: nn.Module
     loss: Any  # the genkit.Loss in use
     step: int
     total_steps: int
     batch_size: int
-    device: "torch.device"
-    rng: "torch.Generator"  # the engine's latent RNG: draw from it to keep runs exactly resumable
+    device: torch.device
+    rng: torch.Generator  # the engine's latent RNG: draw from it to keep runs exactly resumable
     options: Any  # the domain's Options instance
     data: Data
-    real: "torch.Tensor | None" = None
-    cond: "torch.Tensor | None" = None
+    real: torch.Tensor | None = None
+    cond: torch.Tensor | None = None
 
     @classmethod
-    def create(cls, config: Any, generator: "nn.Module", discriminator: "nn.Module", loss: Any,
-               device: "torch.device", rng: "torch.Generator", data: Data, step: int = 0) -> "StepContext":
+    def create(cls, config: Any, generator: nn.Module, discriminator: nn.Module, loss: Any,
+               device: torch.device, rng: torch.Generator, data: Data, step: int = 0) -> StepContext:
         """The context of a run with resolved ``config`` (a ``genkit.config.RunConfig``)."""
         return cls(generator=generator, discriminator=discriminator, loss=loss, step=step,
                    total_steps=config.train.steps, batch_size=config.train.batch_size, device=device, rng=rng,
@@ -193,7 +194,7 @@ class Domain:
         raise NotImplementedError
 
     # -- models -------------------------------------------------------------------------------------
-    def build_models(self, options: Any, data: Data) -> "tuple[nn.Module, nn.Module]":
+    def build_models(self, options: Any, data: Data) -> tuple[nn.Module, nn.Module]:
         """*Required.* Return ``(generator, discriminator)``, freshly initialised under the global seed.
 
         The generator is called as ``generator(z, cond)`` and the discriminator as
@@ -201,7 +202,7 @@ class Domain:
         """
         raise NotImplementedError
 
-    def sample_latent(self, n: int, options: Any, *, rng: "torch.Generator", device: "torch.device") -> "torch.Tensor":
+    def sample_latent(self, n: int, options: Any, *, rng: torch.Generator, device: torch.device) -> torch.Tensor:
         """*Required.* Draw ``n`` latent vectors from the domain's prior, using ``rng`` only."""
         raise NotImplementedError
 
@@ -210,19 +211,19 @@ class Domain:
         return ()
 
     # -- the adversarial step (defaults cover continuous domains) ------------------------------------
-    def fake(self, generator: "nn.Module", z: "torch.Tensor", cond: "torch.Tensor | None",
-             ctx: StepContext) -> "torch.Tensor":
+    def fake(self, generator: nn.Module, z: torch.Tensor, cond: torch.Tensor | None,
+             ctx: StepContext) -> torch.Tensor:
         """The generator's output as the discriminator sees it (differentiable w.r.t. the generator)."""
         return generator(z, cond)
 
-    def generator_loss(self, z: "torch.Tensor", cond: "torch.Tensor | None",
-                       ctx: StepContext) -> "torch.Tensor | None":
+    def generator_loss(self, z: torch.Tensor, cond: torch.Tensor | None,
+                       ctx: StepContext) -> torch.Tensor | None:
         """Return a custom generator loss (e.g. REINFORCE), or None to use the registered loss on D(fake)."""
         return None
 
     # -- output -------------------------------------------------------------------------------------
-    def generate(self, generator: "nn.Module", z: "torch.Tensor", cond: "torch.Tensor | None",
-                 options: Any) -> "torch.Tensor":
+    def generate(self, generator: nn.Module, z: torch.Tensor, cond: torch.Tensor | None,
+                 options: Any) -> torch.Tensor:
         """Samples for writing to disk (no gradients). Defaults to ``generator(z, cond)``."""
         return generator(z, cond)
 
@@ -230,7 +231,7 @@ class Domain:
         """How many samples a snapshot shows (the image domain's 10 x 10 grid is 100)."""
         return 100
 
-    def snapshot_conditions(self, n: int, data: Data) -> "torch.Tensor | None":
+    def snapshot_conditions(self, n: int, data: Data) -> torch.Tensor | None:
         """Conditions for a batch of ``n`` samples (snapshots, genkit sample, evaluation): class ``i % num_classes``."""
         if not data.conditional:
             return None
@@ -243,12 +244,12 @@ class Domain:
                               "override snapshot_conditions")
         return torch.arange(n) % data.num_classes
 
-    def write_snapshot(self, samples: "torch.Tensor", cond: "torch.Tensor | None", path: Path,
+    def write_snapshot(self, samples: torch.Tensor, cond: torch.Tensor | None, path: Path,
                        options: Any, data: Data) -> list[Path]:
         """*Required.* Write one snapshot (a grid, a folder of WAVs...) at ``path`` (no extension); return files."""
         raise NotImplementedError
 
-    def write_samples(self, samples: "torch.Tensor", cond: "torch.Tensor | None", out_dir: Path,
+    def write_samples(self, samples: torch.Tensor, cond: torch.Tensor | None, out_dir: Path,
                       options: Any, data: Data) -> list[Path]:
         """*Required.* Write each sample as its own file in ``out_dir``; return the files."""
         raise NotImplementedError
@@ -259,7 +260,7 @@ class Domain:
         Declare ``evaluates = True`` when overriding this."""
         return {}
 
-    def export(self, generator: "nn.Module", run_dir: Path, options: Any, data: Data) -> list[Path]:
+    def export(self, generator: nn.Module, run_dir: Path, options: Any, data: Data) -> list[Path]:
         """Optional: write the trained generator in a domain-native format at the end of a run."""
         return []
 

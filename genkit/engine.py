@@ -23,9 +23,10 @@ import math
 import random
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -138,8 +139,8 @@ class EMA:
     def __init__(self, model: nn.Module, decay: float):
         self.decay = decay
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
-        self._src = [p for p in model.parameters()]
-        self._dst = [p for p in self.model.parameters()]
+        self._src: list[torch.Tensor] = list(model.parameters())
+        self._dst: list[torch.Tensor] = list(self.model.parameters())
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
@@ -227,7 +228,7 @@ class Trainer:
             d_real, d_fake = D(real, cond), D(fake, cond)
             loss_d = loss.discriminator(d_real, d_fake)
             penalty = torch.zeros((), device=self.device)
-            if cfg.gp > 0:
+            if cfg.gp:  # resolved: never None here
                 penalty = penalty + cfg.gp * gradient_penalty(D, real, fake, cond, self.rng)
             if cfg.r1 > 0:
                 penalty = penalty + cfg.r1 * r1_penalty(D, real, cond)
@@ -297,7 +298,7 @@ class Trainer:
             return None
         mean = (self._acc / self._acc_n).tolist()
         record = {"step": self.step, "loss_d": mean[0], "loss_g": mean[1], "d_real": mean[2], "d_fake": mean[3]}
-        if self.config.train.gp > 0 or self.config.train.r1 > 0:
+        if self.config.train.gp or self.config.train.r1 > 0:
             record["penalty"] = mean[4]
         record["seconds"] = round(self.elapsed, 3)
         record.update(extra or {})
@@ -474,8 +475,9 @@ class Trainer:
             tick = now
             bar.update(1)
             final = self.step >= cfg.steps
-            if self.step % cfg.log_every == 0 or final:
-                extra = self.evaluate() if (cfg.eval_every and self.step % cfg.eval_every == 0 and not final) else None
+            evaluate_now = bool(cfg.eval_every) and self.step % cfg.eval_every == 0 and not final
+            if self.step % cfg.log_every == 0 or final or evaluate_now:  # an evaluation also logs the losses so far
+                extra = self.evaluate() if evaluate_now else None
                 record = self._flush_metrics(extra)
                 if self._improves(extra):
                     self._mark_best(self.save())
@@ -505,7 +507,7 @@ class Trainer:
 
     def _write_summary(self, status: str, ckpt: Path | None, files: list[Path],
                        metrics: dict[str, float] | None = None, exported: list[Path] | None = None) -> dict[str, Any]:
-        last = next((r for r in reversed(self.history) if "loss_d" in r), {})
+        last: dict[str, Any] = next((r for r in reversed(self.history) if "loss_d" in r), {})
         summary = {
             "status": status,
             "domain": self.domain.name,

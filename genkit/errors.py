@@ -21,7 +21,7 @@ class GenkitError(click.ClickException):
     def __init__(self, message: str, exit_code: int | None = None) -> None:
         super().__init__(message)
         if exit_code is not None:
-            self.exit_code = exit_code
+            self.exit_code = exit_code  # type: ignore[misc]  # click declares it on the class
 
     def show(self, file=None) -> None:  # one line, no "Error:" noise from click's default formatting
         click.echo(f"genkit: error: {self.format_message()}", err=True)

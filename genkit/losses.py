@@ -17,8 +17,9 @@ are options of the engine, not losses, so they combine with any loss.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from .hookspecs import hookimpl
 
@@ -36,8 +37,8 @@ class Loss:
     """
 
     name: str
-    discriminator: Callable[["Tensor", "Tensor"], "Tensor"]
-    generator: Callable[["Tensor", "Tensor | None"], "Tensor"]
+    discriminator: Callable[[Tensor, Tensor], Tensor]
+    generator: Callable[[Tensor, Tensor | None], Tensor]
     summary: str = ""
     default_gp: float = 0.0
     uses_real_in_generator: bool = False

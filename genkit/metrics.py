@@ -3,7 +3,7 @@
 No Inception (or VGGish, or hub) weights can be downloaded on an offline machine, so each domain trains a
 small reference classifier on its data and these functions compare feature statistics. The numbers are
 comparable between genkit runs that use the same classifier, not with papers' Inception numbers; every
-result should name its feature extractor.
+result should name its feature extractor. :mod:`genkit.refnet` trains and caches those classifiers.
 """
 
 from __future__ import annotations

@@ -24,8 +24,9 @@ import dataclasses
 import math
 import types
 import typing
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Literal, Mapping
+from typing import Any, Literal
 
 from .errors import GenkitError
 

@@ -42,7 +42,7 @@ pm = pluggy.PluginManager("genkit")
 pm.add_hookspecs(hookspecs)
 
 _loaded = False
-_registry: "Registry | None" = None
+_registry: Registry | None = None
 
 
 def load_plugins() -> None:

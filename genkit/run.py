@@ -100,7 +100,7 @@ class Run:
 
     # -- opening ------------------------------------------------------------------------------------
     @classmethod
-    def open(cls, path: Path | str) -> "Run":
+    def open(cls, path: Path | str) -> Run:
         """An existing run directory, or a checkpoint folder inside one (then that checkpoint is the one used)."""
         path = Path(path)
         if not path.exists():
@@ -272,7 +272,7 @@ class Run:
 
     # -- a trained generator ------------------------------------------------------------------------
     def load(self, best: bool = False, device: str = "auto", with_discriminator: bool = False,
-             data: Any = None) -> "Loaded":
+             data: Any = None) -> Loaded:
         """The run's networks with a checkpoint's weights (the EMA generator when there is one), in eval mode,
         and its ``Data`` (described by ``data.json`` unless ``data`` is given) with the domain state restored."""
         import torch
@@ -332,7 +332,7 @@ class Run:
         """The domain's offline metrics of a checkpoint (the latest, or the best); loads the run's data."""
         return self.evaluate_checkpoint(best, device)[1]
 
-    def evaluate_checkpoint(self, best: bool = False, device: str = "auto") -> tuple["Loaded", dict[str, float]]:
+    def evaluate_checkpoint(self, best: bool = False, device: str = "auto") -> tuple[Loaded, dict[str, float]]:
         """``evaluate``, also returning what was loaded (which checkpoint, which weights, its step)."""
         domain, cfg = self.domain, self.config
         if not domain.evaluates:

@@ -24,7 +24,6 @@ def cache(tmp_path, monkeypatch):
 def ring():
     """The example third-party plugin, registered for the test and removed after it."""
     import genkit_ring
-
     from genkit.plugins import register_plugin, unregister_plugin
 
     register_plugin(genkit_ring, name="ring")

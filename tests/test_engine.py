@@ -8,13 +8,14 @@ import signal
 import pytest
 import torch
 
-from conftest import load_weights, read_metrics
 from genkit import Phase
 from genkit.checkpoint import load_state
 from genkit.config import resolve
 from genkit.engine import Interrupted, Trainer
 from genkit.plugins import registry
 from genkit.run import Run
+
+from conftest import load_weights, read_metrics
 
 
 def make_trainer(tmp_path, name="run", domain=None, **overrides) -> Trainer:

@@ -11,10 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import load_weights, read_metrics
 from genkit import GenkitError
-from genkit_image.model import DCGANConfig, Discriminator, Generator
 from genkit.plugins import registry
+from genkit_image.model import DCGANConfig, Discriminator, Generator
+
+from conftest import load_weights, read_metrics
 
 TINY = ["--g-width", "8", "--d-width", "8", "--batch-size", "16", "--eval-samples", "0"]
 

@@ -11,15 +11,23 @@ import sys
 import pytest
 import torch
 
-from conftest import load_weights, read_metrics
 from genkit import GenkitError
 from genkit.checkpoint import load_state
 from genkit.plugins import registry
 from genkit_text import data as tdata
 from genkit_text.metrics import References, bleu, distinct, self_bleu, text_metrics
-from genkit_text.model import (Discriminator, LMConfig, TextGenerator, build_lm, reinforce_loss, rollout_rewards,
-                              warp_logits)
+from genkit_text.model import (
+    Discriminator,
+    LMConfig,
+    TextGenerator,
+    build_lm,
+    reinforce_loss,
+    rollout_rewards,
+    warp_logits,
+)
 from genkit_text.oracle import oracle_data
+
+from conftest import load_weights, read_metrics
 
 SUBJECTS = ["the cat", "a dog", "my friend", "the teacher", "an old man", "the small bird"]
 VERBS = ["sees", "likes", "follows", "finds", "helps"]
@@ -119,7 +127,8 @@ def test_empty_input_is_a_one_line_error(tmp_path, invoke):
     empty.write_text("\n  \n\n", encoding="utf-8")
     result = invoke("run", "text", "--data", empty, "--out", tmp_path / "run", *TINY)
     assert result.exit_code == 1
-    assert result.stderr.strip().splitlines() == [f"genkit: error: --data {empty}: no text (the input is empty or only blank lines)"]
+    expected = f"genkit: error: --data {empty}: no text (the input is empty or only blank lines)"
+    assert result.stderr.strip().splitlines() == [expected]
     folder = tmp_path / "dir"
     folder.mkdir()
     result = invoke("run", "text", "--data", folder, "--out", tmp_path / "run", *TINY)

@@ -17,23 +17,19 @@ The numbers compare genkit runs on the same data; they are not the paper's SC09 
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from safetensors.torch import load_model, save_model
 from torch import nn
 
-from genkit import warn
-from genkit.metrics import classifier_metrics
+from genkit import refnet
 
 SAMPLE_RATE = 16000
 N_MELS = 64
 
 
 class RefNet(nn.Module):
-    """Log-mel spectrogram (64 bands, 25 ms window, 10 ms hop), three conv blocks, a 128-d feature layer, a classifier."""
+    """Log-mel spectrogram (64 bands, 25 ms window, 10 ms hop), three conv blocks, a 128-d feature layer, a head."""
 
     def __init__(self, num_classes: int):
         super().__init__()
@@ -61,14 +57,6 @@ def _float(x: torch.Tensor) -> torch.Tensor:
     return x.float().div(32768.0) if x.dtype == torch.int16 else x.float()
 
 
-def _key(source: str, x: torch.Tensor, y: torch.Tensor) -> str:
-    h = hashlib.sha256()
-    h.update(f"v1 {source} {tuple(x.shape)}".encode())
-    h.update(x[:: max(1, len(x) // 64)].numpy().tobytes())
-    h.update(y.numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
 def reference_classifier(x: torch.Tensor, y: torch.Tensor, num_classes: int, source: str, cache_dir: Path,
                          epochs: int = 4, min_updates: int = 80, batch: int = 32) -> tuple[RefNet, float, torch.Tensor]:
     """Train (or load from the cache) refnet on int16 clips ``x`` (N, 1, T) and labels ``y``.
@@ -76,55 +64,14 @@ def reference_classifier(x: torch.Tensor, y: torch.Tensor, num_classes: int, sou
     ``epochs`` passes over the training clips, more on a small folder so that there are ``min_updates`` Adam
     steps. Returns the classifier (eval mode), its accuracy on a held-out tenth of the clips, and their indices.
     """
-    g = torch.Generator().manual_seed(0)
-    perm = torch.randperm(len(x), generator=g)
-    n_test = max(2, len(x) // 10)
-    test_idx, train_idx = perm[:n_test], perm[n_test:]
-    path = Path(cache_dir) / "audio-refnet" / f"{_key(source, x, y)}.safetensors"
-    net = RefNet(num_classes)
-    loaded = False
-    if path.is_file():
-        try:
-            load_model(net, str(path))
-            loaded = True
-        except Exception:  # a corrupt cache file is rebuilt, never trusted
-            warn(f"{path}: unreadable cached classifier, training a new one")
-    if not loaded:
-        with torch.random.fork_rng(devices=[]), torch.enable_grad():  # evaluations run under no_grad
-            torch.default_generator.manual_seed(0)  # the CPU generator only: fork_rng restores just that one
-            net = RefNet(num_classes)
-            opt = torch.optim.Adam(net.parameters(), lr=2e-3)
-            net.train()
-            per_epoch = max(1, len(train_idx) // batch)
-            for _ in range(max(epochs, -(-min_updates // per_epoch))):
-                for idx in train_idx[torch.randperm(len(train_idx), generator=g)].split(batch):
-                    if len(idx) < 2:  # batch norm needs two examples
-                        continue
-                    logits, _ = net(_float(x[idx]))
-                    loss = F.cross_entropy(logits, y[idx])
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        save_model(net, str(tmp))
-        tmp.replace(path)
-    net.eval()
-    with torch.no_grad():
-        probs, _ = features(net, x[test_idx])
-    accuracy = float((probs.argmax(1) == y[test_idx]).float().mean())
-    return net, accuracy, test_idx
+    return refnet.reference_classifier(x, y, lambda: RefNet(num_classes), _float, source, cache_dir,
+                                       folder="audio-refnet", epochs=epochs, min_updates=min_updates, batch=batch,
+                                       lr=2e-3, min_test=2, min_batch=2, feature_batch=256)  # batch norm: 2 a batch
 
 
-@torch.no_grad()
 def features(net: RefNet, x: torch.Tensor, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """Class probabilities and 128-d features of clips ``x`` (int16, or float in [-1, 1])."""
-    probs, feats = [], []
-    for chunk in x.split(batch):
-        logits, f = net(_float(chunk).cpu())
-        probs.append(logits.softmax(1))
-        feats.append(f)
-    return torch.cat(probs), torch.cat(feats)
+    return refnet.features(net, x, _float, batch)
 
 
 def score(net: RefNet, accuracy: float, real: torch.Tensor, fake: torch.Tensor, num_classes: int) -> dict[str, float]:
@@ -134,6 +81,4 @@ def score(net: RefNet, accuracy: float, real: torch.Tensor, fake: torch.Tensor, 
     [-1, 1], so the run still ends with its checkpoint and summary.
     """
     fake = torch.nan_to_num(fake.float(), nan=0.0, posinf=1.0, neginf=-1.0).clamp(-1.0, 1.0)
-    p_fake, f_fake = features(net, fake)
-    p_real, f_real = features(net, real)
-    return classifier_metrics(p_fake, f_fake, p_real, f_real, accuracy, prefix="refnet")
+    return refnet.score(net, accuracy, real, fake, _float, batch=256)

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .wavegan import glorot_, same_pad
+from .wavegan import ProjectionCritic, glorot_, same_pad
 
 LENGTH = 16384
 N_FFT, HOP = 256, 128
@@ -113,25 +113,16 @@ class SpecGANGenerator(nn.Module):
         return h  # (B, 1, 128, 128)
 
 
-class SpecGANDiscriminator(nn.Module):
+class SpecGANDiscriminator(ProjectionCritic):
     def __init__(self, cfg: SpecGANConfig):
         super().__init__()
         self.cfg = cfg
         ch = [1] + [cfg.d * 2**i for i in range(5)]
         self.convs = nn.ModuleList(Conv2dSame(ch[i], ch[i + 1], cfg.kernel) for i in range(5))
-        self.feature_dim = 16 * ch[-1]
-        self.out = nn.Linear(self.feature_dim, 1)
-        self.embed = nn.Embedding(cfg.num_classes, self.feature_dim) if cfg.num_classes else None
-        glorot_(self)
-        if self.embed is not None:
-            nn.init.normal_(self.embed.weight, 0.0, 0.02)
+        self._head(16 * ch[-1], cfg.num_classes)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         h = x
         for conv in self.convs:
             h = F.leaky_relu(conv(h), 0.2)
-        h = h.flatten(1)
-        logit = self.out(h).squeeze(1)
-        if self.embed is not None:
-            logit = logit + (self.embed(y.long()) * h).sum(dim=1)
-        return logit
+        return self._logit(h, y)

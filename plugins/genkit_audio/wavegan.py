@@ -227,7 +227,27 @@ class WaveGANGenerator(nn.Module):
         return h  # [B, 1, length]
 
 
-class WaveGANDiscriminator(nn.Module):
+class ProjectionCritic(nn.Module):
+    """The discriminators' shared head: a linear logit on the flattened features, plus (conditional) the projection
+    term ``<embed(y), h>`` of Miyato & Koyama (2018). Glorot initialisation, the class embedding at N(0, 0.02)."""
+
+    def _head(self, feature_dim: int, num_classes: int) -> None:
+        self.feature_dim = feature_dim
+        self.out = nn.Linear(feature_dim, 1)
+        self.embed = nn.Embedding(num_classes, feature_dim) if num_classes else None
+        glorot_(self)
+        if self.embed is not None:
+            nn.init.normal_(self.embed.weight, 0.0, 0.02)
+
+    def _logit(self, h: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        h = h.flatten(1)
+        logit = self.out(h).squeeze(1)
+        if self.embed is not None:
+            logit = logit + (self.embed(y.long()) * h).sum(dim=1)
+        return logit
+
+
+class WaveGANDiscriminator(ProjectionCritic):
     def __init__(self, cfg: WaveGANConfig):
         super().__init__()
         self.cfg = cfg
@@ -235,12 +255,7 @@ class WaveGANDiscriminator(nn.Module):
         # Same strides as G in the same order: for 32768 samples the stride-2 layer is the last in both.
         self.convs = nn.ModuleList(Conv1dSame(ch[i], ch[i + 1], cfg.kernel, s) for i, s in enumerate(cfg.strides))
         self.shuffle = PhaseShuffle(cfg.phase_shuffle)
-        self.feature_dim = 16 * ch[-1]
-        self.out = nn.Linear(self.feature_dim, 1)
-        self.embed = nn.Embedding(cfg.num_classes, self.feature_dim) if cfg.num_classes else None
-        glorot_(self)
-        if self.embed is not None:
-            nn.init.normal_(self.embed.weight, 0.0, 0.02)
+        self._head(16 * ch[-1], cfg.num_classes)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, *, trace: list | None = None) -> torch.Tensor:
         h = x
@@ -250,10 +265,7 @@ class WaveGANDiscriminator(nn.Module):
                 h = self.shuffle(h)
             if trace is not None:
                 trace.append((f"downconv_{i}", tuple(h.shape)))
-        h = h.flatten(1)
-        logit = self.out(h).squeeze(1)
-        if self.embed is not None:
-            logit = logit + (self.embed(y.long()) * h).sum(dim=1)
+        logit = self._logit(h, y)
         if trace is not None:
             trace.append(("output", tuple(logit.shape)))
         return logit

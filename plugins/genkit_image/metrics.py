@@ -17,16 +17,12 @@ These numbers compare genkit runs on the same data; they are not Inception FID/I
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from safetensors.torch import load_model, save_model
 from torch import nn
 
-from genkit import warn
-from genkit.metrics import classifier_metrics
+from genkit import refnet
 
 
 class RefNet(nn.Module):
@@ -46,13 +42,8 @@ class RefNet(nn.Module):
         return self.head(feats), feats
 
 
-def _key(source: str, x: torch.Tensor, y: torch.Tensor) -> str:
-    h = hashlib.sha256()
-    h.update(source.encode())
-    h.update(str(tuple(x.shape)).encode())
-    h.update(x[:: max(1, len(x) // 64)].numpy().tobytes())
-    h.update(y.numpy().tobytes())
-    return h.hexdigest()[:16]
+def _float(x: torch.Tensor) -> torch.Tensor:
+    return x.float().div(127.5).sub(1.0) if x.dtype == torch.uint8 else x
 
 
 def reference_classifier(x: torch.Tensor, y: torch.Tensor, num_classes: int, source: str, cache_dir: Path,
@@ -61,65 +52,15 @@ def reference_classifier(x: torch.Tensor, y: torch.Tensor, num_classes: int, sou
 
     Returns the classifier, its accuracy on a held-out tenth of the data, and the held-out indices.
     """
-    g = torch.Generator().manual_seed(0)
-    perm = torch.randperm(len(x), generator=g)
-    n_test = max(1, len(x) // 10)
-    test_idx, train_idx = perm[:n_test], perm[n_test:]
-    net = RefNet(x.shape[1], x.shape[-1], num_classes)
-    path = cache_dir / "image-refnet" / f"{_key(source, x, y)}.safetensors"
-    if path.is_file():
-        try:
-            load_model(net, str(path))
-            net.eval()
-            with torch.no_grad():
-                acc = _accuracy(net, x[test_idx], y[test_idx])
-            return net, acc, test_idx
-        except Exception:  # a corrupt cache file is rebuilt, never trusted
-            warn(f"{path}: unreadable cached classifier, training a new one")
-    with torch.random.fork_rng(devices=[]), torch.enable_grad():  # evaluations run under no_grad
-        torch.default_generator.manual_seed(0)  # the CPU generator only: fork_rng restores just that one
-        net = RefNet(x.shape[1], x.shape[-1], num_classes)
-        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-        net.train()
-        for _ in range(epochs):
-            for idx in train_idx[torch.randperm(len(train_idx), generator=g)].split(128):
-                logits, _ = net(_float(x[idx]))
-                loss = F.cross_entropy(logits, y[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-    net.eval()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_model(net, str(tmp))
-    tmp.replace(path)
-    with torch.no_grad():
-        acc = _accuracy(net, x[test_idx], y[test_idx])
-    return net, acc, test_idx
+    return refnet.reference_classifier(x, y, lambda: RefNet(x.shape[1], x.shape[-1], num_classes), _float, source,
+                                       cache_dir, folder="image-refnet", epochs=epochs)
 
 
-def _float(x: torch.Tensor) -> torch.Tensor:
-    return x.float().div(127.5).sub(1.0) if x.dtype == torch.uint8 else x
-
-
-@torch.no_grad()
-def _accuracy(net: RefNet, x: torch.Tensor, y: torch.Tensor) -> float:
-    logits, _ = net(_float(x))
-    return float((logits.argmax(1) == y).float().mean())
-
-
-@torch.no_grad()
 def features(net: RefNet, x: torch.Tensor, batch: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
-    probs, feats = [], []
-    for chunk in x.split(batch):
-        logits, f = net(_float(chunk).cpu())
-        probs.append(logits.softmax(1))
-        feats.append(f)
-    return torch.cat(probs), torch.cat(feats)
+    """Class probabilities and 128-d features of images ``x`` (uint8, or floats in [-1, 1])."""
+    return refnet.features(net, x, _float, batch)
 
 
 def score(net: RefNet, accuracy: float, real: torch.Tensor, fake: torch.Tensor, num_classes: int) -> dict[str, float]:
     """All refnet metrics of generated images ``fake`` (floats in [-1, 1]) against ``real`` (uint8)."""
-    p_fake, f_fake = features(net, fake)
-    p_real, f_real = features(net, real)
-    return classifier_metrics(p_fake, f_fake, p_real, f_real, accuracy, prefix="refnet")
+    return refnet.score(net, accuracy, real, fake, _float)

@@ -12,7 +12,7 @@ import json
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from genkit import Data, Domain, GenkitError, Phase, hookimpl, option, progress_bar, warn
 from genkit.files import atomic_write

@@ -15,8 +15,9 @@ loaded with the model by plain transformers.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from genkit import GenkitError
 
@@ -35,9 +36,9 @@ def pydoc_sentences() -> list[str]:
     out: list[str] = []
     for name in sorted(topics):
         for para in re.split(r"\n\s*\n", topics[name]):
-            lines = [l.strip() for l in para.splitlines()]
+            lines = [line.strip() for line in para.splitlines()]
             # Skip code blocks, tables and grammar rules: keep prose (lines of mostly letters).
-            if not lines or any(l.startswith((">>>", "...", "+--", "===", "---")) for l in lines):
+            if not lines or any(line.startswith((">>>", "...", "+--", "===", "---")) for line in lines):
                 continue
             text = _clean(para)
             if sum(c.isalpha() or c == " " for c in text) < 0.85 * len(text):

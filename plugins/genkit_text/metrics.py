@@ -23,7 +23,7 @@ import bisect
 import math
 import re
 from collections import Counter
-from typing import Sequence
+from collections.abc import Sequence
 
 WORD = re.compile(r"\w+|[^\w\s]")
 SMOOTHING = "method1"
@@ -63,7 +63,7 @@ class References:
 
     def closest_length(self, hyp_len: int, exclude_len: int | None = None) -> int | None:
         """nltk's rule: the reference length closest to the hypothesis's, the shorter on a tie."""
-        lens = [l for l in self.lens if not (l == exclude_len and self.len_count[l] == 1)]
+        lens = [n for n in self.lens if not (n == exclude_len and self.len_count[n] == 1)]
         if not lens:
             return None
         i = bisect.bisect_left(lens, hyp_len)

@@ -336,7 +336,7 @@ def reinforce_loss(log_probs: torch.Tensor, mask: torch.Tensor, rewards: torch.T
 
 
 @torch.no_grad()
-def rollout_rewards(generator: "TextGenerator", discriminator: nn.Module, tokens: torch.Tensor, rollouts: int,
+def rollout_rewards(generator: TextGenerator, discriminator: nn.Module, tokens: torch.Tensor, rollouts: int,
                     rng: torch.Generator | None = None) -> torch.Tensor:
     """SeqGAN's action values ``Q(y_1..t)`` [B, T] by Monte-Carlo search (Yu et al. 2017, eq. 4).
 

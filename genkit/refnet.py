@@ -1,0 +1,105 @@
+"""Reference classifiers ("refnet"): the small per-domain networks whose features the offline metrics compare.
+
+No Inception (or other pretrained) weights can be downloaded on an offline machine, so a domain trains a small
+classifier on its own labelled data: a held-out tenth is split off with a fixed seed, the rest trains the
+network with Adam under fixed seeds (the caller's random state is left alone), and the weights are cached by
+data so that later evaluations load them. A domain supplies the network (its ``forward`` returns logits and
+penultimate features) and the conversion of its stored samples to floats; see :mod:`genkit.metrics`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+from genkit.errors import warn
+from genkit.files import atomic_write
+from genkit.metrics import classifier_metrics
+
+Net = TypeVar("Net", bound=nn.Module)
+Convert = Callable[[torch.Tensor], torch.Tensor]
+
+
+def cache_key(tag: str, source: str, x: torch.Tensor, y: torch.Tensor) -> str:
+    """A short hash of the data (its source, shape, a sample of ``x`` and all labels ``y``) and a version ``tag``."""
+    h = hashlib.sha256()
+    h.update(f"{tag} {source} {tuple(x.shape)}".encode())
+    h.update(x[:: max(1, len(x) // 64)].numpy().tobytes())
+    h.update(y.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def reference_classifier(x: torch.Tensor, y: torch.Tensor, make: Callable[[], Net], to_float: Convert, source: str,
+                         cache_dir: Path, *, folder: str, tag: str = "v1", epochs: int = 4, min_updates: int = 0,
+                         batch: int = 128, lr: float = 1e-3, min_test: int = 1, min_batch: int = 1,
+                         feature_batch: int = 500) -> tuple[Net, float, torch.Tensor]:
+    """Train (or load from ``cache_dir/folder``) the classifier ``make()`` on samples ``x`` and labels ``y``.
+
+    ``epochs`` passes over the training samples in batches of ``batch`` (more passes on a small data set, so that
+    there are ``min_updates`` Adam steps), skipping batches smaller than ``min_batch`` (2 for batch norm); at least
+    ``min_test`` samples are held out. ``to_float`` turns stored samples into the network's input. Returns the
+    classifier (eval mode), its accuracy on the held-out samples, and their indices.
+    """
+    g = torch.Generator().manual_seed(0)
+    perm = torch.randperm(len(x), generator=g)
+    n_test = max(min_test, len(x) // 10)
+    test_idx, train_idx = perm[:n_test], perm[n_test:]
+    path = Path(cache_dir) / folder / f"{cache_key(tag, source, x, y)}.safetensors"
+    net = make()
+    if not _load(net, path):
+        with torch.random.fork_rng(devices=[]), torch.enable_grad():  # evaluations run under no_grad
+            torch.default_generator.manual_seed(0)  # the CPU generator only: fork_rng restores just that one
+            net = make()
+            opt = torch.optim.Adam(net.parameters(), lr=lr)
+            net.train()
+            per_epoch = max(1, len(train_idx) // batch)
+            for _ in range(max(epochs, -(-min_updates // per_epoch))):
+                for idx in train_idx[torch.randperm(len(train_idx), generator=g)].split(batch):
+                    if len(idx) < min_batch:
+                        continue
+                    logits, _ = net(to_float(x[idx]))
+                    loss = F.cross_entropy(logits, y[idx])
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+        atomic_write(path, lambda tmp: save_model(net, str(tmp)))
+    net.eval()
+    probs, _ = features(net, x[test_idx], to_float, feature_batch)
+    return net, float((probs.argmax(1) == y[test_idx]).float().mean()), test_idx
+
+
+def _load(net: nn.Module, path: Path) -> bool:
+    if not path.is_file():
+        return False
+    try:
+        load_model(net, str(path))
+        return True
+    except Exception:  # a corrupt cache file is rebuilt, never trusted
+        warn(f"{path}: unreadable cached classifier, training a new one")
+        return False
+
+
+@torch.no_grad()
+def features(net: nn.Module, x: torch.Tensor, to_float: Convert, batch: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class probabilities and penultimate features of samples ``x``, ``batch`` at a time on the CPU."""
+    probs, feats = [], []
+    for chunk in x.split(batch):
+        logits, f = net(to_float(chunk).cpu())
+        probs.append(logits.softmax(1))
+        feats.append(f)
+    return torch.cat(probs), torch.cat(feats)
+
+
+def score(net: nn.Module, accuracy: float, real: torch.Tensor, fake: torch.Tensor, to_float: Convert,
+          batch: int = 500) -> dict[str, float]:
+    """:func:`genkit.metrics.classifier_metrics` (keys ``refnet_*``) of samples ``fake`` against held-out ``real``."""
+    p_fake, f_fake = features(net, fake, to_float, batch)
+    p_real, f_real = features(net, real, to_float, batch)
+    return classifier_metrics(p_fake, f_fake, p_real, f_real, accuracy, prefix="refnet")

@@ -12,7 +12,7 @@ Where each kind of state lives (docs/architecture.md):
 - per-run state the domain computes (normalisation statistics, a tokenizer, a baseline's results):
   ``Data.state``, saved with every checkpoint through ``Domain.state_dict`` and restored through
   ``Domain.load_state_dict`` on resume and when a run is opened for sampling;
-- in-memory helpers that are rebuilt at each load (a cache folder, an oracle model): ``Data.extra``, never saved.
+- in-memory helpers that are rebuilt at each load (labels, an oracle model): ``Data.extra``, never saved.
 
 This module imports no torch, so that ``genkit --help`` stays fast; the methods that build models
 import torch inside.
@@ -97,14 +97,18 @@ class StepContext:
     data: Data
     real: torch.Tensor | None = None
     cond: torch.Tensor | None = None
+    cache_dir: Path | None = None  # where a domain keeps derived files (GENKIT_CACHE), e.g. a reference classifier
 
     @classmethod
     def create(cls, config: Any, generator: nn.Module, discriminator: nn.Module, loss: Any,
-               device: torch.device, rng: torch.Generator, data: Data, step: int = 0) -> StepContext:
+               device: torch.device, rng: torch.Generator, data: Data, step: int = 0,
+               cache_dir: Path | None = None) -> StepContext:
         """The context of a run with resolved ``config`` (a ``genkit.config.RunConfig``)."""
+        from .run import cache_dir as default_cache_dir
+
         return cls(generator=generator, discriminator=discriminator, loss=loss, step=step,
                    total_steps=config.train.steps, batch_size=config.train.batch_size, device=device, rng=rng,
-                   options=config.options, data=data)
+                   options=config.options, data=data, cache_dir=Path(cache_dir or default_cache_dir()))
 
 
 @dataclass(frozen=True)

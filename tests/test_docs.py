@@ -37,3 +37,20 @@ def test_readme_gives_exactly_two_commands_and_ci_runs_the_test_one():
     assert install_and_run.endswith("genkit run image")
     assert install_and_test.endswith("pytest")
     assert install_and_test in (ROOT / ".ci" / "run").read_text()
+
+
+def test_the_python_api_exists_as_documented():
+    import genkit
+
+    doc = (ROOT / "docs" / "python-api.md").read_text()
+    train = inspect.signature(genkit.train)
+    assert list(train.parameters)[:2] == ["domain", "out"] and train.parameters["out"].default is None
+    assert any(p.kind is inspect.Parameter.VAR_KEYWORD for p in train.parameters.values())
+    assert "## genkit.train(domain, out=None, *, preset=None, data=None, config=None, resume=None, quiet=True, " \
+           "**settings) -> Run" in doc
+    for name, params in {"sample": ["n", "seed", "best"], "write_samples": ["n", "out_dir", "seed"],
+                         "evaluate": ["best"]}.items():
+        signature = inspect.signature(getattr(genkit.Run, name))
+        assert list(signature.parameters)[1:len(params) + 1] == params, name
+        assert f"`run.{name}(" in doc, name
+    assert callable(genkit.Run.open) and "`Run.open(path)`" in doc

@@ -122,3 +122,44 @@ def test_genkit_load_plugins_allowlist(fake_entry_points, monkeypatch):
     plugins_mod.reset()
     monkeypatch.setenv("GENKIT_LOAD_PLUGINS", "good")
     assert "good" in registry().losses
+
+
+def test_a_plugin_cannot_replace_a_command(invoke, capsys):
+    class Hijack:
+        @staticmethod
+        @hookimpl
+        def genkit_register_commands(cli):
+            @cli.command(name="run")
+            def run():
+                click.echo("hijacked")
+
+    register_plugin(Hijack, name="hijack")
+    try:
+        result = invoke("run", "image", "--help")
+        assert result.exit_code == 0 and "Train the image domain" in result.stdout
+        assert "plugin 'hijack' tried to replace the command 'run'; kept the existing one" in result.stderr + \
+            capsys.readouterr().err
+    finally:
+        unregister_plugin("hijack")
+
+
+def test_an_installed_plugin_with_a_misspelt_hook_is_skipped(fake_entry_points, tmp_path, capsys):
+    (tmp_path / "genkit_typo.py").write_text(
+        "import genkit\n@genkit.hookimpl\ndef genkit_register_domain(register):\n    pass\n")
+    real = importlib.metadata.entry_points
+
+    def entry_points(group=None, **kw):
+        found = list(real(group=group, **kw))
+        return found + [importlib.metadata.EntryPoint("typo", "genkit_typo", "genkit")] if group == "genkit" else found
+
+    importlib.metadata.entry_points = entry_points
+    try:
+        plugins_mod.reset()
+        reg = registry()
+        assert "image" in reg.domains and "typo" not in reg.plugins
+        err = capsys.readouterr().err
+        assert "plugin 'typo' (genkit_typo) failed to load and was skipped" in err and "GENKIT_LOAD_PLUGINS" in err
+    finally:
+        importlib.metadata.entry_points = real
+        sys.modules.pop("genkit_typo", None)
+        plugins_mod.reset()

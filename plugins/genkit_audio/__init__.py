@@ -92,7 +92,7 @@ class AudioDomain(Domain):
         labels = y if y is not None else torch.zeros(len(x), dtype=torch.int64)
         data = Data(train=TensorDataset(x, labels), conditional=conditional,
                     num_classes=len(names) if conditional else 0, class_names=names, source=source,
-                    extra={"cache_dir": Path(cache_dir), "labelled": y is not None and len(names) >= 2})
+                    extra={"labelled": y is not None and len(names) >= 2})
         if options.model == "specgan":
             from . import specgan
 
@@ -148,7 +148,7 @@ class AudioDomain(Domain):
             return {}  # off, unlabelled, or too few clips to hold some out for the classifier
         x, y = data.train.tensors
         net, acc, test_idx = metrics.reference_classifier(x, y, len(data.class_names), data.source,
-                                                          data.extra["cache_dir"])
+                                                          ctx.cache_dir)
         fakes, _ = generate(self, ctx.generator, n, ctx.options, data, device=ctx.device, seed=12345, chunk=100)
         return metrics.score(net, acc, x[test_idx], fakes.float(), len(data.class_names))
 

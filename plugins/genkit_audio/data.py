@@ -18,14 +18,13 @@ turns int16 into floats in [-1, 1] on the device, batch by batch.
 from __future__ import annotations
 
 import ctypes
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from genkit import GenkitError, warn
+from genkit.files import atomic_write
 
 SAMPLE_RATE = 16000
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga"}
@@ -136,15 +135,12 @@ def espeak_digits(cache_dir: Path, length: int) -> tuple[torch.Tensor, torch.Ten
         offsets = np.array([rs.randint(0, MAX_OFFSET + 1) for _ in clips])
         flat = np.concatenate([np.round(c * 32767).astype(np.int16) for c in clips])
         ends = np.cumsum([len(c) for c in clips])
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache.parent, suffix=".npz")  # atomic: never a half-written cache
-        os.close(fd)
-        try:
-            np.savez(tmp, audio=flat, ends=ends, offsets=offsets, labels=np.array(labels, np.int64))
-            os.replace(tmp, cache)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as f:  # a file object: np.savez adds no ".npz" to the temporary name
+                np.savez(f, audio=flat, ends=ends, offsets=offsets, labels=np.array(labels, np.int64))
+
+        atomic_write(cache, write)  # never a half-written cache
     with np.load(cache) as npz:
         flat, ends, offsets, labels = npz["audio"], npz["ends"], npz["offsets"], npz["labels"]
     x = np.zeros((len(ends), 1, length), np.int16)

@@ -126,7 +126,7 @@ class ImageDomain(Domain):
         return Data(train=TensorDataset(x, labels), conditional=conditional,
                     num_classes=len(names) if conditional else 0, class_names=names,
                     transform=to_float, source=source,
-                    extra={"size": size, "channels": channels, "cache_dir": Path(cache_dir), "labels": y})
+                    extra={"size": size, "channels": channels, "labels": y})
 
     # -- models -------------------------------------------------------------------------------------
     def model_config(self, options: ImageOptions, data: Data):
@@ -164,7 +164,7 @@ class ImageDomain(Domain):
             return {}
         x = data.train.tensors[0]
         net, acc, test_idx = metrics.reference_classifier(x, labels, len(data.class_names), data.source,
-                                                           data.extra["cache_dir"])
+                                                           ctx.cache_dir)
         fakes, _ = generate(self, ctx.generator, n, ctx.options, data, device=ctx.device, seed=12345)
         return metrics.score(net, acc, x[test_idx], fakes, len(data.class_names))
 

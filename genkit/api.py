@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from .run import Run, cache_dir
 
 def train(domain: Any, out: Path | str | None = None, *, preset: str | None = None, data: str | None = None,
           config: Path | str | None = None, resume: Path | str | None = None, quiet: bool = True,
-          **settings: Any) -> Run:
+          _source: str = "genkit.train", **settings: Any) -> Run:
     """Train ``domain`` (a registered name or a ``genkit.Domain``) and return its ``Run``.
 
     ``settings`` are the engine's settings and the domain's options by their Python names (``steps=500``,
@@ -31,14 +32,22 @@ def train(domain: Any, out: Path | str | None = None, *, preset: str | None = No
     """
     from .config import resolve
     from .config import resume as resume_layer
-    from .plugins import registry
+    from .plugins import prepare_domain, registry
 
     reg = registry()
-    dom = reg.domain(domain) if isinstance(domain, str) else domain
+    if isinstance(domain, str):
+        dom = reg.domain(domain)
+    else:  # an instance: checked as a registered one would be
+        dom = domain
+        if reg.domains.get(dom.name) is not dom:
+            problem = prepare_domain(dom, "genkit.train")
+            if problem:
+                raise GenkitError(problem)
     ckpt = None
     if resume is not None:
         if out is not None or config is not None or preset is not None or data is not None:
-            raise GenkitError("--resume continues a run in place: it takes no --out, --config, --preset or --data")
+            raise GenkitError("--resume continues a run in place: it takes no --out, --config, --preset or --data",
+                              exit_code=2)
         run = Run(resume)
         if not run.root.is_dir() or not run.exists():
             raise GenkitError(f"--resume {run.root}: no genkit run there (no config.toml)")
@@ -52,7 +61,7 @@ def train(domain: Any, out: Path | str | None = None, *, preset: str | None = No
             warn(f"--resume {run.root}: the run stopped before its first checkpoint; starting it again from step 0")
     else:
         cfg = resolve(dom, reg.losses, preset=preset, data=data, file=Path(config) if config else None,
-                      flags=settings)
+                      flags=settings, flags_source=_source)
         run = Run(out if out is not None else Run.new_path(dom.name))
         run.check_new()
     if cfg.train.pretrain_steps > 0 and not dom.phases:
@@ -64,12 +73,18 @@ def train(domain: Any, out: Path | str | None = None, *, preset: str | None = No
     loaded = dom.load_data(cfg.data, cfg.options, cache_dir=cache_dir())
     trainer = Trainer(domain=dom, config=cfg, data=loaded, loss=loss, out=run, quiet=quiet)
     cfg = trainer.config  # with "auto" options resolved from the data
+    if cfg.train.init_from and ckpt is None:  # transfer learning: config.toml records the checkpoint folder used
+        used = trainer.init_from(cfg.train.init_from, cfg.train.init_from_parts)
+        cfg = cfg.replace(train=dataclasses.replace(cfg.train, init_from=str(used)))
+        trainer.config = cfg
     if ckpt is not None:
         trainer.load(ckpt)
         if trainer.step >= cfg.train.steps:
             raise GenkitError(f"--resume {run.root}: the run is already at step {trainer.step} of {cfg.train.steps}; "
                               "pass --steps N to train longer")
+    trainer.check_domain_state()  # a state that cannot be checkpointed fails now, not at the first checkpoint
     # Everything is validated: only now does anything touch the disk.
+    run._domain = dom
     run.root.mkdir(parents=True, exist_ok=True)
     if resume is not None and ckpt is None:  # the log and best pointer of the attempt that starts again
         run.metrics_path.unlink(missing_ok=True)

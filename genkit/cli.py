@@ -20,7 +20,7 @@ from . import __version__
 from . import plugins as _plugins
 from .config import TRAIN_SETTINGS, engine_defaults, resolve
 from .errors import GenkitError, warn
-from .options import Setting, settings
+from .options import AUTO, Setting, settings
 from .plugins import registry
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -45,7 +45,7 @@ class SettingType(click.ParamType):
         if not isinstance(value, str):
             raw = value
         elif self.setting.optional and value == "auto":
-            raw = None
+            raw = AUTO
         else:
             try:
                 raw = self.setting.kind(value) if self.setting.kind is not str else value
@@ -61,8 +61,9 @@ class SettingChoice(click.Choice):
     """A choice flag (completes in the shell) that yields the setting's typed value."""
 
     def __init__(self, setting: Setting, choices: list[Any]):
-        super().__init__([str(c) for c in choices])
+        super().__init__([str(c) for c in choices] + (["auto"] if setting.optional else []))
         self.typed = {str(c): c for c in choices}
+        self.typed["auto"] = AUTO
 
     def convert(self, value, param, ctx):
         return self.typed[super().convert(str(value), param, ctx)]
@@ -180,13 +181,12 @@ def run_domain(domain, params: dict[str, Any]) -> None:
     preset, data = params.pop("preset"), params.pop("data")
     try:
         run = train(domain, out, preset=preset, data=data, config=config_file, resume=resume, quiet=quiet,
-                    **{k: v for k, v in params.items() if v is not None})
+                    _source="command line", **{k: v for k, v in params.items() if v is not None})
     except Interrupted as stop:
-        run_dir = resume or out
         where = f"at step {stop.step}; checkpoint {stop.checkpoint}" if stop.checkpoint else \
             "during pre-training, which restarts on resume; no checkpoint"
-        target = stop.checkpoint.parent.parent if stop.checkpoint else run_dir
-        click.echo(f"genkit: interrupted {where}; continue with: genkit run {domain.name} --resume {target}", err=True)
+        click.echo(f"genkit: interrupted {where}; continue with: genkit run {domain.name} --resume {stop.run_dir}",
+                   err=True)
         sys.exit(128 + stop.signum)
     summary = run.read_summary()
     if as_json:
@@ -219,8 +219,7 @@ def info_domain(domain, config_file, preset, data_spec, as_json, params) -> None
         "data": {"spec": cfg.data, "source": data.source, "examples": len(data.train) if data.train is not None else None,
                  "conditional": data.conditional, "num_classes": data.num_classes, "built_in": list(domain.data_names)},
         "config": cfg.to_dict(),
-        "settings": {"train": [s.describe() for s in TRAIN_SETTINGS.values()],
-                     domain.name: [s.describe() for s in settings(domain.Options)]},
+        "settings": describe_settings(domain),
         "phases": [{"name": p.name, "help": p.help} for p in domain.phases],
         "evaluates": domain.evaluates,
     }
@@ -236,6 +235,19 @@ def info_domain(domain, config_file, preset, data_spec, as_json, params) -> None
     click.echo(f"data: {data.source} ({info['data']['examples']} examples)")
     click.echo("config:")
     click.echo(cfg.to_toml().rstrip())
+
+
+def describe_settings(domain) -> dict[str, list[dict[str, Any]]]:
+    """Every setting of a run of ``domain`` as JSON, with the domain's effective defaults and the loss names."""
+    train_defaults, option_defaults = engine_defaults(domain)
+    train = []
+    for s in TRAIN_SETTINGS.values():
+        row = {**s.describe(), "default": train_defaults[s.name]}
+        if s.name == "loss":
+            row["choices"] = sorted(registry().losses)
+        train.append(row)
+    return {"train": train,
+            domain.name: [{**s.describe(), "default": option_defaults[s.name]} for s in settings(domain.Options)]}
 
 
 def sample_run(path: Path, n: int, out: Path | None, seed: int, device: str, as_json: bool, best: bool = False) -> None:

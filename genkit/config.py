@@ -31,10 +31,10 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .errors import GenkitError
-from .options import Setting, option, settings, to_dict
+from .options import AUTO, Setting, option, settings, to_dict
 
 DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
@@ -65,6 +65,11 @@ class TrainConfig:
     eval_every: int = option(0, "Steps between domain evaluations (0 = only at the end).", ge=0, resumable=True)
     pretrain_steps: int = option(0, "Steps of each training phase the domain declares before adversarial training "
                                     "(e.g. text's maximum-likelihood phase).", ge=0)
+    init_from: str = option("", "Start from another run's weights (transfer learning): a run directory (its latest "
+                                "checkpoint) or a checkpoint folder; '' = from scratch. config.toml records the "
+                                "checkpoint folder used.")
+    init_from_parts: Literal["gd", "g"] = option("gd", "With --init-from: load the generator and the discriminator "
+                                                       "(gd) or the generator only (g).")
 
     def __post_init__(self) -> None:
         if not DEVICE.match(self.device):
@@ -118,39 +123,65 @@ def read_toml(path: Path) -> dict[str, Any]:
 class _Layers:
     """Values of the engine's settings and of one domain's options, filled layer by layer, each value checked."""
 
-    def __init__(self, domain: Any):
+    def __init__(self, domain: Any, losses: Mapping[str, Any] | None = None):
         self.domain = domain
+        self.losses = losses or {}
         self.option_settings = {s.name: s for s in settings(domain.Options)}
         self.train: dict[str, Any] = {}
         self.options: dict[str, Any] = {}
+        self.where: dict[str, tuple[int, str]] = {}  # the layer (its order, its name) each value came from
 
     def apply(self, values: Mapping[str, Any], where: str, table: str | None = None) -> None:
-        """Apply flat ``values`` (``table`` None) or the values of one config-file table (``train`` or the domain's)."""
+        """Apply flat ``values`` (``table`` None) or the values of one config-file table (``train`` or the domain's).
+
+        None means "not set here"; ``AUTO`` (``--gp auto``) sets "auto" over what earlier layers said."""
+        self._layer = getattr(self, "_layer", 0) + 1
+        before_loss = self.train.get("loss", TRAIN_SETTINGS["loss"].default)
         for key, value in values.items():
             if value is None:
                 continue
             in_train = key in TRAIN_SETTINGS and table != self.domain.name
             in_options = key in self.option_settings and table != "train"
             if in_train:
-                self.train[key] = TRAIN_SETTINGS[key].check(value, where)
+                checked = TRAIN_SETTINGS[key].check(value, where)
+                self.train[key] = None if checked is AUTO else checked
             elif in_options:
-                self.options[key] = self.option_settings[key].check(value, where)
+                checked = self.option_settings[key].check(value, where)
+                self.options[key] = None if checked is AUTO else checked
             else:
                 place = f" in [{table}]" if table else ""
                 raise GenkitError(f"{where}: unknown key {key!r}{place}", exit_code=2)
+            self.where[key] = (len(self.where) + 1000 * self._layer, where)
+        # A layer that changes the loss but says nothing of gp: a gp that was the old loss's default (as a
+        # resolved config.toml records it) follows the new loss ("auto"), so --loss wgan-gp keeps its penalty.
+        if "loss" in values and "gp" not in values and self.train.get("gp") is not None:
+            old = self.losses.get(before_loss)
+            if old is not None and self.train["gp"] == float(old.default_gp):
+                self.train["gp"] = None
 
     def result(self, losses: Mapping[str, Any], where: str) -> tuple[TrainConfig, Any]:
-        train = TrainConfig(**self.train)
+        def build(cls: type, values: dict[str, Any]) -> Any:
+            try:
+                return cls(**values)
+            except GenkitError as exc:  # a check across fields: name the layer the values came from
+                layers = sorted(self.where[k] for k in values if k in self.where)
+                last = layers[-1][1] if layers else where  # the latest layer that set any of these values
+                message = exc.format_message()
+                prefix = f"{last}: " if not message.startswith(last) else ""
+                raise GenkitError(prefix + message, exit_code=exc.exit_code) from None
+
+        train = build(TrainConfig, self.train)
         if train.loss not in losses:
-            raise GenkitError(f"{where}: unknown loss {train.loss!r} (available: {', '.join(sorted(losses))})",
-                              exit_code=2)
+            raise GenkitError(f"{self.where.get('loss', (0, where))[1]}: unknown loss {train.loss!r} "
+                              f"(available: {', '.join(sorted(losses))})", exit_code=2)
         if train.gp is None:  # resolved: config.toml says which penalty weight was used
             train = dataclasses.replace(train, gp=float(losses[train.loss].default_gp))
-        return train, self.domain.Options(**self.options)
+        return train, build(self.domain.Options, self.options)
 
 
 def resolve(domain: Any, losses: Mapping[str, Any], *, preset: str | None = None, data: str | None = None,
-            file: Path | None = None, flags: Mapping[str, Any] | None = None) -> RunConfig:
+            file: Path | None = None, flags: Mapping[str, Any] | None = None,
+            flags_source: str = "command line") -> RunConfig:
     """The resolved config of a new run of ``domain`` (see the module docstring for the order of the layers)."""
     file_data: dict[str, Any] = {}
     if file is not None:
@@ -170,14 +201,14 @@ def resolve(domain: Any, losses: Mapping[str, Any], *, preset: str | None = None
     if preset not in presets:
         raise GenkitError(f"unknown preset {preset!r} for domain {domain.name!r} (available: {', '.join(presets)})",
                           exit_code=2)
-    layers = _Layers(domain)
+    layers = _Layers(domain, losses)
     layers.apply(domain.recipe, f"domain {domain.name!r} recipe")
     layers.apply(presets[preset], f"preset {preset!r}")
     if file_data:
         layers.apply(file_data.get("train", {}), str(file), table="train")
         layers.apply(file_data.get(domain.name, {}), str(file), table=domain.name)
-    layers.apply(flags or {}, "command line")
-    train, options = layers.result(losses, str(file) if file else "command line")
+    layers.apply(flags or {}, flags_source)
+    train, options = layers.result(losses, flags_source)
     data = data or file_data.get("data") or domain.default_data(options)
     return RunConfig(domain=domain.name, preset=preset, data=str(data), train=train, options=options)
 
@@ -186,7 +217,9 @@ def resume(saved: RunConfig, domain: Any, losses: Mapping[str, Any], flags: Mapp
     """The last layer, for ``--resume``: settings marked resumable may change; any other change is refused by name."""
     option_settings = {s.name: s for s in settings(domain.Options)}
     current = {**to_dict(saved.options), **to_dict(saved.train)}
-    refused, train, options = [], {}, {}
+    refused: list[str] = []
+    train: dict[str, Any] = {}
+    options: dict[str, Any] = {}
     for key, value in flags.items():
         if value is None:
             continue
@@ -194,6 +227,7 @@ def resume(saved: RunConfig, domain: Any, losses: Mapping[str, Any], flags: Mapp
         if setting is None:
             raise GenkitError(f"--resume: unknown setting {key!r}", exit_code=2)
         value = setting.check(value)
+        value = None if value is AUTO else value
         if value == current.get(key):
             continue
         if not setting.spec.resumable:

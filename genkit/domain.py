@@ -277,6 +277,10 @@ class Domain:
         """Restore what ``state_dict`` returned into ``data`` (on resume and when a run is opened for sampling)."""
         data.state.update(state)
 
+    def upgrade_state(self, data: Data, checkpoint: Path, options: Any) -> None:
+        """Recover per-run state from a checkpoint written before domains had ``state_dict`` (one without
+        ``domain_state``), e.g. values an earlier version kept in a model buffer. Default: nothing to recover."""
+
     def save_data_meta(self, data: Data, run_dir: Path) -> dict[str, Any]:
         """Describe ``data`` for ``RUN/data.json``: what ``genkit sample`` needs without loading the examples."""
         return default_data_meta(data, legacy=bool(getattr(self, "_legacy_api", False)))

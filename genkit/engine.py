@@ -156,9 +156,9 @@ class Interrupted(Exception):
     nothing (a phase is not resumable mid-way; ``--resume`` then starts the run again).
     """
 
-    def __init__(self, step: int, signum: int, checkpoint: Path | None):
+    def __init__(self, step: int, signum: int, checkpoint: Path | None, run_dir: Path | None = None):
         super().__init__(f"interrupted at step {step}")
-        self.step, self.signum, self.checkpoint = step, signum, checkpoint
+        self.step, self.signum, self.checkpoint, self.run_dir = step, signum, checkpoint, run_dir
 
 
 @dataclass
@@ -339,16 +339,60 @@ class Trainer:
             check_state_value(value, key)
         return state
 
+    def check_domain_state(self) -> None:
+        """Raise ``GenkitError`` naming a value of the domain's state that a checkpoint could not hold."""
+        self._domain_state()
+
     def save(self) -> Path:
         models = {"generator": self.G, "discriminator": self.D}
         if self.ema is not None:
             models["generator_ema"] = self.ema.model
         return self.run_dir.save_checkpoint(self.step, models, self.state_dict(), self.config.train.keep_checkpoints)
 
+    def init_from(self, source: Path | str, parts: str = "gd") -> Path:
+        """Start from another run's weights (``--init-from``): its generator (and with ``parts == "gd"`` its
+        discriminator); the EMA copy starts from the source's EMA generator when it has one. Shapes must match:
+        a mismatch is one line naming the layer and both shapes. Returns the checkpoint folder used."""
+        from safetensors import safe_open
+
+        src = Run.open(source)
+        if src.domain.name != self.domain.name:
+            raise GenkitError(f"--init-from {source}: that run is of domain {src.domain.name!r}, not {self.domain.name!r}")
+        ckpt = src.checkpoint()
+        ignore = set(getattr(self.domain, "legacy_weight_keys", ()))
+        targets = [("generator", self.G)] + ([("discriminator", self.D)] if parts == "gd" else [])
+        for name, module in targets:
+            path = ckpt / MODEL_FILES[name]
+            own = module.state_dict()
+            try:
+                with safe_open(str(path), framework="pt") as f:
+                    shapes = {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
+            except Exception as exc:
+                raise GenkitError(f"--init-from {source}: cannot read {path} ({exc.__class__.__name__})") from None
+            for key, tensor in own.items():
+                if key not in shapes:
+                    raise GenkitError(f"--init-from {source}: {name} layer {key} is missing from {path.name}")
+                if tuple(tensor.shape) != shapes[key]:
+                    raise GenkitError(f"--init-from {source}: {name} layer {key} has shape {shapes[key]} there, "
+                                      f"{tuple(tensor.shape)} here")
+            extra = sorted(set(shapes) - set(own) - ignore)
+            if extra:
+                raise GenkitError(f"--init-from {source}: {name} layer {extra[0]} is in {path.name} but not in this model")
+            load_weights(module, path, self.device, ignore)
+        if self.ema is not None:
+            ema_path = ckpt / MODEL_FILES["generator_ema"]
+            if ema_path.is_file():
+                load_weights(self.ema.model, ema_path, self.device, ignore)
+            else:
+                self.ema.model.load_state_dict(self.G.state_dict())
+        return ckpt
+
     def load(self, ckpt: Path) -> None:
         state = load_state(ckpt)
         if "domain_state" in state:
             self.domain.load_state_dict(self.data, state["domain_state"])
+        else:  # written by genkit 0.1
+            self.domain.upgrade_state(self.data, ckpt, self.config.options)
         ignore = getattr(self.domain, "legacy_weight_keys", ())
         load_weights(self.G, ckpt / MODEL_FILES["generator"], self.device, ignore)
         load_weights(self.D, ckpt / MODEL_FILES["discriminator"], self.device, ignore)
@@ -428,7 +472,7 @@ class Trainer:
             if self._stop_signal is not None and control.steps_done < cfg.pretrain_steps:  # stopped cooperatively
                 self.elapsed += time.perf_counter() - start
                 self._write_summary("interrupted", None, [])
-                raise Interrupted(0, self._stop_signal, None)
+                raise Interrupted(0, self._stop_signal, None, self.run_dir.root)
         self.pretrain_seconds = time.perf_counter() - start
         self.elapsed += self.pretrain_seconds
         self.pretrained = True
@@ -441,7 +485,7 @@ class Trainer:
         ckpt = self.save()  # step 0: a later interruption or crash never costs the pre-training again
         if self._stop_signal is not None:  # the signal came after the phase's last step
             self._write_summary("interrupted", ckpt, [])
-            raise Interrupted(0, self._stop_signal, ckpt)
+            raise Interrupted(0, self._stop_signal, ckpt, self.run_dir.root)
 
     def run(self) -> dict[str, Any]:
         """Train to ``config.train.steps``; returns the summary (also written to ``summary.json``)."""
@@ -491,7 +535,7 @@ class Trainer:
             if self._stop_signal is not None and not final:
                 bar.close()
                 self._write_summary("interrupted", last_ckpt, [])
-                raise Interrupted(self.step, self._stop_signal, last_ckpt)
+                raise Interrupted(self.step, self._stop_signal, last_ckpt, self.run_dir.root)
             tick = time.perf_counter()
         bar.close()
         final_eval = self.evaluate()
@@ -529,6 +573,8 @@ class Trainer:
             "metrics": metrics or {},
             "best": dict(self.best),
             "exported": [str(p) for p in (exported or [])],
+            "init_from": ({"checkpoint": self.config.train.init_from, "parts": self.config.train.init_from_parts}
+                          if self.config.train.init_from else None),
             "genkit_version": __version__,
         }
         self.run_dir.write_summary(summary)

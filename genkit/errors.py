@@ -32,6 +32,14 @@ def warn(message: str) -> None:
     click.echo(f"genkit: warning: {message}", err=True)
 
 
+def warn_once(message: str) -> None:
+    """``warn``, once per message and process (a registry rebuilt after each registration does not repeat it)."""
+    if message in _said:
+        return
+    _said.add(message)
+    warn(message)
+
+
 def deprecated(message: str) -> None:
     """A one-line deprecation warning on stderr, once per message and process."""
     if message in _said:

@@ -56,6 +56,45 @@ def kernel_inception_distance(a: torch.Tensor, b: torch.Tensor, subsets: int = 1
     return float(v.mean()), float(v.std(unbiased=False))
 
 
+def nearest_neighbour_distances(query: torch.Tensor, reference: torch.Tensor, exclude_self: bool = False,
+                                chunk: int = 1024) -> torch.Tensor:
+    """Euclidean distance from each row of ``query`` (N, D) to its nearest row of ``reference`` (M, D).
+
+    With ``exclude_self`` (``query`` is ``reference``), a row's distance to itself does not count.
+    """
+    q, r = query.double(), reference.double()
+    out = []
+    for start in range(0, len(q), chunk):
+        d = torch.cdist(q[start:start + chunk], r)
+        if exclude_self:
+            rows = torch.arange(d.shape[0])
+            d[rows, rows + start] = float("inf")
+        out.append(d.min(dim=1).values)
+    return torch.cat(out) if out else torch.empty(0, dtype=torch.float64)
+
+
+def memorisation_metrics(f_fake: torch.Tensor, f_real: torch.Tensor, f_train: torch.Tensor,
+                         prefix: str = "refnet") -> dict[str, float]:
+    """Nearest-neighbour distances in a feature space (the WaveGAN paper's check that a model does not copy).
+
+    ``_nn_train``: median distance of each generated sample to its nearest training example; ``_nn_train_real``:
+    the same for held-out real examples (the reference: what new data looks like); ``_nn_ratio`` their ratio
+    (about 1 for a model that generalises, near 0 for one that copies its training data, large for samples far
+    from any data); ``_nn_self``: median distance of each generated sample to its nearest other generated
+    sample (near 0 when the model repeats itself).
+    """
+    if len(f_fake) < 2 or len(f_train) < 1 or not torch.isfinite(f_fake).all():
+        return {f"{prefix}_{k}": float("nan") for k in ("nn_train", "nn_train_real", "nn_ratio", "nn_self")}
+    fake = float(nearest_neighbour_distances(f_fake, f_train).median())
+    real = float(nearest_neighbour_distances(f_real, f_train).median())
+    return {
+        f"{prefix}_nn_train": fake,
+        f"{prefix}_nn_train_real": real,
+        f"{prefix}_nn_ratio": fake / real if real > 0 else float("nan"),
+        f"{prefix}_nn_self": float(nearest_neighbour_distances(f_fake, f_fake, exclude_self=True).median()),
+    }
+
+
 def classifier_metrics(p_fake: torch.Tensor, f_fake: torch.Tensor, p_real: torch.Tensor, f_real: torch.Tensor,
                        accuracy: float, prefix: str = "refnet") -> dict[str, float]:
     """The standard set of scores from a reference classifier's outputs, keys named after the classifier.

@@ -33,6 +33,16 @@ from .errors import GenkitError
 SCALARS = (bool, int, float, str)
 
 
+class _Auto:
+    """The value "auto" given explicitly (``--size auto``): unlike an absent flag, it overrides earlier layers."""
+
+    def __repr__(self) -> str:
+        return "AUTO"
+
+
+AUTO: Any = _Auto()
+
+
 @dataclass(frozen=True)
 class Spec:
     """What :func:`option` attaches to a dataclass field (``field.metadata["genkit"]``)."""
@@ -92,10 +102,10 @@ class Setting:
 
     def convert(self, value: Any) -> Any:
         """``value`` in the setting's type; ``ValueError`` with the reason ("must be ...") otherwise."""
-        if value is None:
+        if value is None or value is AUTO:
             if self.optional:
-                return None
-            raise ValueError("must be set")
+                return value
+            raise ValueError("must be set" if value is None else "has no automatic value")
         kind = self.kind
         ok = (isinstance(value, bool) if kind is bool else
               isinstance(value, int) and not isinstance(value, bool) if kind is int else
@@ -210,7 +220,7 @@ def build(cls: type, values: Mapping[str, Any], where: str = "") -> Any:
     return cls(**checked)
 
 
-class MappingAccess:
+class MappingAccess(Mapping):
     """Read access by key (``options["size"]``, ``options.get(...)``, ``dict(options)``) for a settings object.
 
     The options of a domain declared the old way, with ``genkit.Option`` tuples, are an instance of a
@@ -218,30 +228,24 @@ class MappingAccess:
     """
 
     def __getitem__(self, key: str) -> Any:
-        if key not in self.keys():
+        if key not in self._names():
             raise KeyError(key)
         return getattr(self, key)
 
     def get(self, key: str, default: Any = None) -> Any:
-        return getattr(self, key) if key in self.keys() else default
+        return getattr(self, key) if key in self._names() else default
 
-    def keys(self) -> list[str]:
+    def _names(self) -> list[str]:
         return [f.name for f in dataclasses.fields(self)]  # type: ignore[arg-type]
 
-    def items(self) -> list[tuple[str, Any]]:
-        return [(k, getattr(self, k)) for k in self.keys()]
-
-    def values(self) -> list[Any]:
-        return [getattr(self, k) for k in self.keys()]
-
     def __iter__(self) -> Iterator[str]:
-        return iter(self.keys())
+        return iter(self._names())
 
     def __len__(self) -> int:
-        return len(self.keys())
+        return len(self._names())
 
     def __contains__(self, key: object) -> bool:
-        return key in self.keys()
+        return key in self._names()
 
 
 def from_option_tuples(class_name: str, opts: typing.Sequence[Any]) -> type:

@@ -28,7 +28,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .errors import GenkitError, deprecated, warn
+from .errors import GenkitError, deprecated, warn, warn_once
 
 # Modules of the core that implement hooks themselves (the built-in losses).
 DEFAULT_PLUGINS = ("genkit.losses",)
@@ -93,7 +93,7 @@ def register_plugin(plugin: object, name: str | None = None) -> str:
     invalidate()
     try:
         problems = [msg for owner, msg in registry().rejected if owner == registered]
-    except GenkitError:  # e.g. it claims a name another plugin has: the registry is refused, so is the plugin
+    except Exception:  # e.g. it claims a name another plugin has: the registry is refused, so is the plugin
         unregister_plugin(registered)
         raise
     if problems:
@@ -187,7 +187,7 @@ def registry() -> Registry:
                     problem = prepare_domain(obj, _owner)
                     if problem:
                         reg.rejected.append((_owner, problem))
-                        warn(problem)
+                        warn_once(problem)
                         return
                 if name in table:
                     other = reg.owners[(kind, name)]
@@ -196,7 +196,16 @@ def registry() -> Registry:
                 reg.owners[(kind, name)] = _owner
                 getattr(reg.plugins[_owner], attr).append(name)
 
-            impl.function(register=register)
+            try:
+                impl.function(register=register)
+            except GenkitError:
+                raise  # two plugins claiming one name: refused as a whole, naming both
+            except Exception as exc:  # a plugin's hook that raises must not take down every command
+                first = (str(exc).strip().splitlines() or [""])[0]
+                message = (f"plugin {owner!r}: its genkit_register_{kind}s hook failed ({exc.__class__.__name__}: "
+                           f"{first}); what it registers was skipped (GENKIT_LOAD_PLUGINS lists the plugins to load)")
+                reg.rejected.append((owner, message))
+                warn_once(message)
 
     collect("domain", reg.domains, pm.hook.genkit_register_domains, "domains")
     collect("loss", reg.losses, pm.hook.genkit_register_losses, "losses")
@@ -222,9 +231,12 @@ def prepare_domain(domain: Any, owner: str) -> str | None:
         domain._legacy_api = True
     try:
         declared = settings(domain.Options)
-    except TypeError as exc:
-        return f"{where} rejected: its Options: {exc}"
+    except Exception as exc:  # TypeError for an untypable field, NameError for an annotation it cannot resolve
+        return f"{where} rejected: its Options: {exc.__class__.__name__}: {exc}"
+    bools = {s.name for s in declared if s.kind is bool}
     for s in declared:
+        if s.name.startswith("no_") and s.name[3:] in bools:
+            return f"{where} rejected: option {s.name!r} collides with --no-{s.name[3:].replace('_', '-')}; rename it"
         if s.name in TRAIN_SETTINGS:
             return f"{where} rejected: option {s.name!r} collides with the engine setting {s.flag}; rename it"
         if s.name in COMMAND_OPTIONS:
@@ -232,14 +244,19 @@ def prepare_domain(domain: Any, owner: str) -> str | None:
         if s.name in RESERVED or keyword.iskeyword(s.name) or s.name.startswith("_"):
             return f"{where} rejected: option {s.name!r} is a reserved name; rename it"
     known = set(TRAIN_SETTINGS) | {s.name for s in declared}
-    for preset, values in {"recipe": domain.recipe, **{f"preset {k!r}": v for k, v in domain.presets.items()}}.items():
-        unknown = sorted(set(values) - known)
-        if unknown:
-            return f"{where} rejected: its {preset} sets {unknown[0]!r}, which is neither an engine setting nor an option"
     try:
         domain.Options()
     except Exception as exc:
-        return f"{where} rejected: its Options defaults fail their own checks ({exc})"
+        return f"{where} rejected: its Options defaults fail their own checks ({_message(exc)})"
+    bundles = {"recipe": domain.recipe, **{f"preset {k!r}": {**domain.recipe, **v} for k, v in domain.presets.items()}}
+    for label, values in bundles.items():
+        unknown = sorted(set(values) - known)
+        if unknown:
+            return f"{where} rejected: its {label} sets {unknown[0]!r}, which is neither an engine setting nor an option"
+        try:  # the values too: a recipe that fails its own checks would break every --help
+            check_bundle(domain, values)
+        except Exception as exc:
+            return f"{where} rejected: its {label}: {_message(exc)}"
     if not domain.phases and callable(getattr(domain, "pretrain", None)):
         deprecated(f"{where} overrides pretrain(); declare phases = (genkit.Phase('pretrain', 'pretrain'),) and stop "
                    "when control.stop_requested (docs/plugins.md)")
@@ -253,3 +270,17 @@ def prepare_domain(domain: Any, owner: str) -> str | None:
     if not dataclasses.is_dataclass(domain.Options):  # pragma: no cover - settings() checked it
         return f"{where} rejected: Options is not a dataclass"
     return None
+
+
+def _message(exc: Exception) -> str:
+    return exc.format_message() if isinstance(exc, GenkitError) else f"{exc.__class__.__name__}: {exc}"
+
+
+def check_bundle(domain: Any, values: dict[str, Any]) -> None:
+    """Raise if a recipe or preset (flat engine settings and options) fails the settings' own checks."""
+    from .config import TRAIN_SETTINGS, TrainConfig
+    from .options import build
+
+    train = {k: v for k, v in values.items() if k in TRAIN_SETTINGS}
+    build(TrainConfig, train)
+    build(domain.Options, {k: v for k, v in values.items() if k not in TRAIN_SETTINGS})

@@ -21,7 +21,7 @@ from torch import nn
 
 from genkit.errors import warn
 from genkit.files import atomic_write
-from genkit.metrics import classifier_metrics
+from genkit.metrics import classifier_metrics, memorisation_metrics
 
 Net = TypeVar("Net", bound=nn.Module)
 Convert = Callable[[torch.Tensor], torch.Tensor]
@@ -98,8 +98,21 @@ def features(net: nn.Module, x: torch.Tensor, to_float: Convert, batch: int = 50
 
 
 def score(net: nn.Module, accuracy: float, real: torch.Tensor, fake: torch.Tensor, to_float: Convert,
-          batch: int = 500) -> dict[str, float]:
-    """:func:`genkit.metrics.classifier_metrics` (keys ``refnet_*``) of samples ``fake`` against held-out ``real``."""
+          batch: int = 500, train: torch.Tensor | None = None) -> dict[str, float]:
+    """:func:`genkit.metrics.classifier_metrics` (keys ``refnet_*``) of samples ``fake`` against held-out ``real``;
+    with the ``train`` examples also :func:`genkit.metrics.memorisation_metrics` (``refnet_nn_*``)."""
     p_fake, f_fake = features(net, fake, to_float, batch)
     p_real, f_real = features(net, real, to_float, batch)
-    return classifier_metrics(p_fake, f_fake, p_real, f_real, accuracy, prefix="refnet")
+    out = classifier_metrics(p_fake, f_fake, p_real, f_real, accuracy, prefix="refnet")
+    if train is not None:
+        _, f_train = features(net, train, to_float, batch)
+        out.update(memorisation_metrics(f_fake, f_real, f_train, prefix="refnet"))
+    return out
+
+
+def train_examples(n: int, test_idx: torch.Tensor, limit: int = 5000) -> torch.Tensor:
+    """Indices of the examples not held out (at most ``limit``, evenly spread), for the memorisation metrics."""
+    keep = torch.ones(n, dtype=torch.bool)
+    keep[test_idx] = False
+    idx = keep.nonzero().flatten()
+    return idx[torch.linspace(0, len(idx) - 1, min(limit, len(idx))).long()] if len(idx) > limit else idx

@@ -27,7 +27,6 @@ from .errors import GenkitError
 
 CONFIG, DATA, METRICS, SUMMARY = "config.toml", "data.json", "metrics.jsonl", "summary.json"
 SAMPLES, CHECKPOINTS, LATEST, BEST = "samples", "checkpoints", "latest", "best"
-EVAL_SEED = 12345  # evaluations draw their own latents: never the training's stream
 
 
 def cache_dir() -> Path:
@@ -108,7 +107,7 @@ class Run:
         from .checkpoint import STATE_FILE
 
         if (path / STATE_FILE).is_file():
-            run = cls(path.parent.parent, checkpoint=path)
+            run = cls(path.resolve().parent.parent, checkpoint=path)
         else:
             run = cls(path)
         if not run.exists():
@@ -288,6 +287,8 @@ class Run:
         state = load_state(ckpt)
         if "domain_state" in state:
             domain.load_state_dict(data, state["domain_state"])
+        else:  # written by genkit 0.1
+            domain.upgrade_state(data, ckpt, cfg.options)
         torch.manual_seed(cfg.train.seed)
         G, D = domain.build_models(cfg.options, data)
         weights = self.generator_weights(ckpt)

@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+EVAL_SEED = 12345  # evaluations draw their own latents (never the training's stream), the same at every evaluation
+
 
 @torch.no_grad()
 def generate(domain: Any, generator: torch.nn.Module, n: int, options: Any, data: Any, *, device: torch.device,

@@ -106,5 +106,21 @@ def test_domain_state_must_be_checkpointable(ring, tmp_path):
     try:
         with pytest.raises(GenkitError, match="domain state 'handle' is a Opaque"):
             genkit.train("ring", out=tmp_path / "r", steps=2, hidden=8, examples=256)
+        assert not (tmp_path / "r").exists()  # refused before anything is written, not at the first checkpoint
     finally:
         del dom.load_data
+
+
+def test_train_accepts_a_domain_instance_checked_like_a_registered_one(ring, tmp_path):
+    import dataclasses
+
+    import genkit_ring
+
+    run = genkit.train(genkit_ring.RingDomain(), out=tmp_path / "r", steps=2, hidden=8, examples=256)
+    assert run.sample(4).shape == (4, 2)
+
+    class Clashing(genkit_ring.RingDomain):
+        Options = dataclasses.make_dataclass("O", [("seed", int, genkit.option(1, "x"))], frozen=True)
+
+    with pytest.raises(GenkitError, match="option 'seed' collides with the engine setting --seed"):
+        genkit.train(Clashing(), out=tmp_path / "c", steps=2)

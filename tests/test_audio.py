@@ -422,6 +422,12 @@ def test_refnet_scores_real_clips_far_better_than_noise(tmp_path):
     assert same["refnet_fd"] * 10 < noise["refnet_fd"]
     # 36 clips in 10 splits bias IS low; a perfect 3-class score would be 3, one class only 1
     assert same["refnet_is"] > 2.0 and same["refnet_classes"] == 3.0
+    from genkit.refnet import train_examples
+
+    train = x[train_examples(len(x), test_idx)]
+    copies = metrics.score(net, acc, real, train[:12].float() / 32768, 3, train=train)
+    far = metrics.score(net, acc, real, torch.rand(12, 1, 16384) * 2 - 1, 3, train=train)
+    assert copies["refnet_nn_ratio"] < 1e-3 < 2 < far["refnet_nn_ratio"]  # copies vs clips unlike any data
     assert noise["refnet_is"] < same["refnet_is"] - 0.5
     cached = sorted((tmp_path / "cache" / "audio-refnet").glob("*.safetensors"))
     assert len(cached) == 1

@@ -145,7 +145,7 @@ def test_interrupt_writes_a_checkpoint_and_resume_finishes(ring, tmp_path):
     t.train_step = step
     with pytest.raises(Interrupted) as info:
         t.run()
-    assert info.value.step == 3
+    assert info.value.step == 3 and info.value.run_dir == t.run_dir.root
     assert t.run_dir.latest_checkpoint().name == "step-00000003"
     assert json.loads(t.run_dir.summary_path.read_text())["status"] == "interrupted"
 

@@ -243,6 +243,25 @@ def test_refnet_metrics_separate_real_from_noise(cache, tmp_path):
     assert noise["refnet_is"] < 1.5
 
 
+def test_memorisation_check_is_near_zero_for_copies_and_large_for_noise(cache, tmp_path):
+    from genkit.refnet import train_examples
+    from genkit_image import metrics
+
+    data = domain().load_data(str(two_class_npz(tmp_path / "d.npz")), opts(), cache_dir=cache)
+    x, y = data.train.tensors[0], data.extra["labels"]
+    net, acc, test_idx = metrics.reference_classifier(x, y, 2, data.source, cache)
+    train_idx = train_examples(len(x), test_idx)
+    assert set(train_idx.tolist()).isdisjoint(test_idx.tolist()) and len(train_idx) + len(test_idx) == len(x)
+    train = x[train_idx]
+    copies = metrics.score(net, acc, x[test_idx], data.transform(train[:100]), 2, train=train)
+    fresh = metrics.score(net, acc, x[test_idx], data.transform(x[test_idx]), 2, train=train)  # new real data
+    noise = metrics.score(net, acc, x[test_idx], torch.rand(100, 1, 28, 28) * 2 - 1, 2, train=train)
+    assert copies["refnet_nn_train"] < 1e-6 and copies["refnet_nn_ratio"] < 1e-6
+    assert fresh["refnet_nn_ratio"] == pytest.approx(1.0)
+    assert noise["refnet_nn_ratio"] > 3
+    assert copies["refnet_nn_self"] > 0  # 100 different training images are not one repeated sample
+
+
 def test_eval_command_scores_a_run_like_the_run_did(invoke, tmp_path):
     data = two_class_npz(tmp_path / "d.npz")
     out = tmp_path / "run"

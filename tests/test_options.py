@@ -131,6 +131,31 @@ def test_config_toml_holds_resolved_values_only(invoke, tmp_path):
     info = json.loads(invoke("info", "image", "--json").stdout)
     assert info["config"]["image"]["size"] == 28
     assert {s["name"] for s in info["settings"]["image"]} >= {"size", "g_width", "augment"}
+    text = {s["name"]: s for s in json.loads(invoke("info", "text", "--json").stdout)["settings"]["train"]}
+    assert text["steps"]["default"] == 100 and text["pretrain_steps"]["default"] == 1500  # the recipe's
+    assert set(text["loss"]["choices"]) == set(registry().losses)
+
+
+def test_auto_given_explicitly_overrides_a_saved_value(invoke, tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[train]\nloss = "ns"\ngp = 0.0\n[image]\nsize = 28\n')
+    losses = registry().losses
+    image = registry().domain("image")
+    # a resolved config says gp = 0.0 for ns; a later --loss wgan-gp gets its own default penalty back
+    assert resolve(image, losses, file=cfg, flags={"loss": "wgan-gp"}).train.gp == 10.0
+    assert resolve(image, losses, file=cfg, flags={"loss": "wgan-gp", "gp": 1.0}).train.gp == 1.0
+    from genkit.options import AUTO
+
+    assert resolve(image, losses, file=cfg, flags={"size": AUTO}).options.size is None  # --size auto
+    info = json.loads(invoke("info", "image", "--config", cfg, "--loss", "wgan-gp", "--gp", "auto", "--json").stdout)
+    assert info["config"]["train"]["gp"] == 10.0
+
+
+def test_a_check_across_fields_names_the_config_file(invoke, tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[train]\ndevice = "gpu"\n')
+    result = invoke("run", "image", "--config", cfg, "--out", tmp_path / "o")
+    assert result.exit_code == 2 and f"{cfg}: --device must be auto, cpu, cuda, cuda:N or mps" in result.stderr
 
 
 # -- registration checks --------------------------------------------------------------------------------------
@@ -178,9 +203,43 @@ def test_option_clashes_are_rejected_at_registration_naming_plugin_and_option(na
     assert "clashy" not in registry().domains  # and nothing of it stays registered
 
 
-def test_a_recipe_naming_an_unknown_setting_is_rejected():
+def test_a_recipe_naming_an_unknown_setting_or_a_bad_value_is_rejected():
     with pytest.raises(GenkitError, match="its recipe sets 'learning_rate', which is neither"):
         register_plugin(domain_plugin(recipe={"learning_rate": 0.1}), name="bad-recipe")
+    with pytest.raises(GenkitError, match="plugin 'bad-value': domain 'clashy' rejected: its recipe: --steps must be "
+                                          "positive, got 0"):
+        register_plugin(domain_plugin(recipe={"steps": 0}), name="bad-value")
+    assert "clashy" not in registry().domains
+
+
+def test_options_whose_types_cannot_be_resolved_are_rejected_not_fatal():
+    import genkit_ring
+
+    namespace: dict = {}
+    exec("from __future__ import annotations\nfrom dataclasses import dataclass\nimport genkit\n"
+         "@dataclass(frozen=True)\nclass O:\n    w: Width = genkit.option(1, 'x')\n", namespace)
+
+    class Unresolvable(genkit_ring.RingDomain):
+        name = "clashy"
+        Options = namespace["O"]
+
+    module = types.ModuleType("unresolvable")
+    module.genkit_register_domains = hookimpl(lambda register: register(Unresolvable()))
+    with pytest.raises(GenkitError, match="rejected: its Options: NameError"):
+        register_plugin(module, name="unresolvable")
+    assert "image" in registry().domains
+
+
+def test_a_hook_that_raises_is_skipped_naming_the_plugin(invoke):
+    def boom(register):
+        raise RuntimeError("kaput")
+
+    module = types.ModuleType("boom")
+    module.genkit_register_domains = hookimpl(boom)
+    with pytest.raises(GenkitError, match="plugin 'boom': its genkit_register_domains hook failed "
+                                          r"\(RuntimeError: kaput\)"):
+        register_plugin(module, name="boom")
+    assert invoke("plugins").exit_code == 0
 
 
 def test_a_rejected_entry_point_plugin_leaves_the_cli_working(tmp_path):

@@ -139,7 +139,8 @@ class AudioDomain(Domain):
     # -- evaluation ---------------------------------------------------------------------------------
     def evaluate(self, ctx):
         """refnet metrics (see metrics.py) of ``eval_samples`` clips; {} when off or the data has no labels."""
-        from genkit.sampling import generate
+        from genkit.refnet import train_examples
+        from genkit.sampling import EVAL_SEED, generate
 
         from . import metrics
 
@@ -149,8 +150,9 @@ class AudioDomain(Domain):
         x, y = data.train.tensors
         net, acc, test_idx = metrics.reference_classifier(x, y, len(data.class_names), data.source,
                                                           ctx.cache_dir)
-        fakes, _ = generate(self, ctx.generator, n, ctx.options, data, device=ctx.device, seed=12345, chunk=100)
-        return metrics.score(net, acc, x[test_idx], fakes.float(), len(data.class_names))
+        fakes, _ = generate(self, ctx.generator, n, ctx.options, data, device=ctx.device, seed=EVAL_SEED, chunk=100)
+        train = x[train_examples(len(x), test_idx)]
+        return metrics.score(net, acc, x[test_idx], fakes.float(), len(data.class_names), train=train)
 
     # -- output -------------------------------------------------------------------------------------
     def generate(self, generator, z, cond, options):

@@ -11,6 +11,8 @@ cached in the genkit cache folder) and reports, for generated clips:
 - ``refnet_confident``: share of generated clips refnet classifies with probability > 0.9
 - ``refnet_classes``: number of classes that receive at least half their fair share of generated clips
 - ``refnet_is_real`` and ``refnet_accuracy``: the same score on held-out real clips, and refnet's accuracy there
+- ``refnet_nn_train``, ``_nn_train_real``, ``_nn_ratio``, ``_nn_self``: nearest-neighbour distances in refnet's
+  feature space, the memorisation check (``genkit.metrics.memorisation_metrics``)
 
 The numbers compare genkit runs on the same data; they are not the paper's SC09 inception scores.
 """
@@ -74,11 +76,13 @@ def features(net: RefNet, x: torch.Tensor, batch: int = 256) -> tuple[torch.Tens
     return refnet.features(net, x, _float, batch)
 
 
-def score(net: RefNet, accuracy: float, real: torch.Tensor, fake: torch.Tensor, num_classes: int) -> dict[str, float]:
-    """All refnet metrics of generated clips ``fake`` (float, [-1, 1]) against held-out ``real`` clips.
+def score(net: RefNet, accuracy: float, real: torch.Tensor, fake: torch.Tensor, num_classes: int,
+          train: torch.Tensor | None = None) -> dict[str, float]:
+    """All refnet metrics of generated clips ``fake`` (float, [-1, 1]) against held-out ``real`` clips; with the
+    ``train`` clips also the nearest-neighbour memorisation check (``refnet_nn_*``).
 
     A diverged generator's non-finite output is scored, not fatal: NaNs become 0 and values are clipped to
     [-1, 1], so the run still ends with its checkpoint and summary.
     """
     fake = torch.nan_to_num(fake.float(), nan=0.0, posinf=1.0, neginf=-1.0).clamp(-1.0, 1.0)
-    return refnet.score(net, accuracy, real, fake, _float, batch=256)
+    return refnet.score(net, accuracy, real, fake, _float, batch=256, train=train)

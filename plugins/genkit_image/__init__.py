@@ -154,7 +154,8 @@ class ImageDomain(Domain):
     # -- evaluation ---------------------------------------------------------------------------------
     def evaluate(self, ctx):
         """refnet metrics (see metrics.py) of ``eval_samples`` samples; {} when off or the data has no labels."""
-        from genkit.sampling import generate
+        from genkit.refnet import train_examples
+        from genkit.sampling import EVAL_SEED, generate
 
         from . import metrics
 
@@ -165,8 +166,9 @@ class ImageDomain(Domain):
         x = data.train.tensors[0]
         net, acc, test_idx = metrics.reference_classifier(x, labels, len(data.class_names), data.source,
                                                            ctx.cache_dir)
-        fakes, _ = generate(self, ctx.generator, n, ctx.options, data, device=ctx.device, seed=12345)
-        return metrics.score(net, acc, x[test_idx], fakes, len(data.class_names))
+        fakes, _ = generate(self, ctx.generator, n, ctx.options, data, device=ctx.device, seed=EVAL_SEED)
+        train = x[train_examples(len(x), test_idx)]
+        return metrics.score(net, acc, x[test_idx], fakes, len(data.class_names), train=train)
 
     # -- output -------------------------------------------------------------------------------------
     def write_snapshot(self, samples, cond, path, options, data):

@@ -11,6 +11,8 @@ folder) and reports, for generated samples:
 - ``refnet_classes``: number of classes that receive at least half their fair share of samples
 - ``refnet_is_real`` and ``refnet_accuracy``: the same score on real held-out images, and refnet's accuracy
   there — the reference points that make the numbers above readable.
+- ``refnet_nn_train``, ``_nn_train_real``, ``_nn_ratio``, ``_nn_self``: nearest-neighbour distances in refnet's
+  feature space, the memorisation check (``genkit.metrics.memorisation_metrics``)
 
 These numbers compare genkit runs on the same data; they are not Inception FID/IS and not comparable with papers.
 """
@@ -61,6 +63,8 @@ def features(net: RefNet, x: torch.Tensor, batch: int = 500) -> tuple[torch.Tens
     return refnet.features(net, x, _float, batch)
 
 
-def score(net: RefNet, accuracy: float, real: torch.Tensor, fake: torch.Tensor, num_classes: int) -> dict[str, float]:
-    """All refnet metrics of generated images ``fake`` (floats in [-1, 1]) against ``real`` (uint8)."""
-    return refnet.score(net, accuracy, real, fake, _float)
+def score(net: RefNet, accuracy: float, real: torch.Tensor, fake: torch.Tensor, num_classes: int,
+          train: torch.Tensor | None = None) -> dict[str, float]:
+    """All refnet metrics of generated images ``fake`` (floats in [-1, 1]) against ``real`` (uint8); with the
+    ``train`` images also the nearest-neighbour memorisation check (``refnet_nn_*``)."""
+    return refnet.score(net, accuracy, real, fake, _float, train=train)

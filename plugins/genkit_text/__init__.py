@@ -365,6 +365,22 @@ class TextDomain(Domain):
         if "tokenizer" in data.state:
             data.extra["tokenizer"] = deserialise_tokenizer(data.state["tokenizer"])
 
+    def upgrade_state(self, data, checkpoint, options):
+        """genkit 0.1 kept the MLE sweep in the generator's ``mle_sweep`` buffer: a row per --sweep temperature."""
+        from safetensors import safe_open
+
+        path = Path(checkpoint) / "generator.safetensors"
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                rows = f.get_tensor("mle_sweep").tolist() if "mle_sweep" in f.keys() else []
+        except Exception:
+            return  # the weights' own loading reports an unreadable file
+        keys = ORACLE_SWEEP_KEYS if data.state.get("kind") == "oracle" else TEXT_SWEEP_KEYS
+        temps = parse_temperatures(options.sweep)
+        if rows and len(rows) == len(temps) and all(len(r) == len(keys) for r in rows) and rows[0][0] == rows[0][0]:
+            data.state["mle_sweep"] = {f"mle_t{t:g}_{k}": float(v) for t, row in zip(temps, rows)
+                                       for k, v in zip(keys, row)}
+
     def load_data_meta(self, meta, run_dir):
         """The data description for sampling. Runs before genkit 0.2 kept their tokenizer (and a --model run its
         transformers config) in folders of the run and the rest in data.json's ``extra``; newer runs restore

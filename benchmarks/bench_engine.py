@@ -93,7 +93,7 @@ def main() -> None:
         plain.append(timed(plain_step))
         gk.append(timed(genkit_step))
     p, g = statistics.median(plain), statistics.median(gk)
-    print(f"config: image DCGAN g_width={cfg.options['g_width']} d_width={cfg.options['d_width']} batch={bs}, "
+    print(f"config: image DCGAN g_width={cfg.options.g_width} d_width={cfg.options.d_width} batch={bs}, "
           f"threads={torch.get_num_threads()}, {args.rounds} rounds x {args.steps} steps")
     print(f"plain PyTorch loop: {p * 1000:.1f} ms/step (rounds: {', '.join(f'{t * 1000:.1f}' for t in plain)})")
     print(f"genkit engine:      {g * 1000:.1f} ms/step (rounds: {', '.join(f'{t * 1000:.1f}' for t in gk)})")

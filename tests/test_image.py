@@ -305,3 +305,15 @@ def test_augment_is_used_in_training_only():
     a = D(x)
     torch.manual_seed(2)
     assert not torch.allclose(a, D(x))
+
+
+def test_conditional_is_on_when_the_data_has_labels(invoke, tmp_path):
+    labelled = two_class_npz(tmp_path / "d.npz")
+    unlabelled = tmp_path / "u.npz"
+    np.savez(unlabelled, x=np.load(labelled)["x"])
+    cases = [(labelled, [], True), (labelled, ["--no-conditional"], False), (unlabelled, [], False)]
+    for i, (data, flags, expected) in enumerate(cases):
+        out = tmp_path / f"run{i}"
+        result = invoke("run", "image", "--data", data, *TINY, "--steps", "1", *flags, "--out", out, "--quiet")
+        assert result.exit_code == 0, result.stderr
+        assert f"conditional = {str(expected).lower()}" in (out / "config.toml").read_text()  # resolved, not "auto"

@@ -76,7 +76,7 @@ def test_an_untypable_field_is_refused():
 def test_layers_engine_recipe_preset_file_flags(tmp_path):
     image = registry().domain("image")
     losses = registry().losses
-    assert resolve(image, losses).train.steps == 3000  # the recipe over the engine's 2000
+    assert resolve(image, losses).train.steps == 7500  # the recipe over the engine's 2000
     assert resolve(image, losses, preset="quick").train.steps == 400  # the preset over the recipe
     cfg_file = tmp_path / "c.toml"
     cfg_file.write_text('preset = "quick"\n[train]\nsteps = 7\n[image]\ng_width = 12\n')
@@ -98,7 +98,7 @@ def test_resume_layer_accepts_resumable_settings_and_refuses_others_by_name():
     assert "--resume: --lr-g, --g-width cannot change in an existing run" in info.value.format_message()
 
 
-@pytest.mark.parametrize("domain, steps, loss", [("image", 3000, "ns"), ("audio", 300, "wgan-gp"), ("text", 100, "rsgan")])
+@pytest.mark.parametrize("domain, steps, loss", [("image", 7500, "ns"), ("audio", 300, "wgan-gp"), ("text", 100, "rsgan")])
 def test_help_shows_each_domains_effective_defaults(invoke, domain, steps, loss):
     from genkit.cli import make_run_command
 

@@ -35,7 +35,9 @@ class ImageOptions:
     size: Literal[28, 32, 64] | None = option(None, "Image side in pixels.",
                                               auto="the data's: 28 for MNIST, 32 for CIFAR-10, else 64")
     channels: Literal[1, 3] | None = option(None, "1 (grayscale) or 3 (RGB).", auto="as the data")
-    conditional: bool = option(False, "Class-conditional generator and projection discriminator (labels from the data).")
+    conditional: bool | None = option(None, "Class-conditional generator and projection discriminator (labels from the "
+                                            "data); --no-conditional for an unconditional model.",
+                                      auto="on when the data has class labels")
     latent_dim: int = option(100, "Dimension of z ~ N(0, I).", gt=0)
     g_width: int = option(32, "Generator width (ngf): channels of its last hidden layer.", gt=0)
     d_width: int = option(32, "Discriminator width (ndf): channels of its first layer.", gt=0)
@@ -58,10 +60,11 @@ class ImageDomain(Domain):
     data_names = ("mnist5k", "mnist", "fashion-mnist", "cifar10")  # the first is the default, shipped in genkit
     evaluates = True
     best_metric = ("refnet_fd", "min")  # checkpoints/best names the checkpoint with the lowest refnet FD
-    # Radford et al.: Adam, lr 2e-4, beta1 0.5, batch 128; 3000 steps of batch 64 is about 38 epochs of
-    # the 5k MNIST subset and takes about 4 minutes on 2 CPU cores (docs/benchmarks.md).
-    recipe = {"steps": 3000, "batch_size": 64, "loss": "ns", "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5,
-              "beta2": 0.999, "checkpoint_every": 1000, "sample_every": 500, "log_every": 50}
+    # Radford et al.: Adam, lr 2e-4, beta1 0.5, batch 128. 7500 steps of batch 64 (96 epochs of the 5k MNIST
+    # subset), class-conditional since MNIST has labels: measured best refnet FD of 2,500..10,000 steps, and
+    # 2-4 minutes on 2 CPU cores (docs/image.md has the table of what was measured and rejected).
+    recipe = {"steps": 7500, "batch_size": 64, "loss": "ns", "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5,
+              "beta2": 0.999, "checkpoint_every": 2500, "sample_every": 500, "log_every": 50, "eval_every": 2500}
     presets = {
         # The paper's own settings: batch 128 and the same Adam; a GPU-sized run.
         "paper": {"batch_size": 128, "steps": 20000, "g_width": 64, "d_width": 64},
@@ -71,8 +74,9 @@ class ImageDomain(Domain):
 
     # -- settings -----------------------------------------------------------------------------------
     def resolve_options(self, options: ImageOptions, data: Data) -> ImageOptions:
-        """``size`` and ``channels`` as loaded (config.toml records 28 and 1 for MNIST, not "auto")."""
-        return dataclasses.replace(options, size=data.extra["size"], channels=data.extra["channels"])
+        """``size``, ``channels`` and ``conditional`` as loaded (config.toml records 28, 1 and true for MNIST)."""
+        return dataclasses.replace(options, size=data.extra["size"], channels=data.extra["channels"],
+                                   conditional=data.conditional)
 
     def upgrade_options(self, saved: dict[str, Any], data_meta: Mapping[str, Any]) -> dict[str, Any]:
         """Configs before genkit 0.2 said ``size = 0`` / ``channels = 0`` for "the data's"; data.json had the values."""
@@ -115,8 +119,9 @@ class ImageDomain(Domain):
         x = imdata.fit(x, size, channels)
         if len(x) == 0:
             raise GenkitError(f"--data {spec}: no images")
-        conditional = options.conditional
-        if conditional and (y is None or len(names) < 2):
+        labelled = y is not None and len(names) >= 2
+        conditional = labelled if options.conditional is None else options.conditional
+        if conditional and not labelled:
             raise GenkitError(f"--data {spec}: --conditional needs class labels (sub-folders, or labels in the .npz)")
         labels = y if y is not None else torch.zeros(len(x), dtype=torch.int64)
 

@@ -20,6 +20,19 @@ def cache(tmp_path, monkeypatch):
     return path
 
 
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory):
+    """One cache folder for the session: the spoken-digit corpus and reference classifiers are built once."""
+    return tmp_path_factory.mktemp("genkit-cache")
+
+
+@pytest.fixture
+def use_shared_cache(shared_cache, monkeypatch):
+    """GENKIT_CACHE pointed at the session's shared cache for one test."""
+    monkeypatch.setenv("GENKIT_CACHE", str(shared_cache))
+    return shared_cache
+
+
 @pytest.fixture
 def ring():
     """The example third-party plugin, registered for the test and removed after it."""

@@ -19,16 +19,9 @@ TINY = {
 }
 
 
-@pytest.fixture(scope="module")
-def shared_cache(tmp_path_factory):
-    """One cache for the module: the spoken-digit corpus and the reference classifiers are built once."""
-    return tmp_path_factory.mktemp("cache")
-
-
 @pytest.fixture
-def api_cache(shared_cache, monkeypatch):
-    monkeypatch.setenv("GENKIT_CACHE", str(shared_cache))
-    return shared_cache
+def api_cache(use_shared_cache):
+    return use_shared_cache
 
 
 @pytest.mark.parametrize("domain, shape", [("image", (3, 1, 28, 28)), ("audio", (3, 1, 16384)), ("text", (3, 12))])

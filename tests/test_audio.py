@@ -25,17 +25,9 @@ from genkit_audio.wavegan import PhaseShuffle, WaveGANConfig, WaveGANDiscriminat
 TINY = ["--model-size", "4", "--batch-size", "8", "--steps", "2", "--n-critic", "1", "--quiet", "--eval-samples", "0"]
 
 
-@pytest.fixture(scope="module")
-def shared_cache(tmp_path_factory):
-    """One cache folder per module, so the spoken-digit corpus is synthesised once (a few seconds)."""
-    return tmp_path_factory.mktemp("genkit-cache")
-
-
 @pytest.fixture
-def cli(shared_cache, monkeypatch):
+def cli(use_shared_cache):
     from genkit.cli import create_cli
-
-    monkeypatch.setenv("GENKIT_CACHE", str(shared_cache))
 
     def run(*args, ok=True):
         result = CliRunner().invoke(create_cli(), [str(a) for a in args], catch_exceptions=False)

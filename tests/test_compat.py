@@ -18,15 +18,9 @@ from genkit.plugins import register_plugin, registry, unregister_plugin
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
-@pytest.fixture(scope="module")
-def shared_cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")
-
-
 @pytest.fixture
-def old_run(tmp_path, shared_cache, monkeypatch):
+def old_run(tmp_path, use_shared_cache):
     """A copy of a fixture run (the fixtures themselves are never written to)."""
-    monkeypatch.setenv("GENKIT_CACHE", str(shared_cache))
 
     def copy(domain: str) -> Path:
         dst = tmp_path / domain

@@ -130,12 +130,13 @@ class _Layers:
         self.train: dict[str, Any] = {}
         self.options: dict[str, Any] = {}
         self.where: dict[str, tuple[int, str]] = {}  # the layer (its order, its name) each value came from
+        self._layer = 0
 
     def apply(self, values: Mapping[str, Any], where: str, table: str | None = None) -> None:
         """Apply flat ``values`` (``table`` None) or the values of one config-file table (``train`` or the domain's).
 
         None means "not set here"; ``AUTO`` (``--gp auto``) sets "auto" over what earlier layers said."""
-        self._layer = getattr(self, "_layer", 0) + 1
+        self._layer += 1
         before_loss = self.train.get("loss", TRAIN_SETTINGS["loss"].default)
         for key, value in values.items():
             if value is None:

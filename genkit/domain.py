@@ -169,6 +169,8 @@ class Domain:
     # Values for options added after a run was saved: a saved config.toml that lacks one of these keys was
     # written when the option did not exist, and the old behaviour is this value, not today's default.
     legacy_defaults: dict[str, Any] = {}
+    # Tensors that weights files of an earlier version hold and today's models do not: skipped when loading.
+    legacy_weight_keys: tuple[str, ...] = ()
     sample_ext: str = ""  # extension of the per-sample files genkit sample writes (".png", ".wav", ".txt")
 
     # -- settings -----------------------------------------------------------------------------------

@@ -359,7 +359,7 @@ class Trainer:
         if src.domain.name != self.domain.name:
             raise GenkitError(f"--init-from {source}: that run is of domain {src.domain.name!r}, not {self.domain.name!r}")
         ckpt = src.checkpoint()
-        ignore = set(getattr(self.domain, "legacy_weight_keys", ()))
+        ignore = set(self.domain.legacy_weight_keys)
         targets = [("generator", self.G)] + ([("discriminator", self.D)] if parts == "gd" else [])
         for name, module in targets:
             path = ckpt / MODEL_FILES[name]
@@ -393,7 +393,7 @@ class Trainer:
             self.domain.load_state_dict(self.data, state["domain_state"])
         else:  # written by genkit 0.1
             self.domain.upgrade_state(self.data, ckpt, self.config.options)
-        ignore = getattr(self.domain, "legacy_weight_keys", ())
+        ignore = self.domain.legacy_weight_keys
         load_weights(self.G, ckpt / MODEL_FILES["generator"], self.device, ignore)
         load_weights(self.D, ckpt / MODEL_FILES["discriminator"], self.device, ignore)
         if self.ema is not None:

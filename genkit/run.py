@@ -292,7 +292,7 @@ class Run:
         torch.manual_seed(cfg.train.seed)
         G, D = domain.build_models(cfg.options, data)
         weights = self.generator_weights(ckpt)
-        ignore = getattr(domain, "legacy_weight_keys", ())
+        ignore = domain.legacy_weight_keys
         load_weights(G, weights, dev, ignore)
         G.to(dev).eval()
         if with_discriminator:

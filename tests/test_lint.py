@@ -46,13 +46,13 @@ def code_lines(path: Path) -> list[tuple[int, str]]:
     return out
 
 
-def duplicate_blocks(files: list[Path]) -> list[str]:
+def duplicate_blocks(files: list[Path], root: Path = ROOT) -> list[str]:
     seen: dict[tuple[str, ...], list[str]] = defaultdict(list)
     for path in files:
         lines = code_lines(path)
         for i in range(len(lines) - WINDOW + 1):
             window = tuple(text for _, text in lines[i:i + WINDOW])
-            seen[window].append(f"{path.relative_to(ROOT)}:{lines[i][0]}")
+            seen[window].append(f"{path.relative_to(root)}:{lines[i][0]}")
     return [" ~ ".join(places) for places in seen.values() if len(places) > 1]
 
 
@@ -67,10 +67,5 @@ def test_the_detector_finds_a_copy(tmp_path):
     a, b = tmp_path / "a.py", tmp_path / "b.py"
     a.write_text(f"def one():\n{body}")
     b.write_text(f'"""doc"""\n\n# comment\ndef two():\n{body}')
-    global ROOT
-    old, ROOT = ROOT, tmp_path
-    try:
-        found = duplicate_blocks([a, b])
-    finally:
-        ROOT = old
+    found = duplicate_blocks([a, b], root=tmp_path)
     assert found and found[0].startswith("a.py:2 ~ b.py:5")

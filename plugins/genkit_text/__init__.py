@@ -9,6 +9,7 @@ model, data and metric modules are imported by the methods that need them.
 from __future__ import annotations
 
 import json
+import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -377,7 +378,8 @@ class TextDomain(Domain):
             return  # the weights' own loading reports an unreadable file
         keys = ORACLE_SWEEP_KEYS if data.state.get("kind") == "oracle" else TEXT_SWEEP_KEYS
         temps = parse_temperatures(options.sweep)
-        if rows and len(rows) == len(temps) and all(len(r) == len(keys) for r in rows) and rows[0][0] == rows[0][0]:
+        measured = rows and not math.isnan(rows[0][0])  # NaN until the MLE phase had filled the buffer
+        if measured and len(rows) == len(temps) and all(len(r) == len(keys) for r in rows):
             data.state["mle_sweep"] = {f"mle_t{t:g}_{k}": float(v) for t, row in zip(temps, rows)
                                        for k, v in zip(keys, row)}
 
@@ -414,8 +416,6 @@ def eval_mode(module):
 
 def mle_lr_at(step: int, steps: int, options: TextOptions) -> float:
     """The MLE learning rate at ``step`` of ``steps``: linear warm-up, then constant or cosine decay."""
-    import math
-
     peak, warmup = float(options.mle_lr), int(options.mle_warmup)
     if step < warmup:
         return peak * (step + 1) / warmup

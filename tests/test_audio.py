@@ -240,7 +240,7 @@ def test_load_folder_mixed_rates_channels_and_broken_files(tmp_path, capsys):
            16000, format="OGG", subtype="VORBIS")
     (root / "no" / "broken.wav").write_bytes(b"RIFF this is not a wave file")
     _write(root / "no" / "empty.wav", np.zeros(0, np.float32), 16000)
-    x, y, names, source = audata.load_folder(root, 16384)
+    x, y, names, source, rate = audata.load_folder(root, 16384, 16000)
     err = capsys.readouterr().err
     assert "broken.wav: skipped" in err and "empty.wav: skipped" in err
     assert "skipped 2 bad file(s) of 5" in err
@@ -251,7 +251,11 @@ def test_load_folder_mixed_rates_channels_and_broken_files(tmp_path, capsys):
     b = x[2, 0].float() / 32768
     assert b[1000:7000].mean().item() == pytest.approx(0.3, abs=0.01)  # mono mix of 0.5 and 0.1 (0.5 s)
     assert x[0, 0].float().abs().max() > 0  # 2.5 s OGG trimmed to the first 16384 samples
-    assert "3 clips" in source
+    assert "3 clips at 16000 Hz" in source and rate == 16000
+    # No rate asked for: one file at each rate, so the highest; the length follows the rate chosen.
+    x, _, _, _, rate = audata.load_folder(root, None, None, choose_length=lambda r: {44100: 32768}[r])
+    assert rate == 44100 and x.shape == (3, 1, 32768)
+    assert "3 sample rates (8000 Hz, 16000 Hz, 44100 Hz); resampling all to 44100 Hz" in capsys.readouterr().err
 
 
 def test_load_folder_label_prefix_and_errors(tmp_path, monkeypatch):
@@ -259,13 +263,13 @@ def test_load_folder_label_prefix_and_errors(tmp_path, monkeypatch):
     tone = (0.2 * np.sin(np.arange(3000) / 5)).astype(np.float32)
     for name in ("7_jackson_0.wav", "7_theo_1.wav", "3_jackson_2.wav"):
         _write(root / name, tone, 8000)
-    x, y, names, _ = audata.load_folder(root, 16384)
-    assert names == ["3", "7"] and y.tolist() == [0, 1, 1]
+    x, y, names, _, rate = audata.load_folder(root, 16384, None)
+    assert names == ["3", "7"] and y.tolist() == [0, 1, 1] and rate == 8000  # the files' own rate
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "x.wav").write_text("not audio")
     with pytest.raises(GenkitError, match="none of the 1 audio files could be read"):
-        audata.load_folder(bad, 16384)
+        audata.load_folder(bad, 16384, None)
     dom = AudioDomain()
     opts = dom.Options()
     with pytest.raises(GenkitError, match="no such folder"):
@@ -306,7 +310,7 @@ def test_info_shows_paper_parameter_counts(cli):
 
 def test_tiny_run_writes_wavs_and_spectrograms_then_samples(cli, tmp_path):
     out = tmp_path / "run"
-    cli("run", "audio", *TINY, "--sample-every", "1", "--out", out)
+    cli("run", "audio", *TINY, "--model", "wavegan", "--no-conditional", "--sample-every", "1", "--out", out)
     final = sorted((out / "samples" / "final").glob("*.wav"))
     assert len(final) == 16
     for wav in final[:3]:
@@ -325,7 +329,8 @@ def test_tiny_run_writes_wavs_and_spectrograms_then_samples(cli, tmp_path):
 def test_tiny_conditional_longer_run(cli, tmp_path):
     out = tmp_path / "run"
     cli("run", "audio", "--model-size", "2", "--batch-size", "4", "--steps", "1", "--n-critic", "1", "--quiet",
-        "--eval-samples", "0", "--length", "32768", "--conditional", "--post-filter", "--phase-shuffle", "0", "--out", out)
+        "--eval-samples", "0", "--model", "wavegan", "--length", "32768", "--conditional", "--post-filter",
+        "--phase-shuffle", "0", "--out", out)
     final = sorted((out / "samples" / "final").glob("*.wav"))
     assert len(final) == 20 and final[0].name == "00-zero.wav" and final[19].name == "19-nine.wav"
     assert sf.info(str(final[0])).frames == 32768 and sf.info(str(final[0])).samplerate == 16000
@@ -366,7 +371,7 @@ def test_specgan_spectrogram_normalisation_and_inversion():
 
 def test_user_errors_are_one_line(cli, tmp_path):
     result = cli("run", "audio", "--model", "specgan", "--length", "32768", "--out", tmp_path / "r", ok=False)
-    assert result.exit_code == 2 and "specgan makes 16384-sample clips only" in result.stderr
+    assert result.exit_code == 2 and "specgan makes clips of 8192, 16384 samples, not --length 32768" in result.stderr
     assert not (tmp_path / "r").exists()  # nothing written
     result = cli("run", "audio", "--data", tmp_path / "nope", "--out", tmp_path / "r", ok=False)
     assert result.exit_code == 1 and "no such folder" in result.stderr and len(result.stderr.splitlines()) == 1
@@ -379,6 +384,7 @@ def test_resume_is_exact_with_phase_shuffle(cli, tmp_path):
 
     tiny = ["--model-size", "2", "--batch-size", "4", "--n-critic", "2", "--quiet", "--sample-every", "0",
             "--eval-samples", "0"]
+    tiny += ["--model", "wavegan"]
     cli("run", "audio", *tiny, "--steps", "2", "--out", tmp_path / "full")
     cli("run", "audio", *tiny, "--steps", "1", "--out", tmp_path / "half")
     cli("run", "audio", "--resume", tmp_path / "half", "--steps", "2", "--quiet")
@@ -401,10 +407,38 @@ def _tone_folder(root: Path, per_class: int = 12) -> Path:
     return root
 
 
+def test_sample_rate_follows_the_data_end_to_end(cli, tmp_path):
+    """8 kHz files in: an 8 kHz run of 8192-sample clips (about a second), 8 kHz WAVs out, at every stage."""
+    data = tmp_path / "fsdd"
+    rs = np.random.RandomState(0)
+    for digit, freq in (("1", 400), ("2", 1200)):
+        for take in range(4):
+            t = np.arange(rs.randint(3000, 6000)) / 8000
+            _write(data / f"{digit}_spk_{take}.wav", (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32), 8000)
+    out = tmp_path / "run"
+    cli("run", "audio", "--data", data, "--model", "specgan", "--model-size", "2", "--batch-size", "4", "--steps", "1",
+        "--griffin-lim-iters", "2", "--eval-samples", "0", "--quiet", "--out", out)
+    config = (out / "config.toml").read_text()
+    assert "sample_rate = 8000" in config and "length = 8192" in config and "conditional = true" in config
+    wavs = sorted((out / "samples" / "final").glob("*.wav"))
+    assert wavs[0].name == "00-1.wav" and wavs[1].name == "01-2.wav"  # labels from the file names
+    assert all((sf.info(str(w)).samplerate, sf.info(str(w)).frames) == (8000, 8192) for w in wavs)
+    cli("sample", out, "-n", "2", "--out", tmp_path / "s")
+    assert {(sf.info(str(w)).samplerate, sf.info(str(w)).frames) for w in (tmp_path / "s").glob("*.wav")} == {(8000, 8192)}
+    # Asked for 16 kHz: the same files are resampled, and a second is 16384 samples.
+    cli("run", "audio", "--data", data, "--sample-rate", "16000", "--model", "specgan", "--model-size", "2",
+        "--batch-size", "4", "--steps", "1", "--griffin-lim-iters", "2", "--eval-samples", "0", "--quiet",
+        "--out", tmp_path / "r16")
+    wav = sorted((tmp_path / "r16" / "samples" / "final").glob("*.wav"))[0]
+    assert (sf.info(str(wav)).samplerate, sf.info(str(wav)).frames) == (16000, 16384)
+    result = cli("run", "audio", "--data", data, "--sample-rate", "12000", "--out", tmp_path / "bad", ok=False)
+    assert result.exit_code == 2 and "12000" in result.stderr and not (tmp_path / "bad").exists()
+
+
 def test_refnet_scores_real_clips_far_better_than_noise(tmp_path):
     from genkit_audio import metrics
 
-    x, y, names, source = audata.load_folder(_tone_folder(tmp_path / "tones"), 16384)
+    x, y, names, source, _ = audata.load_folder(_tone_folder(tmp_path / "tones"), 16384, 16000)
     net, acc, test_idx = metrics.reference_classifier(x, y, len(names), source, tmp_path / "cache")
     assert acc >= 0.9  # tones of three pitches are easy: a broken feature pipeline would not get here
     real = x[test_idx]
@@ -421,6 +455,8 @@ def test_refnet_scores_real_clips_far_better_than_noise(tmp_path):
     far = metrics.score(net, acc, real, torch.rand(12, 1, 16384) * 2 - 1, 3, train=train)
     assert copies["refnet_nn_ratio"] < 1e-3 < 2 < far["refnet_nn_ratio"]  # copies vs clips unlike any data
     assert noise["refnet_is"] < same["refnet_is"] - 0.5
+    assert metrics.rms_ratio(real, real) == pytest.approx(1.0)  # loudness: int16 and float agree
+    assert metrics.rms_ratio(real.float() / 32768 * 0.1, real) == pytest.approx(0.1, rel=1e-3)
     cached = sorted((tmp_path / "cache" / "audio-refnet").glob("*.safetensors"))
     assert len(cached) == 1
     again, acc2, _ = metrics.reference_classifier(x, y, len(names), source, tmp_path / "cache")
@@ -444,7 +480,7 @@ def test_run_and_eval_report_refnet_metrics(cli, tmp_path):
         "--eval-samples", "40", "--eval-every", "1", "--quiet", "--out", out)
     summary = json.loads((out / "summary.json").read_text())
     keys = ("refnet_is", "refnet_fd", "refnet_kid", "refnet_confident", "refnet_classes", "refnet_is_real",
-            "refnet_accuracy")
+            "refnet_accuracy", "rms_ratio")
     assert all(k in summary["metrics"] and math.isfinite(summary["metrics"][k]) for k in keys)
     assert summary["metrics"]["refnet_accuracy"] >= 0.9
     assert (out / "checkpoints" / "best").is_file()  # the lowest refnet_fd so far

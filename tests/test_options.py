@@ -98,7 +98,7 @@ def test_resume_layer_accepts_resumable_settings_and_refuses_others_by_name():
     assert "--resume: --lr-g, --g-width cannot change in an existing run" in info.value.format_message()
 
 
-@pytest.mark.parametrize("domain, steps, loss", [("image", 7500, "ns"), ("audio", 300, "wgan-gp"), ("text", 100, "rsgan")])
+@pytest.mark.parametrize("domain, steps, loss", [("image", 7500, "ns"), ("audio", 1000, "hinge"), ("text", 100, "rsgan")])
 def test_help_shows_each_domains_effective_defaults(invoke, domain, steps, loss):
     from genkit.cli import make_run_command
 

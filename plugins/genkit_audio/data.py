@@ -1,16 +1,19 @@
 """Audio data for the audio domain: the embedded spoken-digit corpus and folders of audio files.
 
-Every source becomes an int16 tensor (N, 1, length) at 16 kHz plus optional integer labels; the domain
-turns int16 into floats in [-1, 1] on the device, batch by batch.
+Every source becomes an int16 tensor (N, 1, length) at one sample rate (``--sample-rate``; by default the
+data's own) plus optional integer labels; the domain turns int16 into floats in [-1, 1] on the device,
+batch by batch.
 
 - ``espeak-digits`` (default, offline): the words "zero".."nine" spoken by eSpeak NG, whose shared library
-  and voice data ship in the ``espeakng-loader`` wheel (driven here through ``ctypes``). Each clip draws an
+  and voice data ship in the ``espeakng-loader`` wheel (driven here through ``ctypes``); its rate is 16 kHz
+  (eSpeak's 22.05 kHz resampled), or any other rate asked for. Each clip draws an
   English accent, a voice variant (male, female, Klatt, croaky...), a pitch, a pitch range and a speaking
   rate, so the corpus is varied the way a multi-speaker corpus is (though all synthetic). It is the
   closest offline stand-in for SC09, the paper's spoken-digit benchmark. Generated once (a few seconds)
   and cached under ``cache_dir``.
 - a folder: WAV/FLAC/OGG files found recursively and read with ``soundfile`` (torchaudio 2.9+ has no file
-  I/O), mixed to mono, resampled to 16 kHz with torchaudio, trimmed or zero-padded to ``length``. Class
+  I/O), mixed to mono, resampled with torchaudio to the asked rate (by default the rate most of the files
+  have), trimmed or zero-padded to ``length``. Class
   labels come from first-level sub-folder names, else from a ``label_`` file-name prefix (the Free
   Spoken Digit Dataset's ``7_jackson_32.wav``). Bad files are skipped with a warning naming each one.
 """
@@ -26,7 +29,8 @@ import torch
 from genkit import GenkitError, warn
 from genkit.files import atomic_write
 
-SAMPLE_RATE = 16000
+SAMPLE_RATE = 16000  # the eSpeak corpus's own rate
+RATES = (8000, 16000, 22050, 44100)  # the sample rates a run can have (--sample-rate)
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga"}
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
@@ -40,7 +44,7 @@ VARIANTS = ["m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "f1", "f2", "f3", "f
             "anika", "belinda", "benjamin", "david", "ed", "edward", "grandma", "grandpa", "ian", "john",
             "linda", "max", "michel", "norbert", "paul", "quincy", "rob", "robert", "steph", "travis", "victor",
             "zac"]
-MAX_OFFSET = 2400  # clips start at a random offset of up to 0.15 s, like the loose alignment of SC09
+MAX_OFFSET = 0.15  # clips start at a random offset of up to 0.15 s, like the loose alignment of SC09
 
 
 # -- eSpeak NG through ctypes ------------------------------------------------------------------------
@@ -105,8 +109,9 @@ def fft_resample(x: np.ndarray, rate: int, new_rate: int) -> np.ndarray:
     return (np.fft.irfft(spec, m) * (m / n)).astype(np.float32)
 
 
-def synthesise_digits(clips_per_digit: int = CLIPS_PER_DIGIT, seed: int = 0) -> tuple[list[np.ndarray], list[int]]:
-    """Render ``clips_per_digit`` varied utterances of each digit; float32 clips at 16 kHz, peak 0.5-0.95."""
+def synthesise_digits(clips_per_digit: int = CLIPS_PER_DIGIT, seed: int = 0,
+                      rate: int = SAMPLE_RATE) -> tuple[list[np.ndarray], list[int]]:
+    """Render ``clips_per_digit`` varied utterances of each digit; float32 clips at ``rate``, peak 0.5-0.95."""
     global _espeak
     if _espeak is None:
         _espeak = _ESpeak()
@@ -117,7 +122,7 @@ def synthesise_digits(clips_per_digit: int = CLIPS_PER_DIGIT, seed: int = 0) -> 
             voice = f"{ACCENTS[rs.randint(len(ACCENTS))]}+{VARIANTS[rs.randint(len(VARIANTS))]}"
             raw = _espeak.say(word, voice, rate=int(rs.randint(110, 231)), pitch=int(rs.randint(15, 86)),
                               pitch_range=int(rs.randint(20, 91)))
-            x = _trim_silence(fft_resample(raw.astype(np.float32) / 32768.0, _espeak.rate, SAMPLE_RATE))
+            x = _trim_silence(fft_resample(raw.astype(np.float32) / 32768.0, _espeak.rate, rate))
             if len(x) == 0:
                 continue
             x = x / np.abs(x).max() * rs.uniform(0.5, 0.95)
@@ -126,13 +131,16 @@ def synthesise_digits(clips_per_digit: int = CLIPS_PER_DIGIT, seed: int = 0) -> 
     return clips, labels
 
 
-def espeak_digits(cache_dir: Path, length: int) -> tuple[torch.Tensor, torch.Tensor, list[str], str]:
-    """The cached spoken-digit corpus as int16 (N, 1, length), generating it on first use."""
-    cache = Path(cache_dir) / "audio" / f"espeak-digits-v{CORPUS_VERSION}.npz"
+def espeak_digits(cache_dir: Path, length: int,
+                  rate: int = SAMPLE_RATE) -> tuple[torch.Tensor, torch.Tensor, list[str], str]:
+    """The cached spoken-digit corpus as int16 (N, 1, length) at ``rate``, generating it on first use."""
+    suffix = "" if rate == SAMPLE_RATE else f"-{rate}"
+    cache = Path(cache_dir) / "audio" / f"espeak-digits-v{CORPUS_VERSION}{suffix}.npz"
     if not cache.is_file():
-        clips, labels = synthesise_digits()
+        clips, labels = synthesise_digits(rate=rate)
         rs = np.random.RandomState(1)
-        offsets = np.array([rs.randint(0, MAX_OFFSET + 1) for _ in clips])
+        max_offset = int(MAX_OFFSET * rate)
+        offsets = np.array([rs.randint(0, max_offset + 1) for _ in clips])
         flat = np.concatenate([np.round(c * 32767).astype(np.int16) for c in clips])
         ends = np.cumsum([len(c) for c in clips])
 
@@ -149,7 +157,7 @@ def espeak_digits(cache_dir: Path, length: int) -> tuple[torch.Tensor, torch.Ten
         clip = flat[s:e][: length - o]
         x[i, 0, o:o + len(clip)] = clip
     return (torch.from_numpy(x), torch.from_numpy(labels), list(DIGITS),
-            f"spoken digits 'zero'..'nine' synthesised with eSpeak NG ({len(x)} clips, cached in {cache.parent})")
+            f"spoken digits 'zero'..'nine' synthesised with eSpeak NG ({len(x)} clips at {rate} Hz, cached in {cache.parent})")
 
 
 # -- folders -----------------------------------------------------------------------------------------
@@ -174,7 +182,11 @@ def read_audio(path: Path) -> tuple[torch.Tensor, int]:
     return torch.from_numpy(np.ascontiguousarray(data.mean(axis=1))), int(rate)
 
 
-def load_folder(root: Path, length: int) -> tuple[torch.Tensor, torch.Tensor | None, list[str], str]:
+def load_folder(root: Path, length: int | None, rate: int | None,
+                choose_length=None) -> tuple[torch.Tensor, torch.Tensor | None, list[str], str, int]:
+    """Every readable audio file under ``root`` as int16 (N, 1, length) at ``rate`` Hz, with labels if the names
+    carry them. ``rate=None``: the rate most files have (others are resampled to it); ``length=None``:
+    ``choose_length(rate)``. Returns (clips, labels or None, class names, a description, rate)."""
     import torchaudio.functional as AF
 
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
@@ -185,10 +197,10 @@ def load_folder(root: Path, length: int) -> tuple[torch.Tensor, torch.Tensor | N
         scheme = "folder"
     elif all("_" in p.name and p.name.split("_", 1)[0] for p in files):
         scheme = "prefix"
-    waves, names, bad = [], [], 0
+    read, names, bad = [], [], 0
     for p in files:
         try:
-            x, rate = read_audio(p)
+            x, file_rate = read_audio(p)
             if x.numel() == 0:
                 raise ValueError("no samples")
             if not torch.isfinite(x).all():
@@ -198,17 +210,36 @@ def load_folder(root: Path, length: int) -> tuple[torch.Tensor, torch.Tensor | N
             warn(f"{p}: skipped, not readable audio ({reason})")
             bad += 1
             continue
-        if rate != SAMPLE_RATE:
-            x = AF.resample(x, rate, SAMPLE_RATE)
-        waves.append(fit_length(x, length))
+        read.append((x, file_rate))
         names.append(_label_of(p, root, scheme) if scheme else "")
     if bad:
         warn(f"{root}: skipped {bad} bad file(s) of {len(files)}")
-    if not waves:
+    if not read:
         raise GenkitError(f"{root}: none of the {len(files)} audio files could be read")
+    if rate is None:
+        rate = data_rate(root, [r for _, r in read])
+    if length is None:
+        length = choose_length(rate)
+    waves = [fit_length(AF.resample(x, r, rate) if r != rate else x, length) for x, r in read]
     x = torch.stack(waves)[:, None].clamp(-1.0, 1.0)
     x = torch.round(x * 32767).to(torch.int16)
     classes = sorted(set(names)) if scheme else []
     y = torch.tensor([classes.index(n) for n in names], dtype=torch.int64) if scheme else None
     how = {"folder": ", labels from sub-folders", "prefix": ", labels from file-name prefixes", "": ""}[scheme]
-    return x, y, classes, f"{root} ({len(waves)} clips{how})"
+    return x, y, classes, f"{root} ({len(waves)} clips at {rate} Hz{how})", rate
+
+
+def data_rate(root: Path, rates: list[int]) -> int:
+    """The run's rate for files at ``rates``: the commonest, or the next supported rate up (a warning says so)."""
+    counts: dict[int, int] = {}
+    for r in rates:
+        counts[r] = counts.get(r, 0) + 1
+    common = max(counts, key=lambda r: (counts[r], r))
+    if len(counts) > 1:
+        warn(f"{root}: files at {len(counts)} sample rates ({', '.join(f'{r} Hz' for r in sorted(counts))}); "
+             f"resampling all to {common} Hz (--sample-rate to choose)")
+    if common in RATES:
+        return common
+    up = min((r for r in RATES if r >= common), default=RATES[-1])
+    warn(f"{root}: {common} Hz is not a supported rate; resampling to {up} Hz ({', '.join(map(str, RATES))})")
+    return up

@@ -13,6 +13,8 @@ cached in the genkit cache folder) and reports, for generated clips:
 - ``refnet_is_real`` and ``refnet_accuracy``: the same score on held-out real clips, and refnet's accuracy there
 - ``refnet_nn_train``, ``_nn_train_real``, ``_nn_ratio``, ``_nn_self``: nearest-neighbour distances in refnet's
   feature space, the memorisation check (``genkit.metrics.memorisation_metrics``)
+- ``rms_ratio``: loudness, the median RMS of generated clips over that of real clips (1 = as loud as the data;
+  a tenth = the near-silence that refnet alone would not flag)
 
 The numbers compare genkit runs on the same data; they are not the paper's SC09 inception scores.
 """
@@ -33,13 +35,13 @@ N_MELS = 64
 class RefNet(nn.Module):
     """Log-mel spectrogram (64 bands, 25 ms window, 10 ms hop), three conv blocks, a 128-d feature layer, a head."""
 
-    def __init__(self, num_classes: int):
+    def __init__(self, num_classes: int, sample_rate: int = SAMPLE_RATE):
         super().__init__()
         import torchaudio
 
         # A fixed transform, kept out of the state dict (its buffers are not weights); refnet runs on the CPU.
-        self.__dict__["mel"] = torchaudio.transforms.MelSpectrogram(SAMPLE_RATE, n_fft=400, hop_length=160,
-                                                                    n_mels=N_MELS)
+        self.__dict__["mel"] = torchaudio.transforms.MelSpectrogram(
+            sample_rate, n_fft=round(0.025 * sample_rate), hop_length=round(0.01 * sample_rate), n_mels=N_MELS)
         self.body = nn.Sequential(
             nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
@@ -60,14 +62,16 @@ def _float(x: torch.Tensor) -> torch.Tensor:
 
 
 def reference_classifier(x: torch.Tensor, y: torch.Tensor, num_classes: int, source: str, cache_dir: Path,
-                         epochs: int = 4, min_updates: int = 80, batch: int = 32) -> tuple[RefNet, float, torch.Tensor]:
-    """Train (or load from the cache) refnet on int16 clips ``x`` (N, 1, T) and labels ``y``.
+                         epochs: int = 4, min_updates: int = 80, batch: int = 32,
+                         sample_rate: int = SAMPLE_RATE) -> tuple[RefNet, float, torch.Tensor]:
+    """Train (or load from the cache) refnet on int16 clips ``x`` (N, 1, T) at ``sample_rate`` and labels ``y``.
 
     ``epochs`` passes over the training clips, more on a small folder so that there are ``min_updates`` Adam
     steps. Returns the classifier (eval mode), its accuracy on a held-out tenth of the clips, and their indices.
     """
-    return refnet.reference_classifier(x, y, lambda: RefNet(num_classes), _float, source, cache_dir,
-                                       folder="audio-refnet", epochs=epochs, min_updates=min_updates, batch=batch,
+    tag = "v1" if sample_rate == SAMPLE_RATE else f"v1-{sample_rate}Hz"  # the mel transform follows the rate
+    return refnet.reference_classifier(x, y, lambda: RefNet(num_classes, sample_rate), _float, source, cache_dir,
+                                       folder="audio-refnet", tag=tag, epochs=epochs, min_updates=min_updates, batch=batch,
                                        lr=2e-3, min_test=2, min_batch=2, feature_batch=256)  # batch norm: 2 a batch
 
 
@@ -86,3 +90,12 @@ def score(net: RefNet, accuracy: float, real: torch.Tensor, fake: torch.Tensor, 
     """
     fake = torch.nan_to_num(fake.float(), nan=0.0, posinf=1.0, neginf=-1.0).clamp(-1.0, 1.0)
     return refnet.score(net, accuracy, real, fake, _float, batch=256, train=train)
+
+
+def rms_ratio(fake: torch.Tensor, real: torch.Tensor) -> float:
+    """Median RMS of generated clips over the median RMS of real clips (int16 or float in [-1, 1])."""
+    def median_rms(x: torch.Tensor) -> float:
+        x = torch.nan_to_num(_float(x), nan=0.0).clamp(-1.0, 1.0)
+        return float(x.flatten(1).pow(2).mean(dim=1).sqrt().median())
+
+    return median_rms(fake) / max(median_rms(real), 1e-9)

@@ -11,7 +11,8 @@ GriffinLim (16 iterations, as the authors).
 
 Departures: torchaudio's STFT is centred (the authors' pads the end), so the frame grid is shifted by
 half a window; GriffinLim starts from torchaudio's random phase. ``num_classes > 0`` is genkit's
-conditional variant, as in WaveGAN.
+conditional variant, as in WaveGAN. Other clip lengths keep the 128 x 128 grid and the 256-sample window
+and scale the hop: 8192 samples (about 1 s at 8 kHz) are framed every 64 samples.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from torch import nn
 
 from .wavegan import ProjectionCritic, glorot_, same_pad
 
-LENGTH = 16384
-N_FFT, HOP = 256, 128
+LENGTHS = (8192, 16384)  # hop = length / 128: 64 or 128 samples, 75 % or 50 % overlap of the 256-sample window
+N_FFT, FRAMES = 256, 128
 LOG_EPS = 1e-6
 CLIP_NSTD = 3.0
 
@@ -36,13 +37,23 @@ class SpecGANConfig:
     latent_dim: int = 100  # z ~ U[-1, 1]^100, as WaveGAN
     kernel: int = 5  # 5 x 5 convolutions (DCGAN)
     num_classes: int = 0  # > 0: class-conditional (a genkit addition)
+    upsample: str = "zeros"  # "zeros" = transposed convolutions (paper), "nn" = nearest neighbour + convolution
+    g_norm: str = "none"  # "batch": batch norm after each hidden layer of G (DCGAN; a genkit addition)
+    d_norm: str = "none"  # "batch" | "spectral" | "layer" | "none" (paper) in D's hidden layers
+
+
+def hop_of(length: int) -> int:
+    if length not in LENGTHS:
+        raise ValueError(f"SpecGAN makes clips of {' or '.join(map(str, LENGTHS))} samples, not {length}")
+    return length // FRAMES
 
 
 def spectrogram(waves: torch.Tensor) -> torch.Tensor:
-    """(N, 1, 16384) waveforms in [-1, 1] -> (N, 1, 128, 128) log magnitudes (freq x time)."""
+    """(N, 1, length) waveforms in [-1, 1] -> (N, 1, 128, 128) log magnitudes (freq x time)."""
     import torchaudio
 
-    spec = torchaudio.transforms.Spectrogram(n_fft=N_FFT, hop_length=HOP, power=1.0).to(waves.device)
+    hop = hop_of(waves.shape[-1])
+    spec = torchaudio.transforms.Spectrogram(n_fft=N_FFT, hop_length=hop, power=1.0).to(waves.device)
     mag = spec(waves.float().reshape(len(waves), -1))  # (N, 129, 129)
     return torch.log(mag[:, :-1, :-1] + LOG_EPS).unsqueeze(1)
 
@@ -51,25 +62,35 @@ def normalise(logmag: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> to
     return ((logmag - mean.view(1, 1, -1, 1)) / std.view(1, 1, -1, 1) / CLIP_NSTD).clamp(-1.0, 1.0)
 
 
-def invert(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, n_iter: int = 16) -> torch.Tensor:
-    """Normalised spectrograms (N, 1, 128, 128) -> waveforms (N, 1, 16384) by Griffin-Lim."""
+def invert(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, n_iter: int = 16, length: int = 16384) -> torch.Tensor:
+    """Normalised spectrograms (N, 1, 128, 128) -> waveforms (N, 1, length) by Griffin-Lim."""
     import torchaudio
 
     mean, std = mean.to(x.device).view(1, -1, 1), std.to(x.device).view(1, -1, 1)
     logmag = x[:, 0] * CLIP_NSTD * std + mean
     mag = (logmag.exp() - LOG_EPS).clamp_min(0.0)
     mag = F.pad(mag, (0, 1, 0, 1))  # put back the Nyquist bin and the last frame (zeros)
-    gl = torchaudio.transforms.GriffinLim(n_fft=N_FFT, n_iter=n_iter, hop_length=HOP, power=1.0,
-                                          length=LENGTH).to(x.device)
+    gl = torchaudio.transforms.GriffinLim(n_fft=N_FFT, n_iter=n_iter, hop_length=hop_of(length), power=1.0,
+                                          length=length).to(x.device)
     return gl(mag).clamp(-1.0, 1.0).unsqueeze(1)
 
 
 class UpConv2d(nn.Module):
-    def __init__(self, cin: int, cout: int, kernel: int):
+    """Doubling both sides: a transposed convolution aligned as TensorFlow's 'same' (``zeros``, the paper), or
+    nearest-neighbour repetition and a stride-1 3 x 3 convolution (``nn``: no checkerboard artefacts, Odena et
+    al. 2016; 3 x 3 keeps the multiply-adds near the transposed 5 x 5's)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, mode: str = "zeros"):
         super().__init__()
-        self.conv = nn.ConvTranspose2d(cin, cout, kernel, 2, padding=same_pad(kernel, 2)[0])
+        self.mode = mode
+        if mode == "zeros":
+            self.conv = nn.ConvTranspose2d(cin, cout, kernel, 2, padding=same_pad(kernel, 2)[0])
+        else:
+            self.conv = nn.Conv2d(cin, cout, 3, 1, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode != "zeros":
+            return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
         h, w = x.shape[-2] * 2, x.shape[-1] * 2
         return self.conv(x)[..., :h, :w]
 
@@ -90,7 +111,9 @@ class SpecGANGenerator(nn.Module):
         self.cfg = cfg
         ch = [cfg.d * 16 // 2**i for i in range(5)] + [1]
         self.dense = nn.Linear(cfg.latent_dim + cfg.num_classes, 16 * ch[0])
-        self.ups = nn.ModuleList(UpConv2d(ch[i], ch[i + 1], cfg.kernel) for i in range(5))
+        self.ups = nn.ModuleList(UpConv2d(ch[i], ch[i + 1], cfg.kernel, cfg.upsample) for i in range(5))
+        batch = cfg.g_norm == "batch"
+        self.norms = nn.ModuleList(nn.BatchNorm2d(c) if batch else nn.Identity() for c in ch[:5])
         glorot_(self)
         # The training set's per-bin statistics, needed to turn spectrograms into audio. They are the audio
         # domain's per-run state (saved with each checkpoint, not with the weights): set_statistics copies them
@@ -106,10 +129,10 @@ class SpecGANGenerator(nn.Module):
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         if self.cfg.num_classes:
             z = torch.cat([z, F.one_hot(y.long(), self.cfg.num_classes).to(z.dtype)], dim=1)
-        h = F.relu(self.dense(z).view(z.shape[0], -1, 4, 4))
+        h = F.relu(self.norms[0](self.dense(z).view(z.shape[0], -1, 4, 4)))
         for i, up in enumerate(self.ups):
             h = up(h)
-            h = torch.tanh(h) if i == len(self.ups) - 1 else F.relu(h)
+            h = torch.tanh(h) if i == len(self.ups) - 1 else F.relu(self.norms[i + 1](h))
         return h  # (B, 1, 128, 128)
 
 
@@ -119,10 +142,23 @@ class SpecGANDiscriminator(ProjectionCritic):
         self.cfg = cfg
         ch = [1] + [cfg.d * 2**i for i in range(5)]
         self.convs = nn.ModuleList(Conv2dSame(ch[i], ch[i + 1], cfg.kernel) for i in range(5))
+        self.norms = nn.ModuleList(_norm(cfg.d_norm, ch[i + 1]) if i else nn.Identity() for i in range(5))
         self._head(16 * ch[-1], cfg.num_classes)
+        if cfg.d_norm == "spectral":
+            for m in [*self.convs, self.out] + ([self.embed] if self.embed is not None else []):
+                nn.utils.parametrizations.spectral_norm(m)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         h = x
-        for conv in self.convs:
-            h = F.leaky_relu(conv(h), 0.2)
+        for conv, norm in zip(self.convs, self.norms):
+            h = F.leaky_relu(norm(conv(h)), 0.2)
         return self._logit(h, y)
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "layer":
+        return nn.GroupNorm(1, channels)  # layer norm over (C, H, W)
+    return nn.Identity()
+

@@ -45,20 +45,24 @@ class AudioOptions:
                                     "needs labelled data).", ge=0, resumable=True)
 
     def __post_init__(self) -> None:
-        allowed = WAVEGAN_LENGTHS if self.model == "wavegan" else SPECGAN_LENGTHS
+        allowed = lengths_of(self.model)
         if self.length is not None and self.length not in allowed:
             raise GenkitError(f"--model {self.model} makes clips of {', '.join(map(str, allowed))} samples, "
                               f"not --length {self.length}", exit_code=2)
 
 
-SPECGAN_LENGTHS = (8192, 16384)
+# The clip lengths each model makes; defined here, where no torch is imported, and used by specgan.py / wavegan.py.
+SPECGAN_LENGTHS = (8192, 16384)  # hop = length / 128: 64 or 128 samples, 75 % or 50 % overlap of the 256-sample window
 WAVEGAN_LENGTHS = (16384, 32768, 65536)
+
+
+def lengths_of(model: str) -> tuple[int, ...]:
+    return WAVEGAN_LENGTHS if model == "wavegan" else SPECGAN_LENGTHS
 
 
 def default_length(model: str, rate: int) -> int:
     """About one second of audio: the power of two nearest ``rate`` samples that ``model`` can make."""
-    allowed = WAVEGAN_LENGTHS if model == "wavegan" else SPECGAN_LENGTHS
-    return min(allowed, key=lambda n: (abs(math.log2(n / rate)), n))
+    return min(lengths_of(model), key=lambda n: (abs(math.log2(n / rate)), n))
 
 
 class AudioDomain(Domain):

@@ -21,6 +21,7 @@ batch by batch.
 from __future__ import annotations
 
 import ctypes
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -231,9 +232,7 @@ def load_folder(root: Path, length: int | None, rate: int | None,
 
 def data_rate(root: Path, rates: list[int]) -> int:
     """The run's rate for files at ``rates``: the commonest, or the next supported rate up (a warning says so)."""
-    counts: dict[int, int] = {}
-    for r in rates:
-        counts[r] = counts.get(r, 0) + 1
+    counts = Counter(rates)
     common = max(counts, key=lambda r: (counts[r], r))
     if len(counts) > 1:
         warn(f"{root}: files at {len(counts)} sample rates ({', '.join(f'{r} Hz' for r in sorted(counts))}); "

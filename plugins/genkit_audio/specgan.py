@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import SPECGAN_LENGTHS as LENGTHS
 from .wavegan import ProjectionCritic, glorot_, same_pad
 
-LENGTHS = (8192, 16384)  # hop = length / 128: 64 or 128 samples, 75 % or 50 % overlap of the 256-sample window
 N_FFT, FRAMES = 256, 128
 LOG_EPS = 1e-6
 CLIP_NSTD = 3.0

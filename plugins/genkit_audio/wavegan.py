@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-LENGTHS = (16384, 32768, 65536)
+from . import WAVEGAN_LENGTHS as LENGTHS  # the package holds the torch-free constants
 
 
 @dataclass

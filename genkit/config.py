@@ -2,7 +2,8 @@
 
 One layered resolution, later layers win::
 
-    engine defaults < domain recipe < preset < --config FILE < flags (or genkit.train(**settings))
+    engine defaults < domain recipe < domain.recipe_for(data, given) < preset < --config FILE < flags
+    (or genkit.train(**settings))
 
 and, for ``--resume``, a final layer over the saved config that accepts the settings marked ``resumable``
 and refuses every other one by name. ``RUN/config.toml`` holds resolved values only (no placeholders):
@@ -204,6 +205,12 @@ def resolve(domain: Any, losses: Mapping[str, Any], *, preset: str | None = None
                           exit_code=2)
     layers = _Layers(domain, losses)
     layers.apply(domain.recipe, f"domain {domain.name!r} recipe")
+    named = data or file_data.get("data")
+    given = {k: v for k, v in {**file_data.get("train", {}), **file_data.get(domain.name, {}), **(flags or {})}.items()
+             if v is not None}
+    extra = domain.recipe_for(None if named is None else str(named), given) if hasattr(domain, "recipe_for") else {}
+    if extra:  # e.g. the recipe of a named built-in data set (the plain recipe is the default data's)
+        layers.apply(extra, f"domain {domain.name!r} recipe for these settings")
     layers.apply(presets[preset], f"preset {preset!r}")
     if file_data:
         layers.apply(file_data.get("train", {}), str(file), table="train")

@@ -151,7 +151,8 @@ class Domain:
     data shape, ...), each a flag of ``genkit run DOMAIN`` and a key of the ``[DOMAIN]`` config table; every
     method receives the resolved instance. ``recipe`` holds the domain's defaults for engine settings (keys of
     ``genkit.config.TrainConfig``: loss, lr_g, steps, ...) and for its options; ``presets`` name alternative
-    bundles of both (``{"paper": {"steps": ..., "model_size": ...}}``); every domain has the preset ``default``.
+    bundles of both (``{"paper": {"steps": ..., "model_size": ...}}``); every domain has the preset ``default``;
+    ``data_recipes`` holds the recipe of a named ``--data`` (applied between ``recipe`` and the preset).
     Capabilities are declared: ``evaluates`` (``evaluate`` returns metrics) and ``phases``.
     """
 
@@ -161,6 +162,9 @@ class Domain:
     Options: type = NoOptions
     options: tuple[Option, ...] = ()  # deprecated: the first plugin API's Option tuples
     recipe: dict[str, Any] = {}
+    # Recipes of named built-in data sets, layered over ``recipe`` when ``--data`` is that name (``recipe``
+    # itself is the default data's); e.g. text's ``{"oracle": {...}}``.
+    data_recipes: dict[str, dict[str, Any]] = {}
     presets: dict[str, dict[str, Any]] = {}
     data_names: tuple[str, ...] = ()  # built-in --data names, listed in --help
     phases: tuple[Phase, ...] = ()  # run in order before adversarial training, --pretrain-steps steps each
@@ -180,6 +184,12 @@ class Domain:
         Called once per new run, before ``RUN/config.toml`` is written; return ``dataclasses.replace(options, ...)``.
         """
         return options
+
+    def recipe_for(self, data: str | None, given: Mapping[str, Any]) -> dict[str, Any]:
+        """A further recipe layer for this run, over ``recipe`` and under the preset: by default the entry of
+        ``data_recipes`` for ``--data`` (``None`` = the default data, whose recipe is ``recipe`` itself).
+        ``given`` holds the settings the user gave (flags and ``--config`` values), e.g. text's ``model``."""
+        return dict(self.data_recipes.get(data, {})) if data is not None else {}
 
     def upgrade_options(self, saved: dict[str, Any], data_meta: Mapping[str, Any]) -> dict[str, Any]:
         """Turn the ``[DOMAIN]`` table of a config saved by an earlier version into today's option values.

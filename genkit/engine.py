@@ -228,6 +228,10 @@ class Trainer:
             d_real, d_fake = D(real, cond), D(fake, cond)
             loss_d = loss.discriminator(d_real, d_fake)
             penalty = torch.zeros((), device=self.device)
+            if (cfg.gp or cfg.r1 > 0) and not real.is_floating_point():
+                # Real token ids against (soft) one-hot fakes (text): the penalties need the reals as one-hot
+                # vectors over the fakes' last dimension, the input space the gradient is taken in.
+                real = torch.nn.functional.one_hot(real, fake.shape[-1]).to(fake.dtype)
             if cfg.gp:  # resolved: never None here
                 penalty = penalty + cfg.gp * gradient_penalty(D, real, fake, cond, self.rng)
             if cfg.r1 > 0:

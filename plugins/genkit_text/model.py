@@ -38,6 +38,7 @@ Where it departs:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -136,29 +137,34 @@ class TextGenerator(nn.Module):
     ``self.lm`` is a plain transformers model: ``lm.save_pretrained(DIR)`` is the exported generator.
     """
 
-    def __init__(self, lm: nn.Module, seq_len: int, bos_id: int, eos_id: int | None):
+    def __init__(self, lm: nn.Module, seq_len: int, bos_id: int, eos_id: int | None, suppress: Sequence[int] = ()):
         super().__init__()
         self.lm = lm
         self.seq_len, self.bos_id, self.eos_id = seq_len, bos_id, eos_id
         self.vocab_size = int(lm.get_output_embeddings().weight.shape[0])
         # <bos> is never generated (unless it is also the EOS, as in OpenAI's GPT-2 tokenizer).
         self.banned = [bos_id] if bos_id != eos_id else []
+        # Tokens held-out text may contain but samples never do (a word-level tokenizer's ``<unk>``): masked
+        # when sampling (and in the Gumbel path, which recomputes the sampling distribution), scored otherwise.
+        self.suppressed = self.banned + [t for t in suppress if t not in (bos_id, eos_id)]
 
     # -- teacher forcing ----------------------------------------------------------------------------
     def _inputs(self, tokens: torch.Tensor) -> torch.Tensor:
         bos = torch.full_like(tokens[:, :1], self.bos_id)
         return torch.cat([bos, tokens[:, :-1]], dim=1)
 
-    def _mask(self, logits: torch.Tensor) -> torch.Tensor:
-        if self.banned:
+    def _mask(self, logits: torch.Tensor, sampling: bool = True) -> torch.Tensor:
+        masked = self.suppressed if sampling else self.banned
+        if masked:
             logits = logits.clone()
-            logits[..., self.banned] = NEG_INF
+            logits[..., masked] = NEG_INF
         return logits
 
-    def logits(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Next-token logits at every position of ``tokens`` [B, T] given ``<bos>`` and the prefix: [B, T, V]."""
+    def logits(self, tokens: torch.Tensor, sampling: bool = False) -> torch.Tensor:
+        """Next-token logits at every position of ``tokens`` [B, T] given ``<bos>`` and the prefix: [B, T, V]
+        (with ``sampling``, the suppressed tokens masked as when sampling)."""
         inputs = self._inputs(tokens)  # EOS padding is attended to on purpose: it is masked out of every loss
-        return self._mask(self.lm(input_ids=inputs, attention_mask=torch.ones_like(inputs)).logits.float())
+        return self._mask(self.lm(input_ids=inputs, attention_mask=torch.ones_like(inputs)).logits.float(), sampling)
 
     def token_log_probs(self, tokens: torch.Tensor, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probability of each token [B, T] and the mask of positions that count (up to the first EOS)."""
@@ -169,9 +175,16 @@ class TextGenerator(nn.Module):
         return logp, ~after_eos(tokens, self.eos_id)
 
     def mle_loss(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Mean negative log-likelihood per token (the positions up to and including the first EOS)."""
-        logp, mask = self.token_log_probs(tokens)
-        return -(logp * mask).sum() / mask.sum().clamp(min=1)
+        """Mean negative log-likelihood per token (the positions up to and including the first EOS).
+
+        The same value as ``token_log_probs`` gives, computed by one fused cross-entropy with the banned tokens
+        masked in place: no copies of the [B, T, V] logits, which dominate a step on a large vocabulary."""
+        inputs = self._inputs(tokens)
+        logits = self.lm(input_ids=inputs, attention_mask=torch.ones_like(inputs)).logits.float()
+        if self.banned:
+            logits[..., self.banned] = NEG_INF  # in place: the output layer's backward does not need its output
+        targets = tokens.masked_fill(after_eos(tokens, self.eos_id), -100)  # -100: ignored (cross_entropy's default)
+        return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
 
     # -- sampling -----------------------------------------------------------------------------------
     def _step_logits(self, inputs_ids=None, inputs_embeds=None, cache=None, seen: int = 0):
@@ -180,7 +193,8 @@ class TextGenerator(nn.Module):
         if _CACHE_ARG.get(type(self.lm)) is None:
             import inspect
 
-            _CACHE_ARG[type(self.lm)] = "cache" if "cache" in inspect.signature(self.lm.forward).parameters \
+            base = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm  # under peft's LoRA
+            _CACHE_ARG[type(self.lm)] = "cache" if "cache" in inspect.signature(base.forward).parameters \
                 else "past_key_values"
         name = _CACHE_ARG[type(self.lm)]
         first = inputs_ids if inputs_ids is not None else inputs_embeds
@@ -260,7 +274,7 @@ class TextGenerator(nn.Module):
                 seq = self.lm.generate(
                     input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=temperature,
                     top_k=top_k, top_p=top_p, max_new_tokens=self.seq_len, eos_token_id=self.eos_id,
-                    pad_token_id=pad, suppress_tokens=self.banned or None)[:, 1:]
+                    pad_token_id=pad, suppress_tokens=self.suppressed or None)[:, 1:]
             if seq.shape[1] < self.seq_len:  # every row ended early
                 seq = F.pad(seq, (0, self.seq_len - seq.shape[1]), value=pad)
             out.append(seq)
@@ -280,7 +294,7 @@ class TextGenerator(nn.Module):
             return self._gumbel_soft_feed(n, beta, generator)
         tokens, logits, noise = self.sample(n, generator=generator, gumbel=True, batch_size=n)
         if torch.is_grad_enabled():
-            logits = self._force_eos_all(self.logits(tokens), tokens)
+            logits = self._force_eos_all(self.logits(tokens, sampling=True), tokens)
         return torch.softmax(beta * (logits + noise), dim=-1)
 
     def _force_eos_all(self, logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

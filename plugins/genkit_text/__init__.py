@@ -127,7 +127,7 @@ CORPUS_RECIPE = {**ORACLE_RECIPE, "pretrain_steps": 1800, "lr_g": 1e-5, "mle_pat
 PRETRAINED_RECIPE = {"batch_size": 16, "pretrain_steps": 100, "steps": 20, "mle_lr": 5e-4, "mle_warmup": 20,
                      "mle_schedule": "cosine", "lr_g": 1e-4, "lr_d": 1e-4, "max_len": 32, "bleu_samples": 200,
                      "eval_samples": 200, "eval_samples_mid": 200, "sweep": "1.0", "checkpoint_every": 0,
-                     "sample_every": 25, "eval_every": 0, "keep_checkpoints": 1}
+                     "sample_every": 25, "eval_every": 0, "keep_checkpoints": 1, "mle_patience": 0}
 
 
 class TextDomain(Domain):

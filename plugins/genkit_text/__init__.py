@@ -62,7 +62,7 @@ class TextOptions:
                                                                      "constant, or cosine decay to --mle-lr/50 at the "
                                                                      "last --pretrain-steps step.")
     mle_patience: int = option(0, "MLE early stopping: stop after N held-out checks without a better NLL, and keep "
-                                  "the best check's weights (0 = off; on a corpus: 2).", ge=0)
+                                  "the best check's weights (0 = off; on a corpus: 4).", ge=0)
     mle_check_every: int = option(100, "MLE early stopping: steps between held-out checks.", gt=0)
     mle_check_sentences: int = option(500, "MLE early stopping: held-out sentences scored at each check.", gt=0)
     mle_batch: int = option(0, "MLE pre-training: sequences per Adam step, taken from the run's batches "
@@ -120,7 +120,7 @@ ORACLE_RECIPE = {"steps": 100, "pretrain_steps": 1500, "batch_size": 64, "loss":
 # a 4-block GPT-2 of width 128 over an 8,000-word vocabulary (GPT-2's pre-tokenizer, so every generated word
 # is a real one), 1,800 MLE steps (warm-up and cosine decay from 2e-3), then RelGAN's adversarial phase at a
 # tenth of its generator learning rate: at 1e-4 it undid the MLE model within 100 steps on real text.
-CORPUS_RECIPE = {**ORACLE_RECIPE, "pretrain_steps": 1800, "lr_g": 1e-5, "mle_patience": 2,
+CORPUS_RECIPE = {**ORACLE_RECIPE, "pretrain_steps": 1800, "lr_g": 1e-5, "mle_patience": 4,
                  "n_layer": 4, "n_embd": 128, "n_head": 4, "dropout": 0.1, "init_std": 0.02, "mle_lr": 2e-3,
                  "mle_warmup": 100, "mle_schedule": "cosine", "tokenizer": "word", "vocab_size": 8000, "max_len": 32}
 # A pretrained --model (SmolLM2-135M: 30 blocks of width 576) fine-tuned with LoRA: see docs/text.md.

@@ -425,13 +425,21 @@ class TextDomain(Domain):
 
     def export(self, generator, run_dir, options, data):
         """``RUN/model``: the generator and its tokenizer in transformers' own format."""
+        from transformers.utils import logging as hf_logging
+
         from .pretrained import plain_model
 
         def write(tmp: Path) -> None:
             plain_model(generator.lm).save_pretrained(tmp)  # LoRA adapters merged: a plain transformers model
             data.extra["tokenizer"].save_pretrained(tmp)
 
-        return [atomic_write(Path(run_dir) / "model", write)]
+        was_enabled = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # transformers' "Writing model shards" bar: the run has its own output
+        try:
+            return [atomic_write(Path(run_dir) / "model", write)]
+        finally:
+            if was_enabled:
+                hf_logging.enable_progress_bar()
 
     # -- per-run state --------------------------------------------------------------------------------
     def load_state_dict(self, data, state):

@@ -178,7 +178,7 @@ def test_real_smollm2_loads_and_knows_english(cache):
     from genkit_text.pretrained import resolve_model, smollm2_file
 
     folder = resolve_model("smollm2", cache)
-    assert smollm2_file().name in str(smollm2_file()) and (folder / "model.safetensors").is_file()
+    assert smollm2_file().stat().st_size > 50e6 and (folder / "model.safetensors").is_file()  # the 93 MB Q4_1 file
     tok = AutoTokenizer.from_pretrained(folder)
     lm = AutoModelForCausalLM.from_pretrained(folder).eval()
 

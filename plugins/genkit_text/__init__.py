@@ -125,9 +125,9 @@ CORPUS_RECIPE = {**ORACLE_RECIPE, "pretrain_steps": 1800, "lr_g": 1e-5, "mle_pat
                  "mle_warmup": 100, "mle_schedule": "cosine", "tokenizer": "word", "vocab_size": 8000, "max_len": 32}
 # A pretrained --model (SmolLM2-135M: 30 blocks of width 576) fine-tuned with LoRA: see docs/text.md.
 PRETRAINED_RECIPE = {"batch_size": 16, "pretrain_steps": 100, "steps": 20, "mle_lr": 5e-4, "mle_warmup": 20,
-                     "mle_schedule": "cosine", "lr_g": 1e-4, "lr_d": 1e-4, "max_len": 32, "bleu_samples": 200,
-                     "eval_samples": 200, "eval_samples_mid": 200, "sweep": "1.0", "checkpoint_every": 0,
-                     "sample_every": 25, "eval_every": 0, "keep_checkpoints": 1, "mle_patience": 0}
+                     "mle_schedule": "cosine", "lr_g": 1e-4, "max_len": 32, "bleu_samples": 200, "sweep": "1.0",
+                     "checkpoint_every": 0, "sample_every": 25, "eval_every": 0, "keep_checkpoints": 1,
+                     "mle_patience": 0}
 
 
 class TextDomain(Domain):
@@ -207,8 +207,10 @@ class TextDomain(Domain):
             else:
                 examples, source = tdata.read_text_examples(Path(spec), options.unit)
             train_txt, test_txt = tdata.split(examples, options.test_fraction, options.split_seed)
+            lm_config = None
             if model_dir:
-                tokenizer, vocab_size = load_pretrained_tokenizer(model_dir, options.model)
+                tokenizer, lm_config = load_pretrained_tokenizer(model_dir, options.model)
+                vocab_size = int(lm_config.vocab_size)
             else:
                 tokenizer = tdata.train_tokenizer(train_txt, options.tokenizer, options.vocab_size)
                 vocab_size = len(tokenizer)
@@ -223,10 +225,8 @@ class TextDomain(Domain):
             unk = tokenizer.get_vocab().get(tdata.UNK) if not model_dir else None
             if unk is not None:  # the word-level tokenizer's out-of-vocabulary token: trained on, never generated
                 state["suppress"] = [unk]
-            if model_dir:
-                from transformers import AutoConfig
-
-                state["lm_config"] = AutoConfig.from_pretrained(model_dir).to_json_string()
+            if lm_config is not None:
+                state["lm_config"] = lm_config.to_json_string()
             extra = {"test_ids": test_ids, "test_texts": test_txt, "train_texts": train_txt, "model_dir": model_dir}
             source += f"; {len(train_txt)} train / {len(test_txt)} test"
         state["tokenizer"] = tdata.serialise_tokenizer(tokenizer)
@@ -575,18 +575,18 @@ def load_oracle(cache_dir: Path, seed: int):
 
 
 def load_pretrained_tokenizer(folder_path: str, path: str):
-    """The tokenizer and vocabulary size of the model folder ``folder_path`` (``--model path`` resolved)."""
+    """The tokenizer and transformers config of the model folder ``folder_path`` (``--model path`` resolved)."""
     from transformers import AutoConfig, AutoTokenizer
 
     folder = Path(folder_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        vocab_size = int(AutoConfig.from_pretrained(str(folder)).vocab_size)
+        config = AutoConfig.from_pretrained(str(folder))
     except Exception as exc:
         raise GenkitError(f"--model {path}: cannot load its tokenizer and config ({str(exc).splitlines()[0][:160]})") from None
     if tokenizer.eos_token_id is None:
         raise GenkitError(f"--model {path}: its tokenizer has no end-of-sequence token")
-    return tokenizer, vocab_size
+    return tokenizer, config
 
 
 def lm_from_config(config_json: str | None, config_dir: str | None):

@@ -127,6 +127,11 @@ def distinct(hypotheses: Sequence[Sequence], n: int) -> float:
     return len(seen) / total if total else 0.0
 
 
+def is_word(token: str) -> bool:
+    """A ``\\w+`` token of ``words`` (not punctuation)."""
+    return token[0].isalnum() or token[0] == "_"
+
+
 class TrainIndex:
     """The training text indexed once: its case-folded word vocabulary, its word 4-grams and its examples."""
 
@@ -136,12 +141,12 @@ class TrainIndex:
         self.grams: set[tuple] = set()
         for text in train:
             toks = words(text.lower())
-            self.vocab.update(t for t in toks if t[0].isalnum() or t[0] == "_")
+            self.vocab.update(t for t in toks if is_word(t))
             self.grams.update(ngrams(toks, 4))
 
     def in_vocab(self, texts: Sequence[str]) -> float:
         """Share of the words of ``texts`` (``\\w+`` tokens, case-folded) found in the training text."""
-        toks = [t for text in texts for t in words(text.lower()) if t[0].isalnum() or t[0] == "_"]
+        toks = [t for text in texts for t in words(text.lower()) if is_word(t)]
         return sum(t in self.vocab for t in toks) / len(toks) if toks else 0.0
 
     def ngram_share(self, texts: Sequence[str]) -> float:
@@ -185,11 +190,9 @@ def word_perplexity(nll_per_token: float, tokens, eos_id: int | None, texts: Seq
     """Held-out perplexity per word: ``exp(total token NLL / (words + one end mark per text))``. The token
     count is that of ``model_nll`` (positions up to and including each row's first EOS); ``texts`` are the
     rows of ``tokens`` decoded (so a text cut at --max-len counts only the words the model scored)."""
-    if eos_id is None:
-        counted = tokens.numel()
-    else:
-        is_eos = (tokens == eos_id).long()
-        counted = int(((is_eos.cumsum(dim=1) - is_eos) == 0).sum())
+    from .model import after_eos
+
+    counted = int((~after_eos(tokens, eos_id)).sum())
     n_words = sum(len(words(t)) for t in texts) + len(texts)
     return math.exp(min(nll_per_token * counted / max(n_words, 1), 700.0))
 

@@ -362,8 +362,26 @@ def create_cli() -> click.Group:
             parts = [f"{k}: {', '.join(p[k])}" for k in ("domains", "losses", "commands") if p[k]]
             click.echo(f"{p['name']} {p['version']}" + (f"  ({'; '.join(parts)})" if parts else ""))
 
+    @cli.command(name="new-plugin", context_settings=CONTEXT)
+    @click.argument("name")
+    @click.option("--dir", "parent", type=click.Path(path_type=Path), default=Path("."), show_default=True,
+                  help="Folder in which to create genkit-NAME/.")
+    @click.option("--json", "as_json", is_flag=True, help="Print the files written as JSON.")
+    def new_plugin(name, parent, as_json):
+        """Write an installable plugin package genkit-NAME/ (one domain, tests using genkit.testing, a README)."""
+        from .scaffold import new_plugin as write
+
+        root = write(name, parent)
+        files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+        if as_json:
+            _echo_json({"folder": str(root), "files": files})
+            return
+        click.echo(str(root))
+        click.echo(f"genkit: next: pip install -e '{root}[test]' && genkit run {name} && pytest {root}", err=True)
+
     # Plugins may add commands; remember which plugin added which. A plugin may not replace a command.
     reg = registry()
+    owners = {name: "genkit" for name in cli.commands}
     for impl in _plugins.pm.hook.genkit_register_commands.get_hookimpls():
         before = dict(cli.commands)
         try:
@@ -371,14 +389,18 @@ def create_cli() -> click.Group:
         except Exception as exc:
             cli.commands.clear()
             cli.commands.update(before)
-            warn(f"plugin {impl.plugin_name!r} failed to add its commands and they were skipped: "
-                 f"{exc.__class__.__name__}: {exc} (GENKIT_LOAD_PLUGINS lists the plugins to load)")
+            first = (str(exc).strip().splitlines() or [""])[0]
+            warn(f"plugin {impl.plugin_name!r}: its genkit_register_commands hook failed ({exc.__class__.__name__}: "
+                 f"{first}); its commands were skipped ({_plugins.RECOVERY})")
             continue
         for name, cmd in list(cli.commands.items()):
             if name in before and cmd is not before[name]:
                 cli.commands[name] = before[name]
-                warn(f"plugin {impl.plugin_name!r} tried to replace the command {name!r}; kept the existing one")
+                held = "genkit" if owners[name] == "genkit" else f"plugin {owners[name]!r}"
+                warn(f"plugin {impl.plugin_name!r}: the command {name!r} is already registered by {held}; "
+                     f"skipped it ({_plugins.RECOVERY})")
         added = sorted(set(cli.commands) - set(before))
+        owners.update(dict.fromkeys(added, impl.plugin_name))
         if impl.plugin_name in reg.plugins:
             reg.plugins[impl.plugin_name].commands = added
     return cli

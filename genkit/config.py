@@ -54,7 +54,8 @@ class TrainConfig:
     beta2: float = option(0.999, "Adam beta2 for both networks.", ge=0, lt=1)
     n_critic: int = option(1, "Discriminator updates per generator update.", gt=0)
     gp: float | None = option(None, "Gradient-penalty weight.", ge=0, auto="the loss's: 10 for wgan-gp, else 0")
-    r1: float = option(0.0, "R1 penalty weight on real data (0 = off).", ge=0)
+    r1: float | None = option(None, "R1 penalty weight on real data (0 = off).", ge=0,
+                              auto="the loss's: 0 unless it carries R1")
     ema: float = option(0.0, "EMA decay of the generator used for samples (0 = off, e.g. 0.999).", ge=0, lt=1)
     seed: int = option(0, "Random seed (same seed, same run).", ge=0)
     device: str = option("auto", "auto, cpu, cuda, cuda:N or mps.", resumable=True)
@@ -64,6 +65,8 @@ class TrainConfig:
     sample_every: int = option(500, "Steps between sample snapshots (0 = only at the end).", ge=0, resumable=True)
     log_every: int = option(50, "Steps between metrics.jsonl lines.", gt=0, resumable=True)
     eval_every: int = option(0, "Steps between domain evaluations (0 = only at the end).", ge=0, resumable=True)
+    eval_at_start: bool = option(False, "Also evaluate before the first training step (after any pre-training "
+                                        "phase), the baseline of a metric curve.", resumable=True)
     pretrain_steps: int = option(0, "Steps of each training phase the domain declares before adversarial training "
                                     "(e.g. text's maximum-likelihood phase).", ge=0)
     init_from: str = option("", "Start from another run's weights (transfer learning): a run directory (its latest "
@@ -78,6 +81,7 @@ class TrainConfig:
 
 
 TRAIN_SETTINGS: dict[str, Setting] = {s.name: s for s in settings(TrainConfig)}
+PENALTIES = ("gp", "r1")  # settings whose "auto" is the loss's default_gp / default_r1
 # Names the run and info commands use for themselves; a domain option may not take them either.
 COMMAND_OPTIONS = frozenset({"config", "preset", "data", "out", "resume", "json", "quiet", "help", "verbose"})
 RESERVED = frozenset({"domain", "train", "version", "genkit"})
@@ -154,12 +158,14 @@ class _Layers:
                 place = f" in [{table}]" if table else ""
                 raise GenkitError(f"{where}: unknown key {key!r}{place}", exit_code=2)
             self.where[key] = (len(self.where) + 1000 * self._layer, where)
-        # A layer that changes the loss but says nothing of gp: a gp that was the old loss's default (as a
-        # resolved config.toml records it) follows the new loss ("auto"), so --loss wgan-gp keeps its penalty.
-        if "loss" in values and "gp" not in values and self.train.get("gp") is not None:
-            old = self.losses.get(before_loss)
-            if old is not None and self.train["gp"] == float(old.default_gp):
-                self.train["gp"] = None
+        # A layer that changes the loss but says nothing of a penalty: a penalty weight that was the old loss's
+        # default (as a resolved config.toml records it) follows the new loss ("auto"), so --loss wgan-gp keeps
+        # its penalty.
+        old = self.losses.get(before_loss)
+        for key in PENALTIES:
+            if "loss" in values and key not in values and self.train.get(key) is not None and old is not None \
+                    and self.train[key] == float(getattr(old, f"default_{key}")):
+                self.train[key] = None
 
     def result(self, losses: Mapping[str, Any], where: str) -> tuple[TrainConfig, Any]:
         def build(cls: type, values: dict[str, Any]) -> Any:
@@ -176,8 +182,9 @@ class _Layers:
         if train.loss not in losses:
             raise GenkitError(f"{self.where.get('loss', (0, where))[1]}: unknown loss {train.loss!r} "
                               f"(available: {', '.join(sorted(losses))})", exit_code=2)
-        if train.gp is None:  # resolved: config.toml says which penalty weight was used
-            train = dataclasses.replace(train, gp=float(losses[train.loss].default_gp))
+        for key in PENALTIES:  # resolved: config.toml says which penalty weights were used
+            if getattr(train, key) is None:
+                train = dataclasses.replace(train, **{key: float(getattr(losses[train.loss], f"default_{key}"))})
         return train, build(self.domain.Options, self.options)
 
 

@@ -228,14 +228,16 @@ class Trainer:
             d_real, d_fake = D(real, cond), D(fake, cond)
             loss_d = loss.discriminator(d_real, d_fake)
             penalty = torch.zeros((), device=self.device)
-            if (cfg.gp or cfg.r1 > 0) and not real.is_floating_point():
+            if (cfg.gp or cfg.r1 or loss.penalty is not None) and not real.is_floating_point():
                 # Real token ids against (soft) one-hot fakes (text): the penalties need the reals as one-hot
                 # vectors over the fakes' last dimension, the input space the gradient is taken in.
                 real = torch.nn.functional.one_hot(real, fake.shape[-1]).to(fake.dtype)
             if cfg.gp:  # resolved: never None here
                 penalty = penalty + cfg.gp * gradient_penalty(D, real, fake, cond, self.rng)
-            if cfg.r1 > 0:
+            if cfg.r1:
                 penalty = penalty + cfg.r1 * r1_penalty(D, real, cond)
+            if loss.penalty is not None:
+                penalty = penalty + loss.penalty(D, real, fake, cond)
             self.opt_d.zero_grad(set_to_none=True)
             (loss_d + penalty).backward()
             self.opt_d.step()
@@ -302,7 +304,7 @@ class Trainer:
             return None
         mean = (self._acc / self._acc_n).tolist()
         record = {"step": self.step, "loss_d": mean[0], "loss_g": mean[1], "d_real": mean[2], "d_fake": mean[3]}
-        if self.config.train.gp or self.config.train.r1 > 0:
+        if self.config.train.gp or self.config.train.r1 or self.loss.penalty is not None:
             record["penalty"] = mean[4]
         record["seconds"] = round(self.elapsed, 3)
         record.update(extra or {})
@@ -513,6 +515,10 @@ class Trainer:
         self.D.train()
         bar = progress_bar(total=cfg.steps, initial=self.step, desc=f"{self.domain.name}", disable=self.quiet)
         last_ckpt: Path | None = None
+        if cfg.eval_at_start and self.step == 0:  # the baseline of every metric curve (not again on a resume)
+            baseline = self.evaluate()
+            if baseline:
+                self._log({"step": 0, "seconds": round(self.elapsed, 3), **baseline})
         tick = time.perf_counter()
         while self.step < cfg.steps:
             stats = self.train_step()

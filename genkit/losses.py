@@ -12,7 +12,9 @@ Every loss works on raw discriminator outputs (logits / critic values), one per 
 - ``rsgan``: relativistic standard GAN (Jolicoeur-Martineau, 2019), the loss RelGAN uses.
 
 The penalties (``gp``: on interpolates, pushing the gradient norm to 1; ``r1``: on real data, pushing it to 0)
-are options of the engine, not losses, so they combine with any loss.
+are options of the engine, so they combine with any loss; a loss may carry its own defaults for them
+(``default_gp``, ``default_r1``) and a penalty of its own (``penalty``), so that "non-saturating + R1" or
+"WGAN-LP" is one registration.
 """
 
 from __future__ import annotations
@@ -33,7 +35,10 @@ class Loss:
 
     ``discriminator(real, fake)`` and ``generator(fake, real)`` return scalars; ``real`` is passed to the
     generator loss only when ``uses_real_in_generator`` is true (relativistic losses), otherwise None.
-    ``default_gp`` is the gradient-penalty weight used when the user sets none.
+    ``default_gp`` and ``default_r1`` are the gradient-penalty and R1 weights used when the user sets none
+    (``--gp`` / ``--r1`` still override them). ``penalty(discriminator, real, fake, cond)``, when given, returns a
+    scalar added to the discriminator's loss at every discriminator update (its weight included), for penalties
+    other than those two (e.g. WGAN-LP's one-sided penalty); ``fake`` is detached.
     """
 
     name: str
@@ -42,6 +47,8 @@ class Loss:
     summary: str = ""
     default_gp: float = 0.0
     uses_real_in_generator: bool = False
+    default_r1: float = 0.0
+    penalty: Callable[..., Tensor] | None = None
 
 
 def _softplus(x):

@@ -37,6 +37,10 @@ DEFAULT_PLUGINS = ("genkit.losses",)
 CORE_DISTRIBUTION = "genkit"
 DOMAIN_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 _versions: dict[str, str] = {}
+_builtin: set[str] = set()  # plugins shipped with genkit: on a name clash they keep the name
+RECOVERY = "GENKIT_LOAD_PLUGINS lists the plugins to load"
+# The methods every domain must implement (genkit.Domain's raise NotImplementedError).
+REQUIRED_METHODS = ("load_data", "build_models", "sample_latent", "write_snapshot", "write_samples")
 
 pm = pluggy.PluginManager("genkit")
 pm.add_hookspecs(hookspecs)
@@ -56,6 +60,7 @@ def load_plugins() -> None:
     for name in DEFAULT_PLUGINS:
         pm.register(importlib.import_module(name), name=name)
         _versions[name] = __version__
+        _builtin.add(name)
     allow = os.environ.get("GENKIT_LOAD_PLUGINS")
     allowed = None if allow is None else {p.strip() for p in allow.split(",") if p.strip()}
     for ep in importlib.metadata.entry_points(group="genkit"):
@@ -65,6 +70,8 @@ def load_plugins() -> None:
         builtin = dist is not None and dist.name == CORE_DISTRIBUTION
         if allowed is not None and ep.name not in allowed and not builtin:
             continue
+        if builtin:
+            _builtin.add(ep.name)
         try:  # a broken third-party plugin must not break the CLI
             module = ep.load()
             pm.register(module, name=ep.name)
@@ -73,8 +80,7 @@ def load_plugins() -> None:
             if pm.has_plugin(ep.name):
                 pm.unregister(name=ep.name)
             first = (str(exc).strip().splitlines() or [""])[0]
-            warn(f"plugin {ep.name!r} ({ep.value}) failed to load and was skipped: {first} "
-                 f"(GENKIT_LOAD_PLUGINS lists the plugins to load)")
+            warn(f"plugin {ep.name!r} ({ep.value}) failed to load and was skipped: {first} ({RECOVERY})")
             continue
         if dist is not None:
             _versions[ep.name] = dist.version
@@ -86,16 +92,24 @@ def register_plugin(plugin: object, name: str | None = None) -> str:
     A domain of the plugin that fails the registration checks raises ``GenkitError`` (and the plugin is removed).
     """
     load_plugins()
+    current = pm.get_name(plugin)
+    if current is not None:  # installed (loaded from its entry point) and registered again by a test
+        if name is None or name == current:
+            invalidate()
+            return current
+        pm.unregister(name=current)  # the same module under the name the caller asked for
+    if name is not None and pm.get_plugin(name) is not None:
+        raise GenkitError(f"plugin name {name!r} is already taken by another plugin object")
     registered = pm.register(plugin, name=name)
-    if registered is None:
-        raise GenkitError(f"plugin {name!r} is already registered")
-    pm.check_pending()
-    invalidate()
+    if registered is None:  # pragma: no cover - pluggy blocked the name
+        raise GenkitError(f"plugin {name!r} is blocked")
     try:
-        problems = [msg for owner, msg in registry().rejected if owner == registered]
-    except Exception:  # e.g. it claims a name another plugin has: the registry is refused, so is the plugin
-        unregister_plugin(registered)
+        pm.check_pending()
+    except Exception:
+        pm.unregister(name=registered)
         raise
+    invalidate()
+    problems = [msg for owner, msg in registry().rejected if owner == registered]
     if problems:
         unregister_plugin(registered)
         raise GenkitError(problems[0])
@@ -175,8 +189,14 @@ def registry() -> Registry:
     for plugin_name, plugin in pm.list_name_plugin():
         reg.plugins[plugin_name] = PluginInfo(plugin_name, _plugin_version(plugin, plugin_name))
 
+    def reject(owner: str, problem: str) -> None:
+        reg.rejected.append((owner, problem))
+        warn_once(f"{problem} ({RECOVERY})")
+
     def collect(kind: str, table: dict[str, Any], hook, attr: str):
-        for impl in hook.get_hookimpls():
+        # Built-ins first, then plugins in the order they were loaded: the first to claim a name keeps it.
+        impls = sorted(hook.get_hookimpls(), key=lambda impl: impl.plugin_name not in _builtin)
+        for impl in impls:
             owner = impl.plugin_name
 
             def register(obj, _owner=owner):
@@ -186,26 +206,23 @@ def registry() -> Registry:
                 if kind == "domain":
                     problem = prepare_domain(obj, _owner)
                     if problem:
-                        reg.rejected.append((_owner, problem))
-                        warn_once(problem)
+                        reject(_owner, problem)
                         return
                 if name in table:
                     other = reg.owners[(kind, name)]
-                    raise GenkitError(f"{kind} {name!r} is registered by both plugin {other!r} and plugin {_owner!r}")
+                    reject(_owner, f"plugin {_owner!r}: {kind} {name!r} is already registered by plugin {other!r}; "
+                                   "skipped it")
+                    return
                 table[name] = obj
                 reg.owners[(kind, name)] = _owner
                 getattr(reg.plugins[_owner], attr).append(name)
 
             try:
                 impl.function(register=register)
-            except GenkitError:
-                raise  # two plugins claiming one name: refused as a whole, naming both
             except Exception as exc:  # a plugin's hook that raises must not take down every command
                 first = (str(exc).strip().splitlines() or [""])[0]
-                message = (f"plugin {owner!r}: its genkit_register_{kind}s hook failed ({exc.__class__.__name__}: "
-                           f"{first}); what it registers was skipped (GENKIT_LOAD_PLUGINS lists the plugins to load)")
-                reg.rejected.append((owner, message))
-                warn_once(message)
+                reject(owner, f"plugin {owner!r}: its genkit_register_{kind}s hook failed ({exc.__class__.__name__}: "
+                              f"{first}); what it registers was skipped")
 
     collect("domain", reg.domains, pm.hook.genkit_register_domains, "domains")
     collect("loss", reg.losses, pm.hook.genkit_register_losses, "losses")
@@ -223,12 +240,14 @@ def prepare_domain(domain: Any, owner: str) -> str | None:
     where = f"plugin {owner!r}: domain {name!r}"
     if not DOMAIN_NAME.match(name):
         return f"{where} rejected: a domain name is lower-case letters, digits, '-' and '_'"
+    if not isinstance(domain, Domain):
+        return f"{where} rejected: it is a {type(domain).__name__}, not a genkit.Domain subclass instance"
     if domain.options and domain.Options is NoOptions:
         deprecated(f"{where} declares genkit.Option tuples; declare an Options dataclass of genkit.option fields "
                    "instead (docs/plugins.md)")
         class_name = "".join(part.capitalize() for part in re.split(r"[-_]", name)) + "Options"
         domain.Options = from_option_tuples(class_name, domain.options)
-        domain._legacy_api = True
+        setattr(domain, "_legacy_api", True)  # noqa: B010 (read back with getattr by Domain.save_data_meta)
     try:
         declared = settings(domain.Options)
     except Exception as exc:  # TypeError for an untypable field, NameError for an annotation it cannot resolve
@@ -272,6 +291,11 @@ def prepare_domain(domain: Any, owner: str) -> str | None:
             return f"{where} rejected: phase {phase.name!r} names method {phase.method!r}, which it does not have"
     if not dataclasses.is_dataclass(domain.Options):  # pragma: no cover - settings() checked it
         return f"{where} rejected: Options is not a dataclass"
+    missing = [m for m in REQUIRED_METHODS if getattr(type(domain), m) is getattr(Domain, m)]
+    if not domain.data_names and type(domain).default_data is Domain.default_data:
+        missing.append("default_data (or data_names)")
+    if missing:
+        return f"{where} rejected: it does not implement {', '.join(missing)} (docs/plugins.md: The Domain protocol)"
     return None
 
 

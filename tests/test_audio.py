@@ -496,3 +496,33 @@ def test_plugin_import_does_not_import_torch():
 
     code = "import sys, genkit_audio; assert 'torch' not in sys.modules, 'torch imported'"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_audio_diffaugment_policies():
+    """--augment: time shifts fill with silence, masks blank one span or band, gradients pass, bad names are refused."""
+    from genkit import GenkitError
+    from genkit_audio import parse_policy
+    from genkit_audio.augment import augment
+
+    torch.manual_seed(0)
+    spec = torch.rand(8, 1, 128, 128) * 2 - 1
+    shifted = augment(spec, ("translation",))
+    for row, orig in zip(shifted[:, 0], spec[:, 0]):  # each clip is the original moved in time, -1 coming in
+        matches = [s for s in range(-16, 17) if torch.equal(row[:, max(s, 0):128 + min(s, 0)],
+                                                            orig[:, max(-s, 0):128 - max(s, 0)])]
+        assert matches
+        s = matches[0]
+        assert (row[:, :max(s, 0)] == -1).all() and (row[:, 128 + min(s, 0):] == -1).all()
+    masked = augment(spec, ("timemask",))
+    zero_steps = (masked[:, 0] == 0).all(dim=1)  # (8, 128): time steps blanked in every bin
+    assert (zero_steps.sum(1) <= 16).all() and ((masked == spec) | (masked == 0)).all()
+    banded = augment(spec, ("freqmask",))
+    assert ((banded[:, 0] == 0).all(dim=2).sum(1) <= 16).all()
+    wave = torch.randn(4, 1, 8192)
+    assert torch.equal(augment(wave, ("freqmask",)), wave)  # a waveform has no frequency axis
+    assert (augment(wave, ("translation",)).abs().sum(-1) > 0).all()
+    x = spec.clone().requires_grad_(True)
+    augment(x, parse_policy("translation,timemask,freqmask")).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    with pytest.raises(GenkitError, match="'cutout' is not an audio policy"):
+        parse_policy("translation,cutout")

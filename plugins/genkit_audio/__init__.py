@@ -39,16 +39,31 @@ class AudioOptions:
                                                       "paper: none).")
     d_norm: Literal["batch", "spectral", "layer", "none"] = option("none", "SpecGAN discriminator normalisation "
                                                                            "(paper: none).")
+    augment: str = option("", "DiffAugment for small data, applied to all the discriminator sees: translation, "
+                              "timemask, freqmask, comma-separated ('' = off).")
     griffin_lim_iters: int = option(16, "SpecGAN: Griffin-Lim iterations when turning spectrograms into audio.", gt=0,
                                     resumable=True)
     eval_samples: int = option(500, "Clips scored by the reference classifier at evaluations (0 = no evaluation; "
                                     "needs labelled data).", ge=0, resumable=True)
 
     def __post_init__(self) -> None:
+        parse_policy(self.augment)  # an unknown policy is a one-line error before anything is loaded
         allowed = lengths_of(self.model)
         if self.length is not None and self.length not in allowed:
             raise GenkitError(f"--model {self.model} makes clips of {', '.join(map(str, allowed))} samples, "
                               f"not --length {self.length}", exit_code=2)
+
+
+POLICIES = ("translation", "timemask", "freqmask")  # augment.py
+
+
+def parse_policy(policy: str) -> tuple[str, ...]:
+    """``--augment`` text -> policy names in order; an unknown name is a one-line usage error."""
+    names = tuple(p.strip() for p in policy.split(",") if p.strip())
+    for name in names:
+        if name not in POLICIES:
+            raise GenkitError(f"--augment: {name!r} is not an audio policy ({', '.join(POLICIES)})", exit_code=2)
+    return names
 
 
 # The clip lengths each model makes; defined here, where no torch is imported, and used by specgan.py / wavegan.py.
@@ -161,7 +176,8 @@ class AudioDomain(Domain):
             if "spec_mean" not in data.state:
                 raise GenkitError("the SpecGAN normalisation statistics are missing from the run's state")
             cfg = SpecGANConfig(d=options.model_size, latent_dim=options.latent_dim, num_classes=num_classes,
-                                upsample=options.upsample, g_norm=options.g_norm, d_norm=options.d_norm)
+                                upsample=options.upsample, g_norm=options.g_norm, d_norm=options.d_norm,
+                                augment=parse_policy(options.augment))
             G = SpecGANGenerator(cfg)
             G.set_statistics(data.state["spec_mean"], data.state["spec_std"])
             return G, SpecGANDiscriminator(cfg)
@@ -169,7 +185,8 @@ class AudioDomain(Domain):
 
         cfg = WaveGANConfig(length=options.length, d=options.model_size, latent_dim=options.latent_dim,
                             upsample=options.upsample, phase_shuffle=options.phase_shuffle,
-                            post_filter=options.post_filter, num_classes=num_classes)
+                            post_filter=options.post_filter, num_classes=num_classes,
+                            augment=parse_policy(options.augment))
         return WaveGANGenerator(cfg), WaveGANDiscriminator(cfg)
 
     def sample_latent(self, n, options, *, rng, device):

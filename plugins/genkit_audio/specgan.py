@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import SPECGAN_LENGTHS as LENGTHS
+from .augment import augment
 from .wavegan import ProjectionCritic, glorot_, same_pad
 
 N_FFT, FRAMES = 256, 128
@@ -40,6 +41,7 @@ class SpecGANConfig:
     upsample: str = "zeros"  # "zeros" = transposed convolutions (paper), "nn" = nearest neighbour + convolution
     g_norm: str = "none"  # "batch": batch norm after each hidden layer of G (DCGAN; a genkit addition)
     d_norm: str = "none"  # "batch" | "spectral" | "layer" | "none" (paper) in D's hidden layers
+    augment: tuple[str, ...] = ()  # DiffAugment policies (augment.py) on all D sees while training (a genkit addition)
 
 
 def hop_of(length: int) -> int:
@@ -149,7 +151,7 @@ class SpecGANDiscriminator(ProjectionCritic):
                 nn.utils.parametrizations.spectral_norm(m)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        h = x
+        h = augment(x, self.cfg.augment) if self.cfg.augment and self.training else x
         for conv, norm in zip(self.convs, self.norms):
             h = F.leaky_relu(norm(conv(h)), 0.2)
         return self._logit(h, y)

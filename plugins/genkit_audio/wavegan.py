@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import WAVEGAN_LENGTHS as LENGTHS  # the package holds the torch-free constants
+from .augment import augment
 
 
 @dataclass
@@ -47,6 +48,7 @@ class WaveGANConfig:
     post_filter: bool = False  # learned 512-tap filter after the generator (paper: off by default)
     post_filter_len: int = 512  # taps of that filter (authors' --wavegan_genr_pp_len)
     num_classes: int = 0  # > 0: class-conditional (a genkit addition)
+    augment: tuple[str, ...] = ()  # DiffAugment policies (augment.py) on all D sees while training (a genkit addition)
 
     def __post_init__(self) -> None:
         if self.length not in LENGTHS:
@@ -258,7 +260,7 @@ class WaveGANDiscriminator(ProjectionCritic):
         self._head(16 * ch[-1], cfg.num_classes)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, *, trace: list | None = None) -> torch.Tensor:
-        h = x
+        h = augment(x, self.cfg.augment) if self.cfg.augment and self.training else x
         for i, conv in enumerate(self.convs):
             h = F.leaky_relu(conv(h), 0.2)
             if i < 4:  # phase shuffle after the first four layers only (authors' code)

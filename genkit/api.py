@@ -55,8 +55,8 @@ def train(domain: Any, out: Path | str | None = None, *, preset: str | None = No
             raise GenkitError(f"--resume {run.root}: that run is of domain {run.domain.name!r}, not {dom.name!r}")
         cfg = resume_layer(run.config, dom, reg.losses, settings)
         ckpt = run.latest_checkpoint()
-        if ckpt is None:
-            if not run.stopped_before_any_checkpoint():
+        if ckpt is None:  # stopped (signal, kill, crash) before its first checkpoint: never stranded
+            if run.read_summary().get("status") == "completed":  # a finished run is never retrained over
                 raise GenkitError(f"--resume {run.root}: the run has no checkpoint to continue from")
             warn(f"--resume {run.root}: the run stopped before its first checkpoint; starting it again from step 0")
     else:
@@ -83,17 +83,34 @@ def train(domain: Any, out: Path | str | None = None, *, preset: str | None = No
             raise GenkitError(f"--resume {run.root}: the run is already at step {trainer.step} of {cfg.train.steps}; "
                               "pass --steps N to train longer")
     trainer.check_domain_state()  # a state that cannot be checkpointed fails now, not at the first checkpoint
-    # Everything is validated: only now does anything touch the disk.
+    # Everything is validated: only now does anything touch the disk, under the run's lock (one process per run
+    # folder), after checking again what another process may have written meanwhile.
     run._domain = dom
-    run.root.mkdir(parents=True, exist_ok=True)
-    if resume is not None and ckpt is None:  # the log and best pointer of the attempt that starts again
-        run.metrics_path.unlink(missing_ok=True)
-        run.forget_best()
-    run.write_config(cfg)
-    run.write_data_meta(dom.save_data_meta(loaded, run.root))
-    if not quiet:
-        where = f"resuming {run.root} at step {trainer.step}" if ckpt is not None else f"writing {run.root}"
-        click.echo(f"genkit: {dom.name} on {loaded.source or cfg.data}, {cfg.train.steps} steps, "
-                   f"loss {loss.name}, device {trainer.device}; {where}", err=True)
-    trainer.run()
+    created = not run.root.exists()
+    lock = run.lock("--resume" if resume is not None else "--out")
+    try:
+        if resume is None:
+            try:
+                run.check_new_locked()
+            except GenkitError:
+                if created and [p.name for p in run.root.iterdir()] == [".lock"]:  # leave nothing behind
+                    Run.unlock(lock)
+                    (run.root / ".lock").unlink(missing_ok=True)
+                    run.root.rmdir()
+                raise
+        elif run.latest_checkpoint() != ckpt:
+            raise GenkitError(f"--resume {run.root}: another process wrote a checkpoint while this one was starting; "
+                              "run --resume again")
+        if resume is not None and ckpt is None:  # the log and best pointer of the attempt that starts again
+            run.metrics_path.unlink(missing_ok=True)
+            run.forget_best()
+        run.write_config(cfg)
+        run.write_data_meta(dom.save_data_meta(loaded, run.root))
+        if not quiet:
+            where = f"resuming {run.root} at step {trainer.step}" if ckpt is not None else f"writing {run.root}"
+            click.echo(f"genkit: {dom.name} on {loaded.source or cfg.data}, {cfg.train.steps} steps, "
+                       f"loss {loss.name}, device {trainer.device}; {where}", err=True)
+        trainer.run()
+    finally:
+        Run.unlock(lock)
     return run

@@ -31,7 +31,9 @@ def _debug() -> bool:
 
 
 def _echo_json(obj: Any) -> None:
-    click.echo(json.dumps(obj, indent=2, default=str))
+    from .run import finite_json  # NaN / infinity as null: the output stays valid JSON
+
+    click.echo(json.dumps(finite_json(obj), indent=2, default=str, allow_nan=False))
 
 
 class SettingType(click.ParamType):
@@ -409,6 +411,9 @@ def create_cli() -> click.Group:
 def main(argv: list[str] | None = None) -> None:
     try:
         cli = create_cli()
+    except KeyboardInterrupt:  # Ctrl-C while plugins (and torch) load: the documented 130, no traceback
+        click.echo("genkit: interrupted", err=True)
+        sys.exit(130)
     except GenkitError as exc:  # raised while building the CLI (e.g. two plugins claim one domain)
         if _debug():
             raise

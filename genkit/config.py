@@ -65,6 +65,10 @@ class TrainConfig:
     sample_every: int = option(500, "Steps between sample snapshots (0 = only at the end).", ge=0, resumable=True)
     log_every: int = option(50, "Steps between metrics.jsonl lines.", gt=0, resumable=True)
     eval_every: int = option(0, "Steps between domain evaluations (0 = only at the end).", ge=0, resumable=True)
+    on_nan: Literal["stop", "skip"] = option("stop", "When a loss is NaN or infinite: stop the run (keeping the last "
+                                                     "good checkpoint) or skip that batch's update.", resumable=True)
+    nan_skips: int = option(10, "With --on-nan skip: the most updates skipped in a row before the run stops.", gt=0,
+                            resumable=True)
     eval_at_start: bool = option(False, "Also evaluate before the first training step (after any pre-training "
                                         "phase), the baseline of a metric curve.", resumable=True)
     pretrain_steps: int = option(0, "Steps of each training phase the domain declares before adversarial training "

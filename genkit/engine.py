@@ -149,6 +149,16 @@ class EMA:
             b_dst.copy_(b_src)
 
 
+class Diverged(GenkitError):
+    """A loss or the weights became NaN or infinite: the run stops without saving that state (exit 1)."""
+
+    def __init__(self, step: int, what: str, checkpoint: Path | None = None):
+        self.step, self.what, self.checkpoint = step, what, checkpoint
+        last = f"the last good checkpoint is {checkpoint}" if checkpoint else "no checkpoint was written before it"
+        super().__init__(f"the run diverged at step {step}: {what}; nothing after it was saved and {last} "
+                         "(lower --lr-g / --lr-d; --on-nan skip skips isolated bad batches)")
+
+
 class Interrupted(Exception):
     """Raised after a Ctrl-C / SIGTERM once the checkpoint is safely written.
 
@@ -203,6 +213,8 @@ class Trainer:
         self._acc: torch.Tensor | None = None
         self._acc_n = 0
         self._stop_signal: int | None = None
+        self._nan_run = 0  # updates skipped in a row (--on-nan skip)
+        self.nan_skipped = 0
 
     @property
     def paths(self) -> Run:  # the name of the first API; kept for scripts that used it
@@ -239,8 +251,9 @@ class Trainer:
             if loss.penalty is not None:
                 penalty = penalty + loss.penalty(D, real, fake, cond)
             self.opt_d.zero_grad(set_to_none=True)
-            (loss_d + penalty).backward()
-            self.opt_d.step()
+            if self._finite("loss_d", loss_d + penalty):
+                (loss_d + penalty).backward()
+                self.opt_d.step()
         D.requires_grad_(False)  # no discriminator gradients are needed for the generator update
         z = dom.sample_latent(cfg.batch_size, opts, rng=self.rng, device=self.device)
         loss_g = dom.generator_loss(z, cond, ctx)
@@ -249,13 +262,34 @@ class Trainer:
             real_logits = D(real, cond) if loss.uses_real_in_generator else None
             loss_g = loss.generator(D(fake, cond), real_logits)
         self.opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        self.opt_g.step()
+        if self._finite("loss_g", loss_g):
+            loss_g.backward()
+            self.opt_g.step()
         if self.ema is not None:
             self.ema.update(G)
         self.step += 1
         return torch.stack([loss_d.detach(), loss_g.detach(), d_real.detach().mean(),
                             d_fake.detach().mean(), penalty.detach()])
+
+    def _finite(self, name: str, value: torch.Tensor) -> bool:
+        """True when ``value`` is finite. Otherwise stop the run (``--on-nan stop``) or skip this update (``skip``,
+        at most ``--nan-skips`` in a row)."""
+        if bool(torch.isfinite(value).all()):
+            self._nan_run = 0
+            return True
+        what = f"{name} is {float(value.detach().float().sum())}"
+        if self.config.train.on_nan == "skip" and self._nan_run < self.config.train.nan_skips:
+            self._nan_run += 1
+            self.nan_skipped += 1
+            return False
+        raise Diverged(self.step, what if self.config.train.on_nan == "stop" else
+                       f"{what}, {self._nan_run} updates in a row (--nan-skips)")
+
+    def _check_weights(self) -> None:
+        for label, model in (("generator", self.G), ("discriminator", self.D)):
+            for name, p in model.state_dict().items():
+                if p.is_floating_point() and not bool(torch.isfinite(p).all()):
+                    raise Diverged(self.step, f"the {label}'s {name} is not finite")
 
     # -- snapshots, metrics, checkpoints ------------------------------------------------------------
     @property
@@ -350,6 +384,7 @@ class Trainer:
         self._domain_state()
 
     def save(self) -> Path:
+        self._check_weights()  # a non-finite state is never saved (so never `latest`, and pruning keeps good ones)
         models = {"generator": self.G, "discriminator": self.D}
         if self.ema is not None:
             models["generator_ema"] = self.ema.model
@@ -505,6 +540,10 @@ class Trainer:
         try:
             self._phases()
             return self._loop()
+        except Diverged as exc:  # name the checkpoint to go back to; summary.json says what happened
+            ckpt = self.run_dir.latest_checkpoint()
+            self._write_summary("diverged", ckpt, [], {})
+            raise Diverged(exc.step, exc.what, ckpt) from None
         finally:
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
@@ -585,6 +624,7 @@ class Trainer:
             "exported": [str(p) for p in (exported or [])],
             "init_from": ({"checkpoint": self.config.train.init_from, "parts": self.config.train.init_from_parts}
                           if self.config.train.init_from else None),
+            "nan_skipped": self.nan_skipped,
             "genkit_version": __version__,
         }
         self.run_dir.write_summary(summary)

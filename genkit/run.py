@@ -10,6 +10,7 @@ Layout::
     RUN/checkpoints/step-NNNNNNNN/   checkpoint folders (genkit.checkpoint)
     RUN/checkpoints/latest   text: the newest checkpoint's folder name
     RUN/checkpoints/best     text: the folder name of the best evaluation (Domain.best_metric)
+    RUN/.lock                held (flock) by the process training the run; released by the kernel when it dies
 
 A ``Run`` also loads a trained generator: ``Run.open(path).sample(16)`` is the Python form of ``genkit sample``.
 Importing this module imports no torch.
@@ -18,6 +19,7 @@ Importing this module imports no torch.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 from pathlib import Path
@@ -25,8 +27,24 @@ from typing import Any
 
 from .errors import GenkitError
 
-CONFIG, DATA, METRICS, SUMMARY = "config.toml", "data.json", "metrics.jsonl", "summary.json"
+CONFIG, DATA, METRICS, SUMMARY, LOCK = "config.toml", "data.json", "metrics.jsonl", "summary.json", ".lock"
 SAMPLES, CHECKPOINTS, LATEST, BEST = "samples", "checkpoints", "latest", "best"
+
+
+def finite_json(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by None: metrics.jsonl and summary.json stay valid JSON
+    (``json.dumps`` would write the bare ``NaN``, which JSON does not have)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(v) for v in value]
+    return value
+
+
+def dumps(value: Any, **kwargs: Any) -> str:
+    return json.dumps(finite_json(value), allow_nan=False, **kwargs)
 
 
 def cache_dir() -> Path:
@@ -91,11 +109,52 @@ class Run:
         """A new run is written only into a new or empty folder: never over a user's files or another run."""
         if self.root.exists() and not self.root.is_dir():
             raise GenkitError(f"{flag} {self.root} exists and is not a folder")
-        if self.root.is_dir() and any(self.root.iterdir()):
+        if self.root.is_dir() and any(p.name != LOCK for p in self.root.iterdir()):
             if self.exists():
                 raise GenkitError(f"{flag} {self.root} already holds a run; continue it with --resume {self.root}, "
                                   "or choose another --out")
             raise GenkitError(f"{flag} {self.root} is not empty; genkit writes runs only into a new or empty folder")
+
+    def lock(self, flag: str = "--out") -> Any:
+        """Take the run's lock (``RUN/.lock``) for this process, or raise ``GenkitError`` naming the process holding
+        it. The lock is an advisory ``flock``: the kernel releases it when its process ends, however it ends, so a
+        crashed or killed run never leaves it stuck. Returns the open lock file (keep it; ``unlock`` releases it).
+        """
+        import os
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / LOCK
+        handle = open(path, "a+", encoding="utf-8")
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: no flock; runs are not protected there
+            return handle
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise GenkitError(f"{flag} {self.root}: the run is in use by {holder}; wait for it to finish or stop it "
+                              "(one process per run folder)") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()} on {os.uname().nodename} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        handle.flush()
+        return handle
+
+    @staticmethod
+    def unlock(handle: Any) -> None:
+        if handle is not None and not handle.closed:
+            handle.close()  # closing the file releases the flock
+
+    def check_new_locked(self) -> None:
+        """``check_new`` once the lock is held: the folder may hold only the lock file."""
+        if self.exists():
+            raise GenkitError(f"--out {self.root} already holds a run (another process started it meanwhile); "
+                              f"continue it with --resume {self.root}, or choose another --out")
+        if any(p.name != LOCK for p in self.root.iterdir()):
+            raise GenkitError(f"--out {self.root} is not empty; genkit writes runs only into a new or empty folder")
 
     # -- opening ------------------------------------------------------------------------------------
     @classmethod
@@ -165,7 +224,7 @@ class Run:
     def write_summary(self, summary: dict[str, Any]) -> None:
         from .files import atomic_write_text
 
-        atomic_write_text(self.summary_path, json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(self.summary_path, dumps(summary, indent=2) + "\n")
 
     def metrics(self) -> list[dict[str, Any]]:
         """The records of ``metrics.jsonl`` (unreadable lines skipped)."""
@@ -181,7 +240,7 @@ class Run:
 
     def log(self, record: dict[str, Any]) -> None:
         with open(self.metrics_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(dumps(record) + "\n")
 
     def truncate_metrics(self, step: int) -> list[dict[str, Any]]:
         """Forget records logged after ``step`` (a resumed run does not log them twice); return the rest."""
@@ -189,13 +248,8 @@ class Run:
         if self.metrics_path.is_file():
             from .files import atomic_write_text
 
-            atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
+            atomic_write_text(self.metrics_path, "".join(dumps(r) + "\n" for r in kept))
         return kept
-
-    def stopped_before_any_checkpoint(self) -> bool:
-        """A run that a signal stopped before its first checkpoint (e.g. in a pre-training phase)."""
-        summary = self.read_summary()
-        return summary.get("status") == "interrupted" and not summary.get("checkpoint")
 
     # -- checkpoints --------------------------------------------------------------------------------
     def _pointer(self, name: str) -> Path | None:

@@ -98,10 +98,16 @@ def load_folder(root: Path, size: int, channels: int):
     for p in files:
         try:
             with Image.open(p) as im:
+                if im.mode in ("I", "I;16", "I;16B", "I;16L"):  # 16-bit grayscale: keep the high byte, not saturate
+                    im = Image.fromarray((np.asarray(im, dtype=np.uint32) >> 8).clip(0, 255).astype(np.uint8), "L")
                 im = im.convert(mode)
                 if im.size != (size, size):
                     im = _center_crop_resize(im, size)
                 images.append(np.asarray(im, dtype=np.uint8))
+        except Image.DecompressionBombError:
+            warn(f"{p}: skipped, too many pixels to decode safely (PIL's decompression-bomb limit)")
+            bad += 1
+            continue
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
             warn(f"{p}: skipped, not a readable image ({exc.__class__.__name__})")
             bad += 1

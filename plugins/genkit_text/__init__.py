@@ -206,6 +206,9 @@ class TextDomain(Domain):
                 source = f"Python's documentation topics (pydoc_data.topics), {len(examples)} sentences"
             else:
                 examples, source = tdata.read_text_examples(Path(spec), options.unit)
+                if len(examples) < 2:
+                    raise GenkitError(f"--data {spec}: {len(examples)} {options.unit}(s) of text; the text domain "
+                                      f"needs at least 2 (more for a held-out test split: 10 or more)")
             train_txt, test_txt = tdata.split(examples, options.test_fraction, options.split_seed)
             lm_config = None
             if model_dir:

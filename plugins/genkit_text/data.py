@@ -167,7 +167,7 @@ def encode(tokenizer, texts: list[str], max_len: int, source: str):
     eos = tokenizer.eos_token_id
     if eos is None:
         raise GenkitError(f"{source}: the tokenizer has no end-of-sequence token")
-    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
     out = torch.full((len(ids), max_len), eos, dtype=torch.long)
     cut = 0
     for i, seq in enumerate(ids):

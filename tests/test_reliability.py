@@ -1,0 +1,158 @@
+"""No run loses work: one process per run folder, divergence stops cleanly and never overwrites good checkpoints,
+and every JSON genkit writes stays valid JSON (docs/run-directory.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import genkit
+from genkit import GenkitError
+
+
+def _strict(text: str):
+    def refuse(name):
+        raise ValueError(f"not JSON: {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def _poisoned(from_step: int, until_step: int | None = None):
+    """The ring domain whose generated points are NaN from ``from_step`` (until ``until_step``)."""
+    import torch
+
+    import genkit_ring
+
+    class Poisoned(genkit_ring.RingDomain):
+        def fake(self, generator, z, cond, ctx):
+            x = super().fake(generator, z, cond, ctx)
+            if ctx.step >= from_step and (until_step is None or ctx.step < until_step):
+                x = x * torch.tensor(float("nan"))
+            return x
+
+        def evaluate(self, ctx):
+            return {**super().evaluate(ctx), "broken_metric": float("nan")}
+
+    return Poisoned()
+
+
+TINY = dict(hidden=8, examples=64, batch_size=16, log_every=1)
+
+
+def test_divergence_stops_keeps_the_good_checkpoints_and_writes_valid_json(ring, tmp_path):
+    out = tmp_path / "r"
+    with pytest.raises(GenkitError) as caught:
+        genkit.train(_poisoned(6), out=out, steps=20, checkpoint_every=2, keep_checkpoints=2, **TINY)
+    message = caught.value.format_message()
+    assert message.startswith("the run diverged at step 6: loss_d is nan; nothing after it was saved and the last "
+                              "good checkpoint is ") and message.endswith("checkpoints/step-00000006 (lower --lr-g / --lr-d; "
+                                                                    "--on-nan skip skips isolated bad batches)")
+    kept = sorted(p.name for p in (out / "checkpoints").iterdir() if p.name.startswith("step-"))
+    assert kept == ["step-00000004", "step-00000006"]  # pruning kept the newest good ones; no NaN state was saved
+    assert (out / "checkpoints" / "latest").read_text().strip() == "step-00000006"
+    summary = _strict((out / "summary.json").read_text())
+    assert summary["status"] == "diverged" and summary["checkpoint"].endswith("step-00000006")
+    for line in (out / "metrics.jsonl").read_text().splitlines():
+        _strict(line)
+    # the run goes on from its last good state once the cause is fixed
+    run = genkit.train(_poisoned(10**6), resume=out, steps=8)
+    assert run.read_summary()["status"] == "completed" and run.read_summary()["steps"] == 8
+
+
+def test_on_nan_skip_skips_bad_batches_and_nan_metrics_are_null(ring, tmp_path):
+    out = tmp_path / "r"
+    run = genkit.train(_poisoned(3, 4), out=out, steps=6, on_nan="skip", **TINY)
+    summary = _strict(run.summary_path.read_text())
+    assert summary["status"] == "completed" and summary["nan_skipped"] == 2  # one D and one G update
+    assert summary["metrics"]["broken_metric"] is None and summary["metrics"]["modes"] >= 0
+    rows = [_strict(line) for line in run.metrics_path.read_text().splitlines()]
+    assert rows[-1]["broken_metric"] is None
+    from safetensors.torch import load_file
+
+    weights = load_file(str(run.latest_checkpoint() / "generator.safetensors"))
+    assert all(bool(v.isfinite().all()) for v in weights.values())
+    with pytest.raises(GenkitError, match=r"diverged at step 4: loss_d is nan, 2 updates in a row \(--nan-skips\)"):
+        genkit.train(_poisoned(3), out=tmp_path / "s", steps=10, on_nan="skip", nan_skips=2, **TINY)
+
+
+def _genkit(*args, **kw):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "genkit", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, **kw)
+
+
+def test_one_process_per_run_folder_and_a_killed_run_never_strands_it(tmp_path, cache):
+    out = tmp_path / "run"
+    args = ("run", "image", "--g-width", "4", "--d-width", "4", "--batch-size", "8", "--eval-samples", "0",
+            "--checkpoint-every", "0", "--sample-every", "0")
+    first = _genkit(*args, "--steps", "100000", "--out", out, "--quiet")
+    try:
+        deadline = time.time() + 120
+        while not (out / "metrics.jsonl").is_file():  # training has started (the lock is held)
+            assert first.poll() is None and time.time() < deadline, first.stderr.read() if first.stderr else ""
+            time.sleep(0.2)
+        config = (out / "config.toml").read_text()
+        again = _genkit(*args, "--steps", "5", "--out", out)
+        assert again.wait(timeout=120) == 1 and "already holds a run" in again.stderr.read()
+        resume = _genkit("run", "image", "--resume", out)  # validated first, then refused at the lock
+        _, err = resume.communicate(timeout=120)
+        assert resume.returncode == 1
+        assert f"--resume {out}: the run is in use by process {first.pid} on " in err
+        assert "one process per run folder" in err
+        with pytest.raises(GenkitError, match=f"the run is in use by process {first.pid}"):
+            genkit.Run(out).lock()  # what two processes starting at once into one new --out folder meet
+        assert (out / "config.toml").read_text() == config  # nothing of the first run was touched
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    # killed before its first checkpoint: the kernel released the lock, and --resume starts it again
+    resumed = _genkit("run", "image", "--resume", out, "--steps", "3")
+    _, err = resumed.communicate(timeout=120)
+    assert resumed.returncode == 0, err
+    assert "stopped before its first checkpoint; starting it again from step 0" in err
+    assert _strict((out / "summary.json").read_text())["status"] == "completed"
+
+
+def test_a_16_bit_png_keeps_its_tones_and_a_decompression_bomb_is_skipped_by_name(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from genkit_image.data import load_folder
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    ramp = (np.arange(32 * 32, dtype=np.uint32).reshape(32, 32) * 64).astype(np.uint16)  # 0 .. 65472
+    Image.fromarray(ramp).save(folder / "deep.png")
+    Image.new("L", (9000, 9000)).save(folder / "huge.png")  # 81 M pixels
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = 1_000_000  # so that the test's 81 M pixels count as a bomb (PIL's default: 89 M)
+    try:
+        x, _, _, _ = load_folder(folder, 32, 1)
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+    assert x.shape == (1, 1, 32, 32)
+    assert np.array_equal(x[0, 0].numpy(), (ramp >> 8).astype(np.uint8))  # not 99 % of pixels at 255
+    assert f"{folder / 'huge.png'}: skipped, too many pixels to decode safely" in capsys.readouterr().err
+
+
+def test_a_one_line_corpus_is_one_line_error(tmp_path, invoke):
+    corpus = tmp_path / "one.txt"
+    corpus.write_text("just one line of text\n")
+    result = invoke("run", "text", "--data", corpus, "--steps", "2", "--out", tmp_path / "r")
+    assert result.exit_code == 1 and not (tmp_path / "r").exists()
+    assert result.stderr == (f"genkit: error: --data {corpus}: 1 line(s) of text; the text domain needs at least 2 "
+                             "(more for a held-out test split: 10 or more)\n")
+
+
+def test_ctrl_c_while_genkit_starts_exits_130_without_a_traceback():
+    code = ("import genkit.plugins as p\n"
+            "def slow(*a, **k):\n    raise KeyboardInterrupt\n"
+            "p.load_plugins = slow\nfrom genkit.cli import main\nmain(['plugins'])\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 130 and done.stderr == "genkit: interrupted\n"

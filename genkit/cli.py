@@ -211,7 +211,9 @@ def info_domain(domain, config_file, preset, data_spec, as_json, params) -> None
     data = domain.load_data(cfg.data, cfg.options, cache_dir=cache_dir())
     cfg = cfg.replace(options=domain.resolve_options(cfg.options, data))
     torch.manual_seed(cfg.train.seed)
-    G, D = domain.build_models(cfg.options, data)
+    from .crossmodal import build_models
+
+    G, D = build_models(domain, cfg, data)
     info = {
         "domain": domain.name,
         "summary": domain.summary,
@@ -252,15 +254,17 @@ def describe_settings(domain) -> dict[str, list[dict[str, Any]]]:
             domain.name: [{**s.describe(), "default": option_defaults[s.name]} for s in settings(domain.Options)]}
 
 
-def sample_run(path: Path, n: int, out: Path | None, seed: int, device: str, as_json: bool, best: bool = False) -> None:
+def sample_run(path: Path, n: int, out: Path | None, seed: int, device: str, as_json: bool, best: bool = False,
+               condition: str | None = None) -> None:
     from .run import Run
 
     run = Run.open(path)
     ckpt = run.checkpoint(best)
-    files = run.write_samples(n, out, seed=seed, best=best, device=device)
+    files = run.write_samples(n, out, seed=seed, best=best, device=device, condition=condition)
     if as_json:
         _echo_json({"run_dir": str(run.root), "checkpoint": str(ckpt), "weights": run.generator_weights(ckpt).name,
-                    "seed": seed, "out": str(files[0].parent) if files else str(out), "files": [str(f) for f in files]})
+                    "seed": seed, "condition": condition, "out": str(files[0].parent) if files else str(out),
+                    "files": [str(f) for f in files]})
     else:
         for f in files:
             click.echo(str(f))
@@ -337,10 +341,13 @@ def create_cli() -> click.Group:
     @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the latent draw.")
     @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or mps.")
     @click.option("--best", is_flag=True, help="Use the run's best checkpoint (checkpoints/best), not the latest.")
+    @click.option("--condition", "condition", default=None,
+                  help="A cross-modal run's condition, in the source domain's terms: a string (text), a WAV file "
+                       "(audio) or an image file (image); every sample is generated from it.")
     @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
-    def sample(path, n, out, seed, device, best, as_json):
+    def sample(path, n, out, seed, device, best, condition, as_json):
         """Generate N samples from a run directory or checkpoint folder (EMA weights when present)."""
-        sample_run(path, n, out, seed, device, as_json, best)
+        sample_run(path, n, out, seed, device, as_json, best, condition)
 
     @cli.command(name="eval", context_settings=CONTEXT)
     @click.argument("path", type=click.Path(path_type=Path))

@@ -76,6 +76,11 @@ class TrainConfig:
     init_from: str = option("", "Start from another run's weights (transfer learning): a run directory (its latest "
                                 "checkpoint) or a checkpoint folder; '' = from scratch. config.toml records the "
                                 "checkpoint folder used.")
+    condition: str = option("", "Condition the generator on another domain's examples (cross-modal): the SOURCE "
+                                "domain whose condition encoder embeds a paired example of each sample's class; "
+                                "'' = off.")
+    condition_data: str = option("", "With --condition: the SOURCE domain's --data ('' = its default).")
+    condition_dim: int = option(128, "With --condition: dimension of the condition embedding (unit L2 norm).", gt=0)
     init_from_parts: Literal["gd", "g"] = option("gd", "With --init-from: load the generator and the discriminator "
                                                        "(gd) or the generator only (g).")
 

@@ -75,6 +75,7 @@ class Data:
     source: str = ""  # a human-readable description of where the data came from
     state: dict[str, Any] = field(default_factory=dict)  # per-run domain state, saved with every checkpoint
     extra: dict[str, Any] = field(default_factory=dict)  # in-memory helpers, rebuilt at each load, never saved
+    cond_dim: int = 0  # > 0 (set by genkit under --condition SOURCE): the models take a (B, cond_dim) condition
 
 
 @dataclass
@@ -176,6 +177,9 @@ class Domain:
     # Tensors that weights files of an earlier version hold and today's models do not: skipped when loading.
     legacy_weight_keys: tuple[str, ...] = ()
     sample_ext: str = ""  # extension of the per-sample files genkit sample writes (".png", ".wav", ".txt")
+    # A TARGET of --condition SOURCE: build_models honours data.cond_dim (docs/plugins.md, Cross-modal conditions).
+    # A SOURCE implements condition_encoder(options, data, dim) and condition_example(value, options, data).
+    vector_condition: bool = False
 
     # -- settings -----------------------------------------------------------------------------------
     def resolve_options(self, options: Any, data: Data) -> Any:

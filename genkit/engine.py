@@ -191,7 +191,9 @@ class Trainer:
         self.run_dir = self.out if isinstance(self.out, Run) else Run(self.out)
         self.device = resolve_device(cfg.device)
         seed_everything(cfg.seed)
-        G, D = self.domain.build_models(self.config.options, self.data)
+        from .crossmodal import build_models
+
+        G, D = build_models(self.domain, self.config, self.data)
         self.G, self.D = G.to(self.device), D.to(self.device)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))

@@ -98,12 +98,16 @@ def features(net: nn.Module, x: torch.Tensor, to_float: Convert, batch: int = 50
 
 
 def score(net: nn.Module, accuracy: float, real: torch.Tensor, fake: torch.Tensor, to_float: Convert,
-          batch: int = 500, train: torch.Tensor | None = None) -> dict[str, float]:
+          batch: int = 500, train: torch.Tensor | None = None, fake_cond: torch.Tensor | None = None) -> dict[str, float]:
     """:func:`genkit.metrics.classifier_metrics` (keys ``refnet_*``) of samples ``fake`` against held-out ``real``;
-    with the ``train`` examples also :func:`genkit.metrics.memorisation_metrics` (``refnet_nn_*``)."""
+    with the ``train`` examples also :func:`genkit.metrics.memorisation_metrics` (``refnet_nn_*``); with the
+    samples' class conditions ``fake_cond`` also ``refnet_cond_accuracy``, the share of samples refnet classifies
+    as the class they were asked for (conditional accuracy; chance is 1 / classes)."""
     p_fake, f_fake = features(net, fake, to_float, batch)
     p_real, f_real = features(net, real, to_float, batch)
     out = classifier_metrics(p_fake, f_fake, p_real, f_real, accuracy, prefix="refnet")
+    if fake_cond is not None:
+        out["refnet_cond_accuracy"] = float((p_fake.argmax(1) == fake_cond.long().cpu()).float().mean())
     if train is not None:
         _, f_train = features(net, train, to_float, batch)
         out.update(memorisation_metrics(f_fake, f_real, f_train, prefix="refnet"))

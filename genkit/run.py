@@ -344,7 +344,9 @@ class Run:
         else:  # written by genkit 0.1
             domain.upgrade_state(data, ckpt, cfg.options)
         torch.manual_seed(cfg.train.seed)
-        G, D = domain.build_models(cfg.options, data)
+        from .crossmodal import build_models
+
+        G, D = build_models(domain, cfg, data)
         weights = self.generator_weights(ckpt)
         ignore = domain.legacy_weight_keys
         load_weights(G, weights, dev, ignore)
@@ -365,9 +367,10 @@ class Run:
         return samples
 
     def write_samples(self, n: int, out_dir: Path | str | None = None, seed: int = 0, best: bool = False,
-                      device: str = "auto") -> list[Path]:
+                      device: str = "auto", condition: str | None = None) -> list[Path]:
         """Write ``n`` samples, one file each, into ``out_dir`` (default ``RUN/samples/sample-NNN``; a given folder
-        must be new or empty). Returns the files."""
+        must be new or empty). Returns the files. ``condition`` (a cross-modal run's): every sample is generated
+        from that one value of the source domain (a WAV file, an image file or a string)."""
         if n <= 0:
             raise GenkitError(f"n must be positive, got {n}")
         if out_dir is None:
@@ -379,9 +382,19 @@ class Run:
             out = Path(out_dir)
             Run(out).check_new()
         loaded = self.load(best=best, device=device)
+        if condition is not None:
+            from .crossmodal import use_condition
+
+            use_condition(loaded.generator, loaded.data, condition)
         samples, cond = loaded.generate(n, seed)
         out.mkdir(parents=True, exist_ok=True)
-        return self.domain.write_samples(samples, cond, out, self.config.options, loaded.data)
+        if condition is None:
+            return self.domain.write_samples(samples, cond, out, self.config.options, loaded.data)
+        from .files import atomic_write_text
+
+        note = out / "condition.json"  # what every sample was generated from (the class index does not apply)
+        atomic_write_text(note, json.dumps({"condition": condition, "source": self.config.train.condition}) + "\n")
+        return [*self.domain.write_samples(samples, None, out, self.config.options, loaded.data), note]
 
     def evaluate(self, best: bool = False, device: str = "auto") -> dict[str, float]:
         """The domain's offline metrics of a checkpoint (the latest, or the best); loads the run's data."""

@@ -218,6 +218,33 @@ class AudioDomain(Domain):
         scores = metrics.score(net, acc, x[test_idx], fakes.float(), len(data.class_names), train=train)
         return {**scores, "rms_ratio": metrics.rms_ratio(fakes, x[test_idx])}
 
+    # -- as the source of a cross-modal condition (genkit run TARGET --condition audio) -------------
+    def condition_encoder(self, options, data, dim):
+        """A small CNN over the clip's log spectrogram (SpecGAN's normalised 128 x 128 one, or computed from the
+        waveform for WaveGAN's data) to a ``dim``-vector; genkit normalises it and trains it with TARGET's D."""
+        from .specgan import ConditionEncoder
+
+        return ConditionEncoder(dim)
+
+    def condition_example(self, value, options, data):
+        """``genkit sample RUN --condition WORD.wav``: the file at the run's source rate and length, as int16."""
+        import torch
+        import torchaudio.functional as AF
+
+        from .data import fit_length, read_audio
+
+        path = Path(value).expanduser()
+        if not path.is_file():
+            raise GenkitError(f"--condition {value}: no such audio file")
+        try:
+            x, rate = read_audio(path)
+        except Exception as exc:
+            raise GenkitError(f"--condition {value}: not readable audio ({exc.__class__.__name__})") from None
+        if rate != options.sample_rate:
+            x = AF.resample(x, rate, options.sample_rate)
+        x = fit_length(x, options.length).clamp(-1.0, 1.0)
+        return torch.round(x * 32767).to(torch.int16).view(1, 1, -1)
+
     # -- output -------------------------------------------------------------------------------------
     def generate(self, generator, z, cond, options):
         out = generator(z, cond)

@@ -164,3 +164,24 @@ def _norm(kind: str, channels: int) -> nn.Module:
         return nn.GroupNorm(1, channels)  # layer norm over (C, H, W)
     return nn.Identity()
 
+
+
+class ConditionEncoder(nn.Module):
+    """The audio domain's condition encoder (``genkit run TARGET --condition audio``): four stride-2 3 x 3
+    convolutions (16-32-64-64 channels, LeakyReLU 0.2) over a log spectrogram, global average pooling and a linear
+    map to ``dim``. SpecGAN's data arrive as its normalised (N, 1, 128, 128) spectrograms; WaveGAN's waveforms
+    (N, 1, T) are turned into per-clip standardised log spectrograms first."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        chans = [1, 16, 32, 64, 64]
+        layers: list[nn.Module] = []
+        for cin, cout in zip(chans, chans[1:]):
+            layers += [nn.Conv2d(cin, cout, 3, 2, 1), nn.LeakyReLU(0.2)]
+        self.net = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(chans[-1], dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 3:  # waveforms in [-1, 1]
+            spec = spectrogram(x.float())
+            x = (spec - spec.mean(dim=(2, 3), keepdim=True)) / spec.std(dim=(2, 3), keepdim=True).clamp_min(1e-3)
+        return self.net(x)

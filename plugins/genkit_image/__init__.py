@@ -60,6 +60,7 @@ class ImageDomain(Domain):
     data_names = ("mnist5k", "mnist", "fashion-mnist", "cifar10")  # the first is the default, shipped in genkit
     evaluates = True
     best_metric = ("refnet_fd", "min")  # checkpoints/best names the checkpoint with the lowest refnet FD
+    vector_condition = True  # a TARGET of --condition SOURCE (docs/cross-modal.md): models take a (B, dim) condition
     # Radford et al.: Adam, lr 2e-4, beta1 0.5, batch 128. 7500 steps of batch 64 (96 epochs of the 5k MNIST
     # subset), class-conditional since MNIST has labels: measured best refnet FD of 2,500..10,000 steps, and
     # 2-4 minutes on 2 CPU cores (docs/image.md has the table of what was measured and rejected).
@@ -139,8 +140,8 @@ class ImageDomain(Domain):
 
         return DCGANConfig(size=options.size, channels=options.channels, latent_dim=options.latent_dim,
                            g_width=options.g_width, d_width=options.d_width,
-                           num_classes=data.num_classes if data.conditional else 0, d_norm=options.d_norm,
-                           augment=parse_policy(options.augment))
+                           num_classes=data.num_classes if data.conditional and not data.cond_dim else 0,
+                           cond_dim=data.cond_dim, d_norm=options.d_norm, augment=parse_policy(options.augment))
 
     def build_models(self, options, data):
         from .model import Discriminator, Generator
@@ -171,9 +172,9 @@ class ImageDomain(Domain):
         x = data.train.tensors[0]
         net, acc, test_idx = metrics.reference_classifier(x, labels, len(data.class_names), data.source,
                                                            ctx.cache_dir)
-        fakes, _ = generate(self, ctx.generator, n, ctx.options, data, device=ctx.device, seed=EVAL_SEED)
+        fakes, conds = generate(self, ctx.generator, n, ctx.options, data, device=ctx.device, seed=EVAL_SEED)
         train = x[train_examples(len(x), test_idx)]
-        return metrics.score(net, acc, x[test_idx], fakes, len(data.class_names), train=train)
+        return metrics.score(net, acc, x[test_idx], fakes, len(data.class_names), train=train, fake_cond=conds)
 
     # -- output -------------------------------------------------------------------------------------
     def write_snapshot(self, samples, cond, path, options, data):

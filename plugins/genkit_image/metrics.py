@@ -64,7 +64,8 @@ def features(net: RefNet, x: torch.Tensor, batch: int = 500) -> tuple[torch.Tens
 
 
 def score(net: RefNet, accuracy: float, real: torch.Tensor, fake: torch.Tensor, num_classes: int,
-          train: torch.Tensor | None = None) -> dict[str, float]:
+          train: torch.Tensor | None = None, fake_cond: torch.Tensor | None = None) -> dict[str, float]:
     """All refnet metrics of generated images ``fake`` (floats in [-1, 1]) against ``real`` (uint8); with the
-    ``train`` images also the nearest-neighbour memorisation check (``refnet_nn_*``)."""
-    return refnet.score(net, accuracy, real, fake, _float, train=train)
+    ``train`` images also the nearest-neighbour memorisation check (``refnet_nn_*``), with the samples' classes
+    ``fake_cond`` the conditional accuracy (``refnet_cond_accuracy``)."""
+    return refnet.score(net, accuracy, real, fake, _float, train=train, fake_cond=fake_cond)

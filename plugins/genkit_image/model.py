@@ -39,6 +39,7 @@ class DCGANConfig:
     g_width: int = 64  # channels of the generator's last hidden layer; doubles towards the input (ngf)
     d_width: int = 64  # channels of the discriminator's first layer; doubles with depth (ndf)
     num_classes: int = 0  # > 0: class-conditional
+    cond_dim: int = 0  # > 0: conditioned on a (B, cond_dim) vector, e.g. another domain's embedding (--condition)
     d_norm: str = "batch"  # batch | spectral | layer | none
     augment: tuple[str, ...] = ()  # DiffAugment policies applied to everything D sees while training
 
@@ -72,7 +73,7 @@ class Generator(nn.Module):
         super().__init__()
         self.cfg = cfg
         ch = cfg.g_width * 2 ** (cfg.n_up - 1)
-        in_dim = cfg.latent_dim + cfg.num_classes
+        in_dim = cfg.latent_dim + cfg.num_classes + cfg.cond_dim
         layers: list[nn.Module] = [
             nn.ConvTranspose2d(in_dim, ch, cfg.base, 1, 0, bias=False),  # 1x1 -> base x base
             nn.BatchNorm2d(ch),
@@ -88,6 +89,8 @@ class Generator(nn.Module):
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         if self.cfg.num_classes:
             z = torch.cat([z, F.one_hot(y.long(), self.cfg.num_classes).to(z.dtype)], dim=1)
+        elif self.cfg.cond_dim:
+            z = torch.cat([z, y.to(z.dtype)], dim=1)
         return self.net(z[:, :, None, None])
 
 
@@ -110,6 +113,7 @@ class Discriminator(nn.Module):
         self.features = nn.Sequential(*layers)
         self.out = sn(nn.Conv2d(ch, 1, cfg.base, 1, 0))  # base x base -> one logit
         self.embed = sn(nn.Embedding(cfg.num_classes, ch)) if cfg.num_classes else None
+        self.project = sn(nn.Linear(cfg.cond_dim, ch, bias=False)) if cfg.cond_dim else None
         init_weights(self)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
@@ -119,4 +123,6 @@ class Discriminator(nn.Module):
         logit = self.out(h).flatten()
         if self.embed is not None:
             logit = logit + (self.embed(y.long()) * h.sum(dim=(2, 3))).sum(dim=1)
+        elif self.project is not None:  # the projection term with a condition vector instead of a class embedding
+            logit = logit + (self.project(y.to(h.dtype)) * h.sum(dim=(2, 3))).sum(dim=1)
         return logit

@@ -137,7 +137,7 @@ class TextDomain(Domain):
              "Caccia et al., Language GANs Falling Short, ICLR 2020")
     sample_ext = ".txt"
     Options = TextOptions
-    data_names = ("pydoc", "oracle")
+    data_names = ("pydoc", "oracle", "digits")
     phases = (Phase("mle", "pretrain", "maximum-likelihood (teacher-forced) pre-training, then the MLE baseline's "
                                        "temperature sweep"),)
     evaluates = True
@@ -201,9 +201,14 @@ class TextDomain(Domain):
                       f"{SEQ_LEN} tokens over {VOCAB}")
             ids = train
         else:
+            labels_of: dict[str, int] = {}
             if spec == "pydoc":
                 examples = tdata.pydoc_sentences()
                 source = f"Python's documentation topics (pydoc_data.topics), {len(examples)} sentences"
+            elif spec == "digits":  # phrases naming digits: a cross-modal condition source (--condition text)
+                examples, labels = tdata.digit_phrases()
+                labels_of = dict(zip(examples, labels))
+                source = f"{len(examples)} phrases naming the digits zero..nine"
             else:
                 examples, source = tdata.read_text_examples(Path(spec), options.unit)
                 if len(examples) < 2:
@@ -238,7 +243,30 @@ class TextDomain(Domain):
         # selects) and MLE reads them as they are. One-hot batches cost as much as a training step on an
         # 8,000-word vocabulary and hundreds of MB on a pretrained model's (SmolLM2: 49,152 tokens); genkit
         # before 0.3 made them, and the engine still makes them for --gp / --r1, which need them.
+        if labels_of:  # labelled phrases: (ids, class) pairs, the key --condition text pairs them by
+            import torch
+
+            labels = torch.tensor([labels_of[t] for t in train_txt], dtype=torch.int64)
+            return Data(train=TensorDataset(ids, labels), source=source, state=state, extra=extra,
+                        class_names=list(tdata.DIGIT_WORDS))
         return Data(train=TensorDataset(ids), source=source, state=state, extra=extra)
+
+    # -- as the source of a cross-modal condition (genkit run TARGET --condition text) --------------
+    def condition_encoder(self, options, data, dim):
+        """A one-block transformers GPT-2 encoder (width 64, 2 heads) over this run's tokenizer, mean-pooled over
+        the phrase's tokens, then a linear map to ``dim``; genkit normalises it and trains it with TARGET's D."""
+        from .model import PhraseEncoder
+
+        return PhraseEncoder(data.state["vocab_size"], data.state["seq_len"], data.state["eos_id"], dim)
+
+    def condition_example(self, value, options, data):
+        """``genkit sample RUN --condition "a handwritten seven"``: the string as token ids."""
+        from . import data as tdata
+
+        if not str(value).strip():
+            raise GenkitError("--condition: an empty phrase")
+        ids, _ = tdata.encode(data.extra["tokenizer"], [str(value)], data.state["seq_len"], "--condition")
+        return ids
 
     # -- models -------------------------------------------------------------------------------------
     def build_models(self, options, data):

@@ -30,6 +30,32 @@ def _clean(text: str) -> str:
     return " ".join(text.split())
 
 
+DIGIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+DIGIT_SPELLINGS = {0: ["nought", "oh"], 2: ["too"], 4: ["for"], 8: ["ate"]}  # homophones and old spellings
+DIGIT_TEMPLATES = ["{w}", "{n}", "the number {w}", "the number {n}", "a handwritten {w}", "a handwritten {n}",
+                   "the digit {w}", "digit {n}", "number {w}", "write a {w}", "draw the number {w}", "a {w}",
+                   "it is a {w}", "this is the digit {n}", "the figure {w}", "a {w} written by hand", "{w}!",
+                   "the numeral {n}", "a scribbled {w}", "a neat {w}", "a messy {n}", "handwritten digit {n}",
+                   "an image of a {w}", "a picture of the number {n}", "say {w}", "the word {w}", "{w} please",
+                   "I wrote {w}", "a small {n}", "a big {w}"]
+
+
+def digit_phrases() -> tuple[list[str], list[int]]:
+    """Phrases naming each digit ("seven", "the number 7", "a handwritten seven", ...): every template with the
+    digit's word, its numeral, capitalised, and its other spellings; the class is the digit. Generated offline."""
+    phrases, labels = [], []
+    for d, word in enumerate(DIGIT_WORDS):
+        seen = set()
+        for template in DIGIT_TEMPLATES:
+            for w in [word, *DIGIT_SPELLINGS.get(d, [])]:
+                for text in (template.format(w=w, n=d), template.format(w=w, n=d).capitalize()):
+                    if text not in seen:
+                        seen.add(text)
+                        phrases.append(text)
+                        labels.append(d)
+    return phrases, labels
+
+
 def pydoc_sentences() -> list[str]:
     """Sentences of Python's own documentation topics, in a stable order (topic name, then position)."""
     from pydoc_data.topics import topics

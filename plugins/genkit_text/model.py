@@ -393,3 +393,28 @@ class Discriminator(nn.Module):
         gate = torch.sigmoid(highway)
         feats = gate * F.relu(highway) + (1.0 - gate) * feats
         return self.out(self.dropout(feats)).squeeze(1)
+
+
+class PhraseEncoder(nn.Module):
+    """The text domain's condition encoder (``genkit run TARGET --condition text``): token ids (N, L), padded with
+    EOS after the phrase, -> a one-block GPT-2 (transformers, width 64, 2 heads) -> the mean of the phrase's hidden
+    states (its tokens and the first EOS) -> a linear map to ``dim``."""
+
+    def __init__(self, vocab_size: int, seq_len: int, eos_id: int, dim: int):
+        super().__init__()
+        from transformers import GPT2Config, GPT2Model
+
+        self.eos_id = eos_id
+        self.body = GPT2Model(GPT2Config(vocab_size=vocab_size, n_positions=seq_len, n_embd=64, n_layer=1, n_head=2,
+                                         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=eos_id,
+                                         eos_token_id=eos_id))
+        self.out = nn.Linear(64, dim)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        ids = ids.long()
+        is_eos = ids == self.eos_id
+        # keep each phrase's tokens and its first EOS; what follows is padding
+        keep = (is_eos.long().cumsum(dim=1) - is_eos.long()) == 0
+        hidden = self.body(input_ids=ids, attention_mask=keep.long()).last_hidden_state
+        w = keep.unsqueeze(-1).to(hidden.dtype)
+        return self.out((hidden * w).sum(dim=1) / w.sum(dim=1).clamp_min(1.0))

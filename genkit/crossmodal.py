@@ -1,0 +1,188 @@
+"""Cross-modal conditioning: ``genkit run TARGET --condition SOURCE`` (docs/cross-modal.md).
+
+TARGET's generator and discriminator are conditioned on an embedding that SOURCE's condition encoder computes from
+a *paired example* of SOURCE's data: pairs are formed by a shared key, the class (a handwritten 7 pairs with any
+spoken "seven"). Every call draws a fresh paired example of each sample's key, so the generator learns the class,
+not one exemplar: in training from SOURCE's training part, in evaluation mode (snapshots, ``genkit sample``,
+evaluations) from a held-out part the encoder never saw. The embedding has ``--condition-dim`` dimensions and unit
+L2 norm. The encoder is trained jointly with the discriminator (by the discriminator's loss); the generator
+receives it without gradient.
+
+The protocol is generic (docs/plugins.md): a SOURCE implements ``condition_encoder(options, data, dim)`` and
+``condition_example(value, options, data)``; a TARGET declares ``vector_condition = True`` and builds models that
+take a (B, dim) float condition when ``data.cond_dim > 0``. The wrapped models keep the engine's contract:
+``G(z, key)``, ``D(x, key)`` with the key a class index, so snapshots, sampling and evaluations work unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import GenkitError
+
+HELD_OUT = 0.2  # share of each key's source examples kept for evaluation (never seen by the encoder in training)
+SPLIT_SEED = 1234
+NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+def key_of(name: str) -> str:
+    """Class names of different domains meet here: "7", "seven" and "Seven" are one key."""
+    name = name.strip().lower()
+    return str(NUMBER_WORDS.index(name)) if name in NUMBER_WORDS else re.sub(r"\s+", " ", name)
+
+
+class Pairs(nn.Module):
+    """SOURCE's examples grouped by the TARGET class they pair with, split once into training and held-out parts."""
+
+    def __init__(self, x: torch.Tensor, labels: torch.Tensor, source_names: list[str], target_names: list[str]):
+        super().__init__()
+        source_keys = {key_of(n): i for i, n in enumerate(source_names)}
+        missing = [n for n in target_names if key_of(n) not in source_keys]
+        if missing:
+            raise GenkitError(f"--condition: the source data has no examples of class {missing[0]!r} (its classes: "
+                              f"{', '.join(source_names)})")
+        g = torch.Generator().manual_seed(SPLIT_SEED)
+        train_idx, test_idx = [], []
+        for name in target_names:
+            idx = (labels == source_keys[key_of(name)]).nonzero().flatten()
+            idx = idx[torch.randperm(len(idx), generator=g)]
+            n_test = max(1, int(len(idx) * HELD_OUT)) if len(idx) > 1 else 0
+            test_idx.append(idx[:n_test] if n_test else idx)
+            train_idx.append(idx[n_test:])
+        self.x = x  # the source's examples as its Data.transform makes them; rebuilt at every load, never saved
+        self.train_idx, self.test_idx = train_idx, test_idx
+        self.override: torch.Tensor | None = None  # one example for every sample (genkit sample --condition)
+
+    def draw(self, keys: torch.Tensor, held_out: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+        if self.override is not None:
+            return self.override.expand(len(keys), *self.override.shape[1:])
+        pools = self.test_idx if held_out else self.train_idx
+        picks = []
+        for k in keys.tolist():
+            pool = pools[int(k)]
+            picks.append(pool[torch.randint(len(pool), (1,), generator=generator)])
+        return self.x[torch.cat(picks)]
+
+
+class ConditionedGenerator(nn.Module):
+    """TARGET's generator under a SOURCE condition: ``G(z, key)``; the embedding carries no gradient here."""
+
+    def __init__(self, inner: nn.Module, encoder: nn.Module, pairs: Pairs, transform: Any):
+        super().__init__()
+        self.inner, self.encoder = inner, encoder
+        self.pairs, self.transform = pairs, transform
+
+    def embed(self, keys: torch.Tensor) -> torch.Tensor:
+        return embed(self.encoder, self.pairs.draw(keys.cpu(), held_out=not self.training).to(keys.device))
+
+    def forward(self, z: torch.Tensor, key: torch.Tensor | None = None) -> torch.Tensor:
+        if key is None:
+            raise GenkitError("a cross-modal generator needs a condition (a class index) for every sample")
+        with torch.no_grad():
+            c = self.embed(key)
+        return self.inner(z, c)
+
+
+class ConditionedDiscriminator(nn.Module):
+    """TARGET's discriminator under a SOURCE condition; the encoder learns through this module's loss."""
+
+    def __init__(self, inner: nn.Module, encoder: nn.Module, pairs: Pairs, transform: Any):
+        super().__init__()
+        self.inner, self.encoder = inner, encoder
+        self.pairs, self.transform = pairs, transform
+
+    def forward(self, x: torch.Tensor, key: torch.Tensor | None = None) -> torch.Tensor:
+        if key is None:
+            raise GenkitError("a cross-modal discriminator needs the class index of every example")
+        src = self.pairs.draw(key.cpu(), held_out=not self.training).to(x.device)
+        return self.inner(x, embed(self.encoder, src))
+
+
+def embed(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The condition embedding: the encoder's output with unit L2 norm."""
+    return nn.functional.normalize(encoder(x).float(), dim=1)
+
+
+@dataclasses.dataclass
+class Source:
+    """SOURCE's domain, options and loaded data, as a condition."""
+
+    domain: Any
+    options: Any
+    data: Any
+
+
+def load_source(name: str, data_spec: str, cache_dir: Any) -> Source:
+    """SOURCE's data with its recipe's option values (``--condition-data`` or its default data)."""
+    from .config import resolve
+    from .plugins import registry
+
+    reg = registry()
+    domain = reg.domain(name)
+    if not callable(getattr(domain, "condition_encoder", None)):
+        raise GenkitError(f"--condition {name}: domain {name!r} offers no condition encoder (docs/plugins.md: "
+                          "Cross-modal conditions)", exit_code=2)
+    cfg = resolve(domain, reg.losses, data=data_spec or None)
+    data = domain.load_data(cfg.data, cfg.options, cache_dir=cache_dir)
+    options = domain.resolve_options(cfg.options, data)
+    if not data.class_names or data.train is None:
+        raise GenkitError(f"--condition {name}: its data {cfg.data!r} has no class labels to pair by")
+    return Source(domain, options, data)
+
+
+def wrap(target: Any, source: Source, G: nn.Module, D: nn.Module, target_names: list[str],
+         dim: int) -> tuple[nn.Module, nn.Module]:
+    """TARGET's models (built with ``data.cond_dim = dim``) conditioned through SOURCE's encoder and pairs."""
+    tensors = getattr(source.data.train, "tensors", None)
+    if tensors is None or len(tensors) < 2:
+        raise GenkitError(f"--condition {source.domain.name}: its data must be a TensorDataset of (example, label)")
+    x, transform = tensors[0], source.data.transform
+    if transform is not None:  # once, here, not at every draw (SpecGAN's spectrograms cost an STFT per clip)
+        with torch.no_grad():
+            x = torch.cat([transform(chunk) for chunk in x.split(256)])
+    pairs = Pairs(x, tensors[1], source.data.class_names, target_names)
+    encoder = source.domain.condition_encoder(source.options, source.data, dim)
+    return (ConditionedGenerator(G, encoder, pairs, transform), ConditionedDiscriminator(D, encoder, pairs, transform))
+
+
+def check_target(domain: Any) -> None:
+    if not getattr(domain, "vector_condition", False):
+        raise GenkitError(f"--condition: domain {domain.name!r} cannot be conditioned on another domain (it does not "
+                          "declare vector_condition)", exit_code=2)
+
+
+def build_models(domain: Any, config: Any, data: Any, cache_dir: Any = None) -> tuple[nn.Module, nn.Module]:
+    """``domain.build_models``, wrapped for ``--condition SOURCE`` when the run has one (training, sampling, info)."""
+    train = config.train
+    if not train.condition:
+        return domain.build_models(config.options, data)
+    check_target(domain)
+    if not data.conditional or not data.class_names:
+        raise GenkitError(f"--condition {train.condition}: the {domain.name} data needs class labels (the key that "
+                          "pairs its examples with the source's)", exit_code=2)
+    if train.condition == domain.name:
+        raise GenkitError("--condition: a domain cannot be its own source; use its labels (--conditional)", exit_code=2)
+    from .run import cache_dir as default_cache
+
+    source = load_source(train.condition, train.condition_data, cache_dir or default_cache())
+    data.cond_dim = train.condition_dim
+    G, D = domain.build_models(config.options, data)
+    data.extra["condition_source"] = source  # for genkit sample --condition VALUE
+    return wrap(domain, source, G, D, data.class_names, train.condition_dim)
+
+
+def use_condition(generator: nn.Module, data: Any, value: str) -> None:
+    """Make every sample of ``generator`` (a cross-modal run's) use the condition ``value``, given in the source
+    domain's own terms (a WAV file for audio, an image file for image, a string for text)."""
+    source = data.extra.get("condition_source")
+    if source is None or not isinstance(generator, ConditionedGenerator):
+        raise GenkitError("--condition VALUE: this run was not trained with --condition SOURCE", exit_code=2)
+    example = source.domain.condition_example(value, source.options, source.data)[:1]
+    if source.data.transform is not None:
+        example = source.data.transform(example)
+    generator.pairs.override = example

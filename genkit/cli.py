@@ -324,6 +324,19 @@ def create_cli() -> click.Group:
 
         One training engine (generator vs discriminator, the losses of the literature), domains as
         plugins, one command line. Start with `genkit run image`.
+
+        \b
+        Environment variables:
+          GENKIT_CACHE         where data sets, reference classifiers and converted models are kept
+                               (default ~/.cache/genkit)
+          GENKIT_LOAD_PLUGINS  comma-separated third-party plugins to load ('' = none; built-ins always load)
+          GENKIT_DEBUG=1       show the traceback of an unexpected error
+          GENKIT_PROGRESS=0    no progress bar (without a terminal genkit prints one line per --log-every)
+          OMP_NUM_THREADS      torch's CPU threads (--threads N sets them for a run)
+
+        \b
+        Shell completion (bash; zsh and fish: zsh_source, fish_source):
+          eval "$(_GENKIT_COMPLETE=bash_source genkit)"
         """
 
     @cli.group(cls=DomainGroup, action="run", context_settings=CONTEXT)

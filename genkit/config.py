@@ -59,6 +59,8 @@ class TrainConfig:
     ema: float = option(0.0, "EMA decay of the generator used for samples (0 = off, e.g. 0.999).", ge=0, lt=1)
     seed: int = option(0, "Random seed (same seed, same run).", ge=0)
     device: str = option("auto", "auto, cpu, cuda, cuda:N or mps.", resumable=True)
+    threads: int = option(0, "CPU threads torch may use within an operation (0 = torch's default: one per core). "
+                             "On a shared machine, 1 or 2 avoids a many-fold slow-down.", ge=0, resumable=True)
     checkpoint_every: int = option(500, "Steps between checkpoints (0 = only at the end).", ge=0, resumable=True)
     keep_checkpoints: int = option(0, "Keep only the newest N checkpoints, plus the best (0 = all).", ge=0,
                                    resumable=True)

@@ -89,18 +89,34 @@ class ConditionedGenerator(nn.Module):
 
 
 class ConditionedDiscriminator(nn.Module):
-    """TARGET's discriminator under a SOURCE condition; the encoder learns through this module's loss."""
+    """TARGET's discriminator under a SOURCE condition; the encoder learns through this module's loss, plus (with
+    ``key_weight``) a classification term: a linear classifier on the embedding must name each example's class,
+    so that examples of one class embed close together (AC-GAN's auxiliary classifier, Odena et al. 2017, on the
+    condition's side). The engine adds it to the discriminator's loss through ``auxiliary_loss``."""
 
-    def __init__(self, inner: nn.Module, encoder: nn.Module, pairs: Pairs, transform: Any):
+    def __init__(self, inner: nn.Module, encoder: nn.Module, pairs: Pairs, transform: Any, dim: int = 0,
+                 num_keys: int = 0, key_weight: float = 0.0):
         super().__init__()
         self.inner, self.encoder = inner, encoder
         self.pairs, self.transform = pairs, transform
+        self.key_weight = key_weight
+        self.classify = nn.Linear(dim, num_keys) if key_weight > 0 else None
+        self._terms: list[torch.Tensor] = []
 
     def forward(self, x: torch.Tensor, key: torch.Tensor | None = None) -> torch.Tensor:
         if key is None:
             raise GenkitError("a cross-modal discriminator needs the class index of every example")
         src = self.pairs.draw(key.cpu(), held_out=not self.training).to(x.device)
-        return self.inner(x, embed(self.encoder, src))
+        c = embed(self.encoder, src)
+        if self.classify is not None and self.training and torch.is_grad_enabled() and \
+                any(p.requires_grad for p in self.classify.parameters()):  # in the discriminator's update only
+            self._terms.append(nn.functional.cross_entropy(self.classify(c) * 10.0, key.long().to(c.device)))
+        return self.inner(x, c)
+
+    def auxiliary_loss(self) -> torch.Tensor | None:
+        """The mean classification term of the forward calls since the last call (then forgotten)."""
+        terms, self._terms = self._terms, []
+        return self.key_weight * torch.stack(terms).mean() if terms else None
 
 
 def embed(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -135,6 +151,9 @@ def load_source(name: str, data_spec: str, cache_dir: Any) -> Source:
     return Source(domain, options, data)
 
 
+KEY_WEIGHT = 1.0  # weight of the encoder's classification term in the discriminator's loss
+
+
 def wrap(target: Any, source: Source, G: nn.Module, D: nn.Module, target_names: list[str],
          dim: int) -> tuple[nn.Module, nn.Module]:
     """TARGET's models (built with ``data.cond_dim = dim``) conditioned through SOURCE's encoder and pairs."""
@@ -147,7 +166,8 @@ def wrap(target: Any, source: Source, G: nn.Module, D: nn.Module, target_names: 
             x = torch.cat([transform(chunk) for chunk in x.split(256)])
     pairs = Pairs(x, tensors[1], source.data.class_names, target_names)
     encoder = source.domain.condition_encoder(source.options, source.data, dim)
-    return (ConditionedGenerator(G, encoder, pairs, transform), ConditionedDiscriminator(D, encoder, pairs, transform))
+    return (ConditionedGenerator(G, encoder, pairs, transform),
+            ConditionedDiscriminator(D, encoder, pairs, transform, dim, len(target_names), KEY_WEIGHT))
 
 
 def check_target(domain: Any) -> None:

@@ -190,6 +190,8 @@ class Trainer:
         cfg = self.config.train
         self.run_dir = self.out if isinstance(self.out, Run) else Run(self.out)
         self.device = resolve_device(cfg.device)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed)
         from .crossmodal import build_models
 
@@ -252,6 +254,9 @@ class Trainer:
                 penalty = penalty + cfg.r1 * r1_penalty(D, real, cond)
             if loss.penalty is not None:
                 penalty = penalty + loss.penalty(D, real, fake, cond)
+            aux = D.auxiliary_loss() if callable(getattr(D, "auxiliary_loss", None)) else None
+            if aux is not None:  # a discriminator's own extra term (e.g. a cross-modal encoder's class term)
+                penalty = penalty + aux
             self.opt_d.zero_grad(set_to_none=True)
             if self._finite("loss_d", loss_d + penalty):
                 (loss_d + penalty).backward()
@@ -272,6 +277,17 @@ class Trainer:
         self.step += 1
         return torch.stack([loss_d.detach(), loss_g.detach(), d_real.detach().mean(),
                             d_fake.detach().mean(), penalty.detach()])
+
+    def _log_line(self, record: dict[str, Any], start_step: int, start_elapsed: float) -> None:
+        """``genkit: image step 500/7500 loss_d 0.701 loss_g 1.702 | 9.8 steps/s, ETA 11m30s`` on stderr."""
+        import click
+
+        total = self.config.train.steps
+        rate = (self.step - start_step) / max(self.elapsed - start_elapsed, 1e-9)
+        left = (total - self.step) / rate if rate > 0 else float("inf")
+        eta = f"{int(left // 60)}m{int(left % 60):02d}s" if math.isfinite(left) else "?"
+        click.echo(f"genkit: {self.domain.name} step {self.step}/{total} loss_d {record['loss_d']:.3f} "
+                   f"loss_g {record['loss_g']:.3f} | {rate:.1f} steps/s, ETA {eta}", err=True)
 
     def _finite(self, name: str, value: torch.Tensor) -> bool:
         """True when ``value`` is finite. Otherwise stop the run (``--on-nan stop``) or skip this update (``skip``,
@@ -340,7 +356,7 @@ class Trainer:
             return None
         mean = (self._acc / self._acc_n).tolist()
         record = {"step": self.step, "loss_d": mean[0], "loss_g": mean[1], "d_real": mean[2], "d_fake": mean[3]}
-        if self.config.train.gp or self.config.train.r1 or self.loss.penalty is not None:
+        if self.config.train.gp or self.config.train.r1 or self.loss.penalty is not None or self.config.train.condition:
             record["penalty"] = mean[4]
         record["seconds"] = round(self.elapsed, 3)
         record.update(extra or {})
@@ -556,6 +572,7 @@ class Trainer:
         self.D.train()
         bar = progress_bar(total=cfg.steps, initial=self.step, desc=f"{self.domain.name}", disable=self.quiet)
         last_ckpt: Path | None = None
+        start_step, start_elapsed = self.step, self.elapsed
         if cfg.eval_at_start and self.step == 0:  # the baseline of every metric curve (not again on a resume)
             baseline = self.evaluate()
             if baseline:
@@ -576,8 +593,10 @@ class Trainer:
                 record = self._flush_metrics(extra)
                 if self._improves(extra):
                     self._mark_best(self.save())
-                if record is not None:
+                if record is not None and "loss_d" in record:
                     bar.set_postfix(loss_d=f"{record['loss_d']:.3f}", loss_g=f"{record['loss_g']:.3f}", refresh=False)
+                    if bar.disable and not self.quiet:  # no terminal (nohup, a batch job): one plain line instead
+                        self._log_line(record, start_step, start_elapsed)
             if cfg.sample_every and self.step % cfg.sample_every == 0 and not final:
                 self.snapshot(f"step-{self.step:08d}")
             if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and not final) or \

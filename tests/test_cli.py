@@ -211,3 +211,40 @@ def test_signal_writes_a_checkpoint_before_exiting(tmp_path, sig):
     ckpt = Path(summary["checkpoint"])
     assert (ckpt / "state.pt").is_file() and (ckpt / "generator.safetensors").is_file()
     assert (out / "checkpoints" / "latest").read_text().strip() == ckpt.name
+
+
+def test_without_a_terminal_a_run_prints_one_plain_line_per_log_step(invoke, tmp_path):
+    """nohup and batch jobs are not silent: one line per --log-every steps with losses, speed and ETA."""
+    import re
+
+    result = invoke("run", "image", "--g-width", "4", "--d-width", "4", "--batch-size", "8", "--steps", "4",
+                    "--log-every", "2", "--eval-samples", "0", "--out", tmp_path / "r")
+    assert result.exit_code == 0, result.stderr
+    lines = [x for x in result.stderr.splitlines() if " step " in x]
+    assert [re.match(r"genkit: image step (\d)/4 loss_d \d+\.\d{3} loss_g \d+\.\d{3} \| [\d.]+ steps/s, ETA \d+m\d\ds$",
+                     x).group(1) for x in lines] == ["2", "4"]
+    quiet = invoke("run", "image", "--g-width", "4", "--d-width", "4", "--batch-size", "8", "--steps", "2",
+                   "--eval-samples", "0", "--out", tmp_path / "q", "--quiet")
+    assert quiet.stderr == ""
+
+
+def test_threads_and_the_environment_in_help(invoke, tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        genkit_run = invoke("run", "image", "--g-width", "4", "--d-width", "4", "--batch-size", "8", "--steps", "1",
+                            "--eval-samples", "0", "--threads", "1", "--out", tmp_path / "r", "--quiet")
+        assert genkit_run.exit_code == 0 and torch.get_num_threads() == 1
+        assert "threads = 1" in (tmp_path / "r" / "config.toml").read_text()
+    finally:
+        torch.set_num_threads(before)
+    text = invoke("--help").stdout
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    read = {m for p in [*root.glob("genkit/*.py"), *root.glob("plugins/*/*.py")]
+            for m in re.findall(r"environ\.get\(\"(GENKIT_\w+)\"", p.read_text())}
+    assert read >= {"GENKIT_CACHE", "GENKIT_LOAD_PLUGINS", "GENKIT_DEBUG", "GENKIT_PROGRESS"}
+    for name in (*read, "_GENKIT_COMPLETE"):  # every variable genkit reads is in genkit --help
+        assert name in text, name

@@ -43,6 +43,8 @@ def test_text_to_image_trains_samples_from_a_phrase_and_scores_conditional_accur
     weights = load_file(str(out / "checkpoints" / "step-00000006" / "generator.safetensors"))
     assert any(k.startswith("encoder.body.") for k in weights) and any(k.startswith("inner.") for k in weights)
     assert 'condition = "text"' in (out / "config.toml").read_text()
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["penalty"] > 0.5 for r in rows if "loss_d" in r)  # the encoder's class term, about ln 10 at first
     sampled = invoke("sample", out, "-n", "3", "--condition", "a handwritten seven", "--json")
     assert sampled.exit_code == 0, sampled.stderr
     files = json.loads(sampled.stdout)["files"]
@@ -73,3 +75,19 @@ def test_condition_errors_are_one_line(invoke, cache, tmp_path):
         result = invoke(*args, "--out", tmp_path / "x")
         assert result.exit_code in (1, 2) and message in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "x").exists()
+
+
+def test_the_encoder_class_term_is_collected_in_discriminator_updates_only():
+    from genkit.crossmodal import ConditionedDiscriminator
+
+    pairs = Pairs(torch.randn(40, 3), torch.arange(40) % 2, ["a", "b"], ["a", "b"])
+    inner = lambda x, c: (x * c[:, :1]).sum(dim=1)  # noqa: E731  a stand-in discriminator taking a condition vector
+    D = ConditionedDiscriminator(inner, torch.nn.Linear(3, 4), pairs, None, dim=4, num_keys=2, key_weight=0.5)
+    keys = torch.tensor([0, 1, 1, 0])
+    D(torch.randn(4, 1), keys)
+    D(torch.randn(4, 1), keys)
+    term = D.auxiliary_loss()
+    assert term is not None and term.requires_grad and D.auxiliary_loss() is None  # consumed once
+    D.requires_grad_(False)  # the generator's update
+    D(torch.randn(4, 1), keys)
+    assert D.auxiliary_loss() is None

@@ -254,7 +254,8 @@ class Trainer:
                 penalty = penalty + cfg.r1 * r1_penalty(D, real, cond)
             if loss.penalty is not None:
                 penalty = penalty + loss.penalty(D, real, fake, cond)
-            aux = D.auxiliary_loss() if callable(getattr(D, "auxiliary_loss", None)) else None
+            extra_term = getattr(D, "auxiliary_loss", None)
+            aux = extra_term() if callable(extra_term) else None
             if aux is not None:  # a discriminator's own extra term (e.g. a cross-modal encoder's class term)
                 penalty = penalty + aux
             self.opt_d.zero_grad(set_to_none=True)

@@ -91,7 +91,7 @@ def train(domain: Any, out: Path | str | None = None, *, preset: str | None = No
     try:
         if resume is None:
             try:
-                run.check_new_locked()
+                run.check_new()  # again, under the lock: another process may have started it meanwhile
             except GenkitError:
                 if created and [p.name for p in run.root.iterdir()] == [".lock"]:  # leave nothing behind
                     Run.unlock(lock)

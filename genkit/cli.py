@@ -8,7 +8,6 @@ domain's ``Options``. Every error is one line on stderr: exit 2 for a bad value 
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ import click
 from . import __version__
 from . import plugins as _plugins
 from .config import TRAIN_SETTINGS, engine_defaults, resolve
-from .errors import GenkitError, warn
+from .errors import GenkitError, first_line, warn
 from .options import AUTO, Setting, settings
 from .plugins import registry
 
@@ -31,9 +30,9 @@ def _debug() -> bool:
 
 
 def _echo_json(obj: Any) -> None:
-    from .run import finite_json  # NaN / infinity as null: the output stays valid JSON
+    from .run import dumps  # NaN / infinity as null: the output stays valid JSON
 
-    click.echo(json.dumps(finite_json(obj), indent=2, default=str, allow_nan=False))
+    click.echo(dumps(obj, indent=2, default=str))
 
 
 class SettingType(click.ParamType):
@@ -309,7 +308,7 @@ class RootGroup(click.Group):
         except Exception as exc:  # an unexpected failure: one line, unless debugging
             if _debug():
                 raise
-            first = (str(exc).strip().splitlines() or [""])[0]
+            first = first_line(exc)
             click.echo(f"genkit: error: {exc.__class__.__name__}: {first} (set GENKIT_DEBUG=1 for the traceback)",
                        err=True)
             sys.exit(1)
@@ -411,7 +410,7 @@ def create_cli() -> click.Group:
         except Exception as exc:
             cli.commands.clear()
             cli.commands.update(before)
-            first = (str(exc).strip().splitlines() or [""])[0]
+            first = first_line(exc)
             warn(f"plugin {impl.plugin_name!r}: its genkit_register_commands hook failed ({exc.__class__.__name__}: "
                  f"{first}); its commands were skipped ({_plugins.RECOVERY})")
             continue
@@ -442,7 +441,7 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         if _debug():
             raise
-        first = (str(exc).strip().splitlines() or [""])[0]
+        first = first_line(exc)
         click.echo(f"genkit: error: {exc.__class__.__name__}: {first} (set GENKIT_DEBUG=1 for the traceback)", err=True)
         sys.exit(1)
     cli.main(args=argv, prog_name="genkit")

@@ -56,26 +56,33 @@ class Pairs(nn.Module):
             train_idx.append(idx[n_test:])
         self.x = x  # the source's examples as its Data.transform makes them; rebuilt at every load, never saved
         self.train_idx, self.test_idx = train_idx, test_idx
+        self._pools = {False: _padded(train_idx), True: _padded(test_idx)}  # (keys, longest pool), pool sizes
         self.override: torch.Tensor | None = None  # one example for every sample (genkit sample --condition)
 
     def draw(self, keys: torch.Tensor, held_out: bool, generator: torch.Generator | None = None) -> torch.Tensor:
         if self.override is not None:
             return self.override.expand(len(keys), *self.override.shape[1:])
-        pools = self.test_idx if held_out else self.train_idx
-        picks = []
-        for k in keys.tolist():
-            pool = pools[int(k)]
-            picks.append(pool[torch.randint(len(pool), (1,), generator=generator)])
-        return self.x[torch.cat(picks)]
+        pools, sizes = self._pools[held_out]
+        keys = keys.long()
+        pick = (torch.rand(len(keys), generator=generator) * sizes[keys]).long()  # uniform within each key's pool
+        return self.x[pools[keys, pick]]
+
+
+def _padded(pools: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Index pools of unequal sizes as one (keys, longest) tensor and their sizes: one gather per draw."""
+    sizes = torch.tensor([len(p) for p in pools])
+    table = torch.zeros(len(pools), int(sizes.max()), dtype=torch.long)
+    for k, pool in enumerate(pools):
+        table[k, :len(pool)] = pool
+    return table, sizes
 
 
 class ConditionedGenerator(nn.Module):
     """TARGET's generator under a SOURCE condition: ``G(z, key)``; the embedding carries no gradient here."""
 
-    def __init__(self, inner: nn.Module, encoder: nn.Module, pairs: Pairs, transform: Any):
+    def __init__(self, inner: nn.Module, encoder: nn.Module, pairs: Pairs):
         super().__init__()
-        self.inner, self.encoder = inner, encoder
-        self.pairs, self.transform = pairs, transform
+        self.inner, self.encoder, self.pairs = inner, encoder, pairs
 
     def embed(self, keys: torch.Tensor) -> torch.Tensor:
         return embed(self.encoder, self.pairs.draw(keys.cpu(), held_out=not self.training).to(keys.device))
@@ -94,11 +101,10 @@ class ConditionedDiscriminator(nn.Module):
     so that examples of one class embed close together (AC-GAN's auxiliary classifier, Odena et al. 2017, on the
     condition's side). The engine adds it to the discriminator's loss through ``auxiliary_loss``."""
 
-    def __init__(self, inner: nn.Module, encoder: nn.Module, pairs: Pairs, transform: Any, dim: int = 0,
-                 num_keys: int = 0, key_weight: float = 0.0):
+    def __init__(self, inner: nn.Module, encoder: nn.Module, pairs: Pairs, dim: int = 0, num_keys: int = 0,
+                 key_weight: float = 0.0):
         super().__init__()
-        self.inner, self.encoder = inner, encoder
-        self.pairs, self.transform = pairs, transform
+        self.inner, self.encoder, self.pairs = inner, encoder, pairs
         self.key_weight = key_weight
         self.classify = nn.Linear(dim, num_keys) if key_weight > 0 else None
         self._terms: list[torch.Tensor] = []
@@ -166,8 +172,8 @@ def wrap(target: Any, source: Source, G: nn.Module, D: nn.Module, target_names: 
             x = torch.cat([transform(chunk) for chunk in x.split(256)])
     pairs = Pairs(x, tensors[1], source.data.class_names, target_names)
     encoder = source.domain.condition_encoder(source.options, source.data, dim)
-    return (ConditionedGenerator(G, encoder, pairs, transform),
-            ConditionedDiscriminator(D, encoder, pairs, transform, dim, len(target_names), KEY_WEIGHT))
+    return (ConditionedGenerator(G, encoder, pairs),
+            ConditionedDiscriminator(D, encoder, pairs, dim, len(target_names), KEY_WEIGHT))
 
 
 def check_target(domain: Any) -> None:

@@ -357,7 +357,8 @@ class Trainer:
             return None
         mean = (self._acc / self._acc_n).tolist()
         record = {"step": self.step, "loss_d": mean[0], "loss_g": mean[1], "d_real": mean[2], "d_fake": mean[3]}
-        if self.config.train.gp or self.config.train.r1 or self.loss.penalty is not None or self.config.train.condition:
+        if self.config.train.gp or self.config.train.r1 or self.loss.penalty is not None or \
+                callable(getattr(self.D, "auxiliary_loss", None)):
             record["penalty"] = mean[4]
         record["seconds"] = round(self.elapsed, 3)
         record.update(extra or {})

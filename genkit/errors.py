@@ -27,6 +27,11 @@ class GenkitError(click.ClickException):
         click.echo(f"genkit: error: {self.format_message()}", err=True)
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message: what a one-line error or warning quotes."""
+    return (str(exc).strip().splitlines() or [""])[0]
+
+
 def warn(message: str) -> None:
     """A one-line warning on stderr (never stdout, which carries data)."""
     click.echo(f"genkit: warning: {message}", err=True)

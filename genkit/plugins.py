@@ -28,7 +28,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .errors import GenkitError, deprecated, warn, warn_once
+from .errors import GenkitError, deprecated, first_line, warn, warn_once
 
 # Modules of the core that implement hooks themselves (the built-in losses).
 DEFAULT_PLUGINS = ("genkit.losses",)
@@ -79,7 +79,7 @@ def load_plugins() -> None:
         except Exception as exc:
             if pm.has_plugin(ep.name):
                 pm.unregister(name=ep.name)
-            first = (str(exc).strip().splitlines() or [""])[0]
+            first = first_line(exc)
             warn(f"plugin {ep.name!r} ({ep.value}) failed to load and was skipped: {first} ({RECOVERY})")
             continue
         if dist is not None:
@@ -220,7 +220,7 @@ def registry() -> Registry:
             try:
                 impl.function(register=register)
             except Exception as exc:  # a plugin's hook that raises must not take down every command
-                first = (str(exc).strip().splitlines() or [""])[0]
+                first = first_line(exc)
                 reject(owner, f"plugin {owner!r}: its genkit_register_{kind}s hook failed ({exc.__class__.__name__}: "
                               f"{first}); what it registers was skipped")
 

@@ -148,14 +148,6 @@ class Run:
         if handle is not None and not handle.closed:
             handle.close()  # closing the file releases the flock
 
-    def check_new_locked(self) -> None:
-        """``check_new`` once the lock is held: the folder may hold only the lock file."""
-        if self.exists():
-            raise GenkitError(f"--out {self.root} already holds a run (another process started it meanwhile); "
-                              f"continue it with --resume {self.root}, or choose another --out")
-        if any(p.name != LOCK for p in self.root.iterdir()):
-            raise GenkitError(f"--out {self.root} is not empty; genkit writes runs only into a new or empty folder")
-
     # -- opening ------------------------------------------------------------------------------------
     @classmethod
     def open(cls, path: Path | str) -> Run:

@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import GenkitError
+from .errors import GenkitError, first_line
 
 __all__ = ["check_domain", "isolated_cache", "registered", "tiny_run"]
 
@@ -115,7 +115,7 @@ class _Checker:
         try:
             return getattr(self.domain, method)(*args, **kwargs)
         except Exception as exc:
-            self.fail(method, f"raised {exc.__class__.__name__}: {_first_line(exc)}")
+            self.fail(method, f"raised {exc.__class__.__name__}: {first_line(exc)}")
             return None
 
     def run(self, data: str | None, evaluate: bool, settings: dict[str, Any]) -> list[str]:
@@ -201,7 +201,7 @@ class _Checker:
             size = len(data.train)
             item = data.train[0]
         except Exception as exc:
-            self.fail("load_data", f"Data.train must be a map-style dataset (len and [i]): {_first_line(exc)}")
+            self.fail("load_data", f"Data.train must be a map-style dataset (len and [i]): {first_line(exc)}")
             return False
         if size < 1:
             self.fail("load_data", "Data.train is empty")
@@ -249,7 +249,7 @@ class _Checker:
         try:
             real, real_cond = Batches(data.train, self.n, 0, torch.device("cpu"), data.transform).next()
         except Exception as exc:
-            self.fail("load_data", f"a batch of Data.train (after Data.transform) failed: {_first_line(exc)}")
+            self.fail("load_data", f"a batch of Data.train (after Data.transform) failed: {first_line(exc)}")
             return
         real_cond = real_cond if data.conditional else None
         ctx = StepContext.create(cfg.replace(options=options), G, D, Loss("none", _zero, _zero), torch.device("cpu"),
@@ -265,7 +265,7 @@ class _Checker:
                 logits = D(x, c)
             except Exception as exc:
                 self.fail("build_models", f"the discriminator fails on {what}: {exc.__class__.__name__}: "
-                                          f"{_first_line(exc)}")
+                                          f"{first_line(exc)}")
                 return
             if not torch.is_tensor(logits) or logits.shape not in ((len(x),), (len(x), 1)):
                 self.fail("build_models", f"the discriminator must return one logit per sample, shape ({len(x)},); "
@@ -278,7 +278,7 @@ class _Checker:
         try:
             loss.backward()
         except Exception as exc:
-            self.fail("fake", f"no gradient reaches the generator: {exc.__class__.__name__}: {_first_line(exc)}")
+            self.fail("fake", f"no gradient reaches the generator: {exc.__class__.__name__}: {first_line(exc)}")
             return
         if not any(p.grad is not None and p.grad.abs().sum() > 0 for p in G.parameters()):
             self.fail("fake", "the discriminator's verdict on generated samples does not depend on the generator's "
@@ -303,7 +303,7 @@ class _Checker:
             try:
                 files = getattr(self.domain, method)(*args)
             except Exception as exc:
-                self.fail(method, f"raised {exc.__class__.__name__}: {_first_line(exc)}")
+                self.fail(method, f"raised {exc.__class__.__name__}: {first_line(exc)}")
                 continue
             paths = [Path(f) for f in files] if isinstance(files, (list, tuple)) else []
             if not paths:
@@ -339,10 +339,6 @@ def _is_number(value: Any) -> bool:
 def _describe(value: Any) -> str:
     shape = getattr(value, "shape", None)
     return f"{type(value).__name__} of shape {tuple(shape)}" if shape is not None else f"{type(value).__name__}"
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [""])[0]
 
 
 try:  # pytest fixtures, for `pytest_plugins = ["genkit.testing"]` in a plugin's conftest.py

@@ -82,7 +82,7 @@ def test_the_encoder_class_term_is_collected_in_discriminator_updates_only():
 
     pairs = Pairs(torch.randn(40, 3), torch.arange(40) % 2, ["a", "b"], ["a", "b"])
     inner = lambda x, c: (x * c[:, :1]).sum(dim=1)  # noqa: E731  a stand-in discriminator taking a condition vector
-    D = ConditionedDiscriminator(inner, torch.nn.Linear(3, 4), pairs, None, dim=4, num_keys=2, key_weight=0.5)
+    D = ConditionedDiscriminator(inner, torch.nn.Linear(3, 4), pairs, dim=4, num_keys=2, key_weight=0.5)
     keys = torch.tensor([0, 1, 1, 0])
     D(torch.randn(4, 1), keys)
     D(torch.randn(4, 1), keys)

@@ -7,6 +7,8 @@ traceback is shown only with ``GENKIT_DEBUG=1``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 
@@ -32,22 +34,50 @@ def first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [""])[0]
 
 
+_recorders: list[list[str]] = []  # genkit.datacache keeps a decoding's warnings with its cache entry
+
+
+def recording_warnings() -> Any:
+    """A context manager giving the list of every ``warn`` message while it is open (they still print)."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def record():
+        said: list[str] = []
+        _recorders.append(said)
+        try:
+            yield said
+        finally:
+            _recorders.remove(said)
+
+    return record()
+
+
 def warn(message: str) -> None:
-    """A one-line warning on stderr (never stdout, which carries data)."""
-    click.echo(f"genkit: warning: {message}", err=True)
+    """A one-line warning on stderr (never stdout, which carries data); nothing under ``--quiet``."""
+    from .verbosity import quiet
+
+    for said in _recorders:
+        said.append(message)
+    if not quiet():
+        click.echo(f"genkit: warning: {message}", err=True)
 
 
 def warn_once(message: str) -> None:
     """``warn``, once per message and process (a registry rebuilt after each registration does not repeat it)."""
-    if message in _said:
+    from .verbosity import quiet
+
+    if message in _said or quiet():
         return
     _said.add(message)
     warn(message)
 
 
 def deprecated(message: str) -> None:
-    """A one-line deprecation warning on stderr, once per message and process."""
-    if message in _said:
+    """A one-line deprecation warning on stderr, once per message and process; nothing under ``--quiet``."""
+    from .verbosity import quiet
+
+    if message in _said or quiet():
         return
     _said.add(message)
     click.echo(f"genkit: deprecated: {message}", err=True)

@@ -11,6 +11,7 @@ Layout::
     RUN/checkpoints/latest   text: the newest checkpoint's folder name
     RUN/checkpoints/best     text: the folder name of the best evaluation (Domain.best_metric)
     RUN/.lock                held (flock) by the process training the run; released by the kernel when it dies
+    RUN/run_id               text: the run's id (random hex, written when the run is created; genkit.provenance)
 
 A ``Run`` also loads a trained generator: ``Run.open(path).sample(16)`` is the Python form of ``genkit sample``.
 Importing this module imports no torch.
@@ -29,6 +30,7 @@ from .errors import GenkitError
 
 CONFIG, DATA, METRICS, SUMMARY, LOCK = "config.toml", "data.json", "metrics.jsonl", "summary.json", ".lock"
 SAMPLES, CHECKPOINTS, LATEST, BEST = "samples", "checkpoints", "latest", "best"
+RUN_ID = "run_id"
 
 
 def finite_json(value: Any) -> Any:
@@ -93,6 +95,26 @@ class Run:
 
     def exists(self) -> bool:
         return self.config_path.is_file()
+
+    @property
+    def run_id(self) -> str:
+        """The run's stable id (``RUN/run_id``), named by the provenance of every file it generates. A run written
+        before genkit had run ids has no such file: its id is its folder's name (nothing is written into it)."""
+        try:
+            found = (self.root / RUN_ID).read_text(encoding="utf-8").strip()
+        except OSError:
+            found = ""
+        return found or self.root.resolve().name
+
+    def write_run_id(self) -> str:
+        """Give a new run its id (a uuid4 hex in ``RUN/run_id``) unless it has one; returns the id."""
+        if not (self.root / RUN_ID).is_file():
+            import uuid
+
+            from .files import atomic_write_text
+
+            atomic_write_text(self.root / RUN_ID, uuid.uuid4().hex + "\n")
+        return self.run_id
 
     # -- creating ------------------------------------------------------------------------------------
     @staticmethod
@@ -341,10 +363,10 @@ class Run:
         G, D = build_models(domain, cfg, data)
         weights = self.generator_weights(ckpt)
         ignore = domain.legacy_weight_keys
-        load_weights(G, weights, dev, ignore)
+        load_weights(G, weights, dev, ignore, state)
         G.to(dev).eval()
         if with_discriminator:
-            load_weights(D, ckpt / MODEL_FILES["discriminator"], dev, ignore)
+            load_weights(D, ckpt / MODEL_FILES["discriminator"], dev, ignore, state)
             D.to(dev).eval()
         step = int(state.get("step", 0))
         return Loaded(run=self, checkpoint=ckpt, weights=weights, generator=G, discriminator=D, data=data,
@@ -359,12 +381,33 @@ class Run:
         return samples
 
     def write_samples(self, n: int, out_dir: Path | str | None = None, seed: int = 0, best: bool = False,
-                      device: str = "auto", condition: str | None = None) -> list[Path]:
+                      device: str = "auto", condition: str | None = None, *, seeds: list[int] | str | None = None,
+                      interpolate: int | None = None) -> list[Path]:
         """Write ``n`` samples, one file each, into ``out_dir`` (default ``RUN/samples/sample-NNN``; a given folder
         must be new or empty). Returns the files. ``condition`` (a cross-modal run's): every sample is generated
-        from that one value of the source domain (a WAV file, an image file or a string)."""
-        if n <= 0:
+        from that one value of the source domain (a WAV file, an image file or a string).
+
+        ``seeds`` (a list, or a spec such as ``"0-15"`` or ``"1,5,9"``): one sample per seed instead, each drawn on
+        its own so that a seed's file is the same whichever seeds come with it (``seed-0007.png``; ``n`` and
+        ``seed`` are not used). ``interpolate`` K: a latent walk through ``seeds`` (default 0 and 1) with K frames
+        between each pair, joined into ``interpolation.png`` / ``.wav`` / ``.txt``, the frames in ``frames/``.
+        Every sample file carries its provenance (``genkit.provenance``)."""
+        from . import provenance, sampling
+
+        if isinstance(seeds, str):
+            seeds = sampling.parse_seeds(seeds)
+        if interpolate is not None:
+            seeds = list(seeds) if seeds is not None else [0, 1]
+            if interpolate < 0 or len(seeds) < 2:
+                raise GenkitError("--interpolate K needs K >= 0 and at least two seeds to walk between "
+                                  f"(got K = {interpolate}, seeds {seeds})", exit_code=2)
+        elif seeds is not None and len(set(seeds)) != len(seeds):
+            twice = next(s for s in seeds if seeds.count(s) > 1)
+            raise GenkitError(f"--seeds: seed {twice} is listed twice", exit_code=2)
+        elif seeds is None and n <= 0:
             raise GenkitError(f"n must be positive, got {n}")
+        if seeds is not None and not seeds:
+            raise GenkitError("--seeds: no seeds given", exit_code=2)
         if out_dir is None:
             i = 1
             while (self.samples_dir / f"sample-{i:03d}").exists():
@@ -378,15 +421,35 @@ class Run:
             from .crossmodal import use_condition
 
             use_condition(loaded.generator, loaded.data, condition)
-        samples, cond = loaded.generate(n, seed)
         out.mkdir(parents=True, exist_ok=True)
+        dom, opts, extra = self.domain, self.config.options, ({"condition": condition} if condition is not None else {})
+        if interpolate is not None and seeds is not None:
+            samples, cond = sampling.generate_walk(dom, loaded.generator, seeds, interpolate, opts, loaded.data,
+                                                   device=loaded.device)
+            joined, frames = sampling.write_walk_files(dom, samples, cond if condition is None else None,
+                                                       len(samples), out, opts, loaded.data)
+            files = joined + frames
+            provenance.stamp(files, provenance.loaded_record(loaded, seeds, interpolate=interpolate, **extra))
+        elif seeds is not None:
+            samples, cond = sampling.generate_seeds(dom, loaded.generator, seeds, opts, loaded.data,
+                                                    device=loaded.device)
+            pairs = sampling.write_seed_files(dom, samples, cond if condition is None else None, seeds, out, opts,
+                                              loaded.data)
+            base = provenance.loaded_record(loaded, None, **extra)
+            for f, s in pairs:
+                provenance.stamp([f], {**base, "seed": s})
+            files = [f for f, _ in pairs]
+        else:
+            samples, cond = loaded.generate(n, seed)
+            files = dom.write_samples(samples, cond if condition is None else None, out, opts, loaded.data)
+            provenance.stamp(files, provenance.loaded_record(loaded, seed, **extra))
         if condition is None:
-            return self.domain.write_samples(samples, cond, out, self.config.options, loaded.data)
+            return files
         from .files import atomic_write_text
 
         note = out / "condition.json"  # what every sample was generated from (the class index does not apply)
         atomic_write_text(note, json.dumps({"condition": condition, "source": self.config.train.condition}) + "\n")
-        return [*self.domain.write_samples(samples, None, out, self.config.options, loaded.data), note]
+        return [*files, note]
 
     def evaluate(self, best: bool = False, device: str = "auto") -> dict[str, float]:
         """The domain's offline metrics of a checkpoint (the latest, or the best); loads the run's data."""

@@ -252,7 +252,9 @@ def test_metrics_and_summary_contract(ring, tmp_path):
     assert train_rows[1]["seconds"] >= train_rows[0]["seconds"] > 0
     # the ring domain's evaluation runs at the end and lands in the summary
     assert 0 <= summary["metrics"]["modes"] <= 8
-    assert sorted(p.name for p in t.run_dir.samples_dir.iterdir()) == ["final.json", "step-00000002.json", "step-00000004.json"]
+    assert sorted(p.name for p in t.run_dir.samples_dir.iterdir() if not p.name.endswith(".provenance.json")) == \
+        ["final.json", "step-00000002.json", "step-00000004.json"]
+    assert (t.run_dir.samples_dir / "final.json.provenance.json").is_file()  # a snapshot's provenance (a sidecar)
     assert sorted(p.name for p in t.run_dir.checkpoints_dir.iterdir() if p.is_dir()) == ["step-00000003", "step-00000006"]
     assert json.loads(t.run_dir.summary_path.read_text()) == json.loads(json.dumps(summary))
     assert summary["status"] == "completed" and summary["steps"] == 6

@@ -24,7 +24,10 @@ def render() -> str:
              "that it matches the code. The options of `genkit run DOMAIN` and `genkit info DOMAIN` are generated "
              "from the settings' declarations (the engine's `TrainConfig` and the domain's `Options`), and each "
              "`[default: ...]` is that domain's effective default (its recipe applied). Common behaviour: data goes "
-             "to stdout, progress and messages to stderr; an expected failure prints one line `genkit: error: ...` "
+             "to stdout, progress and messages to stderr (every command takes `-q/--quiet`: no progress bar, "
+             "warnings or notes, errors only; and `-v/--verbose`: also the resolved config and device, the "
+             "checkpoint used and timing; before or after the command name); an expected failure prints one line "
+             "`genkit: error: ...` "
              "and exits 1 (a traceback only with `GENKIT_DEBUG=1`); a bad value (type, choice, range) or an unknown "
              "flag is a usage error: one line, exit 2, nothing written; a run stopped by Ctrl-C or SIGTERM writes a "
              "checkpoint and exits 130 or 143.",

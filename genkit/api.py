@@ -53,8 +53,16 @@ def train(domain: Any, out: Path | str | None = None, *, preset: str | None = No
             raise GenkitError(f"--resume {run.root}: no genkit run there (no config.toml)")
         if run.domain.name != dom.name:
             raise GenkitError(f"--resume {run.root}: that run is of domain {run.domain.name!r}, not {dom.name!r}")
-        cfg = resume_layer(run.config, dom, reg.losses, settings)
         ckpt = run.latest_checkpoint()
+        if ckpt is not None:  # config.toml against what the checkpoint was trained with
+            from .checkpoint import load_state
+            from .config import check_against_checkpoint
+
+            saved_toml = load_state(ckpt).get("config_toml")
+            if isinstance(saved_toml, str):
+                check_against_checkpoint(run.config, saved_toml, dom, f"--resume {run.root}",
+                                         run.read_data_meta(required=False))
+        cfg = resume_layer(run.config, dom, reg.losses, settings)
         if ckpt is None:  # stopped (signal, kill, crash) before its first checkpoint: never stranded
             if run.read_summary().get("status") == "completed":  # a finished run is never retrained over
                 raise GenkitError(f"--resume {run.root}: the run has no checkpoint to continue from")
@@ -66,12 +74,18 @@ def train(domain: Any, out: Path | str | None = None, *, preset: str | None = No
         run.check_new()
     if cfg.train.pretrain_steps > 0 and not dom.phases:
         raise GenkitError(f"domain {dom.name!r} has no pre-training phase; drop --pretrain-steps", exit_code=2)
+    if cfg.train.tensorboard:  # an optional extra: missing, it is a one-line error before anything is written
+        from .board import check_available
+
+        check_available()
     loss = reg.loss(cfg.train.loss)
 
+    from .distributed import setup as join_process_group
     from .engine import Trainer
 
+    dist = join_process_group(cfg.train.device)  # a single process unless under torchrun (or a caller's group)
     loaded = dom.load_data(cfg.data, cfg.options, cache_dir=cache_dir())
-    trainer = Trainer(domain=dom, config=cfg, data=loaded, loss=loss, out=run, quiet=quiet)
+    trainer = Trainer(domain=dom, config=cfg, data=loaded, loss=loss, out=run, quiet=quiet, dist=dist)
     cfg = trainer.config  # with "auto" options resolved from the data
     if cfg.train.init_from and ckpt is None:  # transfer learning: config.toml records the checkpoint folder used
         used = trainer.init_from(cfg.train.init_from, cfg.train.init_from_parts)
@@ -86,8 +100,20 @@ def train(domain: Any, out: Path | str | None = None, *, preset: str | None = No
     # Everything is validated: only now does anything touch the disk, under the run's lock (one process per run
     # folder), after checking again what another process may have written meanwhile.
     run._domain = dom
+    if not dist.main:  # rank 0 checks, locks and writes the folder; the others train alongside once it has
+        try:
+            dist.barrier()
+            trainer.run()
+        finally:
+            dist.close()
+        return run
+    flag = "--resume" if resume is not None else "--out"
+    trainer.check_space(flag)
     created = not run.root.exists()
-    lock = run.lock("--resume" if resume is not None else "--out")
+    try:
+        lock = run.lock(flag)
+    except OSError as exc:  # an unwritable place: before anything is trained
+        raise GenkitError(f"{flag} {run.root}: cannot write there ({exc.strerror or exc})") from None
     try:
         if resume is None:
             try:
@@ -105,12 +131,26 @@ def train(domain: Any, out: Path | str | None = None, *, preset: str | None = No
             run.metrics_path.unlink(missing_ok=True)
             run.forget_best()
         run.write_config(cfg)
+        if resume is None:
+            run.write_run_id()  # a run keeps the id it was created with (older runs: their folder's name)
         run.write_data_meta(dom.save_data_meta(loaded, run.root))
         if not quiet:
             where = f"resuming {run.root} at step {trainer.step}" if ckpt is not None else f"writing {run.root}"
             click.echo(f"genkit: {dom.name} on {loaded.source or cfg.data}, {cfg.train.steps} steps, "
                        f"loss {loss.name}, device {trainer.device}; {where}", err=True)
+            import torch
+
+            from .engine import count_parameters
+            from .verbosity import note  # --verbose: the detail behind that line
+
+            note(f"device {trainer.device} ({torch.get_num_threads()} CPU threads), generator "
+                 f"{count_parameters(trainer.G):,} / discriminator {count_parameters(trainer.D):,} parameters" +
+                 (f", from checkpoint {ckpt}" if ckpt is not None else "") +
+                 (", TensorBoard in " + str(run.root / "tensorboard") if cfg.train.tensorboard else ""))
+            note("resolved config:\n" + cfg.to_toml().rstrip())
+        dist.barrier()  # the folder is ready: the other ranks start
         trainer.run()
     finally:
         Run.unlock(lock)
+        dist.close()
     return run

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import click
 
-from . import __version__
+from . import __version__, verbosity
 from . import plugins as _plugins
 from .config import TRAIN_SETTINGS, engine_defaults, resolve
 from .errors import GenkitError, first_line, warn
@@ -128,13 +129,45 @@ class DomainGroup(click.Group):
         domains = registry().domains
         if name not in domains:
             return None
-        return make_run_command(domains[name]) if self.action == "run" else make_info_command(domains[name])
+        return with_verbosity(make_run_command(domains[name]) if self.action == "run" else
+                              make_info_command(domains[name]))
 
     def resolve_command(self, ctx, args):
         name = args[0] if args else None
         if name is not None and not name.startswith("-") and name not in registry().domains:
             raise GenkitError(f"unknown domain {name!r} (available: {', '.join(sorted(registry().domains)) or 'none'})")
         return super().resolve_command(ctx, args)
+
+
+VERBOSITY_FLAGS = (
+    ("quiet", ("--quiet", "-q"), "No progress bar, warnings or notes on stderr (errors still print)."),
+    ("verbose", ("--verbose", "-v"), "More detail on stderr: the resolved config and device, the checkpoint used, "
+                                     "timing."),
+)
+
+
+def _set_verbosity(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    """-q / -v, at the root (``genkit -q run image``) or on a command: one state for the whole invocation."""
+    if not value:
+        return
+    wanted = verbosity.QUIET if param.name == "quiet" else verbosity.VERBOSE
+    meta = ctx.find_root().meta
+    if meta.get("genkit.verbosity", wanted) != wanted:
+        raise click.UsageError("--quiet and --verbose exclude each other", ctx)
+    meta["genkit.verbosity"] = wanted
+    verbosity.set_level(wanted)
+
+
+def with_verbosity(cmd: click.Command) -> click.Command:
+    """Add -q/--quiet and -v/--verbose to ``cmd`` and its sub-commands (a plugin's too), unless it has such a flag."""
+    taken = {opt for p in cmd.params for opt in [*getattr(p, "opts", []), *getattr(p, "secondary_opts", [])]}
+    for name, flags, text in VERBOSITY_FLAGS:
+        if not taken & set(flags):
+            cmd.params.append(click.Option([name, *flags], is_flag=True, expose_value=False, callback=_set_verbosity,
+                                           help=text))
+    for sub in getattr(cmd, "commands", {}).values():
+        with_verbosity(sub)
+    return cmd
 
 
 def _build(name: str, callback, decorators: list, **kwargs) -> click.Command:
@@ -150,11 +183,13 @@ def make_run_command(domain) -> click.Command:
 
     decorators = _common_decorators(domain) + [
         click.option("--out", type=click.Path(path_type=Path), help="Run directory to create (default: runs/DOMAIN-TIME)."),
+        click.option("--nproc", type=click.IntRange(min=1), default=None,
+                     help="Train data-parallel in N local processes started by torchrun (torch.distributed.run); "
+                          "--batch-size stays the global batch. See docs/distributed.md."),
         click.option("--resume", type=click.Path(path_type=Path),
                      help="Continue the run in this directory from its latest checkpoint."),
         click.option("--json", "as_json", is_flag=True, help="Print summary.json to stdout at the end."),
-        click.option("--quiet", "-q", is_flag=True, help="No progress bar or messages on stderr."),
-    ] + _setting_decorators(domain)
+    ] + _setting_decorators(domain)  # -q/--quiet and -v/--verbose: with_verbosity, as on every command
     return _build(domain.name, callback, decorators,
                   help=f"Train the {domain.name} domain: {domain.summary}" +
                        (f"\n\nPaper: {domain.paper}" if domain.paper else ""),
@@ -178,18 +213,37 @@ def run_domain(domain, params: dict[str, Any]) -> None:
     from .engine import Interrupted
 
     config_file, resume, out = params.pop("config_file"), params.pop("resume"), params.pop("out")
-    as_json, quiet = params.pop("as_json"), params.pop("quiet")
+    nproc = params.pop("nproc")
+    from .distributed import launched
+
+    if nproc and nproc > 1 and not launched():  # this process only launches the workers, each a `genkit run`
+        from .distributed import launch, strip_nproc
+        from .run import Run
+
+        argv = strip_nproc(sys.argv[1:])
+        if out is None and resume is None:  # every worker must name the same folder
+            argv += ["--out", str(Run.new_path(domain.name))]
+        sys.exit(launch(nproc, argv))
+    as_json, quiet = params.pop("as_json"), verbosity.quiet()
     preset, data = params.pop("preset"), params.pop("data")
     try:
         run = train(domain, out, preset=preset, data=data, config=config_file, resume=resume, quiet=quiet,
                     _source="command line", **{k: v for k, v in params.items() if v is not None})
     except Interrupted as stop:
+        if int(os.environ.get("RANK", "0") or 0) != 0:  # under torchrun: rank 0 says where the run stopped
+            sys.exit(128 + stop.signum)
         where = f"at step {stop.step}; checkpoint {stop.checkpoint}" if stop.checkpoint else \
             "during pre-training, which restarts on resume; no checkpoint"
-        click.echo(f"genkit: interrupted {where}; continue with: genkit run {domain.name} --resume {stop.run_dir}",
+        world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+        again = f" --nproc {world}" if world > 1 else ""
+        click.echo(f"genkit: interrupted {where}; continue with: genkit run {domain.name}{again} --resume {stop.run_dir}",
                    err=True)
         sys.exit(128 + stop.signum)
+    if int(os.environ.get("RANK", "0") or 0) != 0:  # under torchrun: rank 0 reports
+        return
     summary = run.read_summary()
+    verbosity.note(f"{summary.get('status')}: {summary.get('steps')} steps, {summary.get('seconds')} s of training "
+                   f"({summary.get('seconds_per_step')} s/step); checkpoint {summary.get('checkpoint')}")
     if as_json:
         _echo_json(summary)
     else:
@@ -254,15 +308,21 @@ def describe_settings(domain) -> dict[str, list[dict[str, Any]]]:
 
 
 def sample_run(path: Path, n: int, out: Path | None, seed: int, device: str, as_json: bool, best: bool = False,
-               condition: str | None = None) -> None:
+               condition: str | None = None, seeds: str | None = None, interpolate: int | None = None) -> None:
     from .run import Run
+    from .sampling import parse_seeds
 
+    seed_list = parse_seeds(seeds) if seeds is not None else None  # a bad spec fails before anything loads
     run = Run.open(path)
     ckpt = run.checkpoint(best)
-    files = run.write_samples(n, out, seed=seed, best=best, device=device, condition=condition)
+    verbosity.note(f"sampling {run.root} ({run.domain.name}) from checkpoint {ckpt}, device {device}, seed {seed}")
+    files = run.write_samples(n, out, seed=seed, best=best, device=device, condition=condition, seeds=seed_list,
+                              interpolate=interpolate)
     if as_json:
+        walk = seed_list if seed_list is not None or interpolate is None else [0, 1]
         _echo_json({"run_dir": str(run.root), "checkpoint": str(ckpt), "weights": run.generator_weights(ckpt).name,
-                    "seed": seed, "condition": condition, "out": str(files[0].parent) if files else str(out),
+                    "seed": seed, "seeds": walk, "interpolate": interpolate, "condition": condition,
+                    "out": str(files[0].parent) if files else str(out),
                     "files": [str(f) for f in files]})
     else:
         for f in files:
@@ -273,6 +333,7 @@ def eval_run(path: Path, device: str, as_json: bool, best: bool = False) -> None
     from .run import Run
 
     run = Run.open(path)
+    verbosity.note(f"evaluating {run.root} ({run.domain.name}) at checkpoint {run.checkpoint(best)}, device {device}")
     loaded, metrics = run.evaluate_checkpoint(best, device)
     result = {"run_dir": str(run.root), "checkpoint": str(loaded.checkpoint), "weights": loaded.weights.name,
               "step": loaded.step, "metrics": metrics}
@@ -284,10 +345,33 @@ def eval_run(path: Path, device: str, as_json: bool, best: bool = False) -> None
             click.echo(f"{key}: {value:.6g}")
 
 
+def provenance_file(file: Path, run_path: Path | None, as_json: bool) -> None:
+    """Print the provenance record of ``file``; with ``run_path``, verify it against that run (exit 1 if not)."""
+    from . import provenance
+
+    record = provenance.read(file)
+    verified = provenance.verify(record, run_path) if run_path is not None else None
+    if as_json:
+        _echo_json({"file": str(file), "provenance": record, "verified": verified})
+        return
+    for key, value in record.items():
+        click.echo(f"{key}: {value}")
+    if verified is not None:
+        click.echo(f"verified: the generator weights of {verified['weights']} made this file "
+                   f"(run {verified['run_id']})")
+
+
 class RootGroup(click.Group):
     """The ``genkit`` group: every error is one line on stderr (usage errors exit 2), Ctrl-C exits 130."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            return self._main(args, prog_name, complete_var, standalone_mode, **extra)
+        finally:  # -q / -v hold for one command: an in-process caller's next command starts at the normal level
+            verbosity.set_level(verbosity.NORMAL)
+
+    def _main(self, args, prog_name, complete_var, standalone_mode, **extra):
+        start = time.perf_counter()
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
@@ -297,7 +381,8 @@ class RootGroup(click.Group):
             click.echo(f"genkit: error: {exc.format_message()}{hint}", err=True)
             sys.exit(exc.exit_code)
         except GenkitError as exc:  # expected: one line even with GENKIT_DEBUG
-            exc.show()
+            if exc.exit_code != 2 or int(os.environ.get("RANK", "0") or 0) == 0:  # a bad value: rank 0 says it once
+                exc.show()
             sys.exit(exc.exit_code)
         except click.ClickException as exc:
             click.echo(f"genkit: error: {exc.format_message()}", err=True)
@@ -312,6 +397,7 @@ class RootGroup(click.Group):
             click.echo(f"genkit: error: {exc.__class__.__name__}: {first} (set GENKIT_DEBUG=1 for the traceback)",
                        err=True)
             sys.exit(1)
+        verbosity.note(f"done in {time.perf_counter() - start:.2f} s")
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
@@ -331,6 +417,8 @@ def create_cli() -> click.Group:
           GENKIT_LOAD_PLUGINS  comma-separated third-party plugins to load ('' = none; built-ins always load)
           GENKIT_DEBUG=1       show the traceback of an unexpected error
           GENKIT_PROGRESS=0    no progress bar (without a terminal genkit prints one line per --log-every)
+          GENKIT_DATA_CACHE=0  decode data folders on every run (default: once, cached under GENKIT_CACHE)
+          GENKIT_COMPILE_BACKEND  torch.compile backend for --compile (default inductor)
           OMP_NUM_THREADS      torch's CPU threads (--threads N sets them for a run)
 
         \b
@@ -356,10 +444,29 @@ def create_cli() -> click.Group:
     @click.option("--condition", "condition", default=None,
                   help="A cross-modal run's condition, in the source domain's terms: a string (text), a WAV file "
                        "(audio) or an image file (image); every sample is generated from it.")
+    @click.option("--seeds", "seeds", default=None, metavar="SPEC",
+                  help="One sample per seed instead of -n: 0-15, 3, 1,5,9 or 0-3,10. Files seed-0007.png..., each "
+                       "the same whatever seeds come with it; in a conditional run seed S has class S % "
+                       "num_classes. Not with -n or --seed.")
+    @click.option("--interpolate", "interpolate", type=click.IntRange(min=0), default=None, metavar="K",
+                  help="A latent walk with K frames between each pair of --seeds (default: seeds 0,1), joined into "
+                       "interpolation.png (a strip), interpolation.wav (0.25 s of silence between clips) or "
+                       "interpolation.txt (one sample per line); the frames are kept in frames/.")
     @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
-    def sample(path, n, out, seed, device, best, condition, as_json):
-        """Generate N samples from a run directory or checkpoint folder (EMA weights when present)."""
-        sample_run(path, n, out, seed, device, as_json, best, condition)
+    @click.pass_context
+    def sample(ctx, path, n, out, seed, device, best, condition, seeds, interpolate, as_json):
+        """Generate N samples from a run directory or checkpoint folder (EMA weights when present).
+
+        Every file written carries its provenance (see `genkit provenance`)."""
+        from click.core import ParameterSource
+
+        if seeds is not None or interpolate is not None:
+            for name, flag in (("n", "-n"), ("seed", "--seed")):
+                if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE:
+                    what = "--seeds" if seeds is not None else "--interpolate"
+                    raise click.UsageError(f"{flag} and {what} conflict: {what} draws one sample per seed "
+                                           "(give the seeds with --seeds)", ctx)
+        sample_run(path, n, out, seed, device, as_json, best, condition, seeds, interpolate)
 
     @cli.command(name="eval", context_settings=CONTEXT)
     @click.argument("path", type=click.Path(path_type=Path))
@@ -369,6 +476,35 @@ def create_cli() -> click.Group:
     def eval_(path, device, best, as_json):
         """Score a run's latest checkpoint (or a checkpoint folder) with its domain's offline metrics."""
         eval_run(path, device, as_json, best)
+
+    @cli.command(name="provenance", context_settings=CONTEXT)
+    @click.argument("file", type=click.Path(path_type=Path))
+    @click.option("--run", "run_path", type=click.Path(path_type=Path),
+                  help="Verify against this run: its checkpoint of the record's step must hold the generator "
+                       "weights that made the file, and its run id must match (exit 1 if not).")
+    @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+    def provenance_(file, run_path, as_json):
+        """Show the provenance a generated file carries (PNG text chunks, a WAV's INFO chunk, or a
+        FILE.provenance.json sidecar): genkit version, domain, run id, step, seed, generator weights' SHA-256."""
+        provenance_file(file, run_path, as_json)
+
+    @cli.command(name="report", context_settings=CONTEXT)
+    @click.argument("path", type=click.Path(path_type=Path))
+    @click.option("--out", type=click.Path(path_type=Path),
+                  help="HTML file to write (default: RUN/report.html); an existing file is replaced only if it is "
+                       "a genkit report.")
+    @click.option("--device", default="cpu", show_default=True,
+                  help="Where a conditional run's per-class samples are generated: auto, cpu, cuda or mps.")
+    @click.option("--json", "as_json", is_flag=True, help='Print {"report": PATH} as JSON.')
+    def report(path, out, device, as_json):
+        """Write one self-contained HTML page about a run: config, curves, samples, evaluation, provenance."""
+        from .report import write_report
+
+        written = write_report(path, out, device=device)
+        if as_json:
+            _echo_json({"report": str(written)})
+        else:
+            click.echo(str(written))
 
     @cli.command(context_settings=CONTEXT)
     @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -424,10 +560,15 @@ def create_cli() -> click.Group:
         owners.update(dict.fromkeys(added, impl.plugin_name))
         if impl.plugin_name in reg.plugins:
             reg.plugins[impl.plugin_name].commands = added
+    with_verbosity(cli)  # -q / -v at the root and on every command, a plugin's included
     return cli
 
 
 def main(argv: list[str] | None = None) -> None:
+    words = sys.argv[1:] if argv is None else list(argv)
+    words = words[:words.index("--")] if "--" in words else words
+    if {"-q", "--quiet"} & set(words):  # also silences the warnings of loading plugins, before the command is parsed
+        verbosity.set_level(verbosity.QUIET)
     try:
         cli = create_cli()
     except KeyboardInterrupt:  # Ctrl-C while plugins (and torch) load: the documented 130, no traceback

@@ -85,6 +85,16 @@ class TrainConfig:
     condition_dim: int = option(128, "With --condition: dimension of the condition embedding (unit L2 norm).", gt=0)
     init_from_parts: Literal["gd", "g"] = option("gd", "With --init-from: load the generator and the discriminator "
                                                        "(gd) or the generator only (g).")
+    precision: Literal["fp32", "bf16", "fp16"] = option("fp32", "Arithmetic of the forward passes: fp32, or bf16 / "
+                                                               "fp16 under torch.autocast (fp16 with a gradient "
+                                                               "scaler); the gradient penalty and R1 stay fp32.")
+    compile: bool = option(False, "torch.compile the generator and the discriminator (the first steps are slow while "
+                                  "it compiles; the penalties' double backward runs eagerly).", resumable=True)
+    sync_bn: bool = option(False, "Under --nproc: synchronise batch-norm statistics across processes "
+                                  "(torch.nn.SyncBatchNorm; CUDA only).")
+    tensorboard: bool = option(False, "Also write losses, metrics, learning rates, speed and snapshots for "
+                                      "TensorBoard under RUN/tensorboard/ (pip install 'genkit[tensorboard]').",
+                               resumable=True)
 
     def __post_init__(self) -> None:
         if not DEVICE.match(self.device):
@@ -94,7 +104,7 @@ class TrainConfig:
 TRAIN_SETTINGS: dict[str, Setting] = {s.name: s for s in settings(TrainConfig)}
 PENALTIES = ("gp", "r1")  # settings whose "auto" is the loss's default_gp / default_r1
 # Names the run and info commands use for themselves; a domain option may not take them either.
-COMMAND_OPTIONS = frozenset({"config", "preset", "data", "out", "resume", "json", "quiet", "help", "verbose"})
+COMMAND_OPTIONS = frozenset({"config", "preset", "data", "out", "resume", "json", "quiet", "help", "verbose", "nproc"})
 RESERVED = frozenset({"domain", "train", "version", "genkit"})
 
 
@@ -269,6 +279,31 @@ def resume(saved: RunConfig, domain: Any, losses: Mapping[str, Any], flags: Mapp
                           f"{', '.join(may)}", exit_code=2)
     return saved.replace(train=dataclasses.replace(saved.train, **train),
                          options=dataclasses.replace(saved.options, **options))
+
+
+def check_against_checkpoint(config: RunConfig, saved_toml: str, domain: Any, where: str,
+                             data_meta: Mapping[str, Any] | None = None) -> None:
+    """Refuse, naming the first key, a ``config`` (``RUN/config.toml``) that differs from the configuration the
+    checkpoint was trained with (``saved_toml``, stored in its state.pt) in a setting that may not change on
+    ``--resume``: a hand-edited config.toml is never partly applied. Resumable settings (``--steps``...) may differ:
+    config.toml holds the last ``--resume``'s values, which a checkpoint written before them does not."""
+    try:
+        saved = from_saved(tomllib.loads(saved_toml), domain, where, data_meta)
+    except (GenkitError, tomllib.TOMLDecodeError, TypeError):  # an earlier genkit's state: nothing to compare with
+        return
+    option_settings = {s.name: s for s in settings(domain.Options)}
+    for table, now, then, specs in (("train", config.train, saved.train, TRAIN_SETTINGS),
+                                    (domain.name, config.options, saved.options, option_settings)):
+        for key, value in to_dict(now).items():
+            before = to_dict(then).get(key)
+            if key in specs and not specs[key].spec.resumable and value != before:
+                raise GenkitError(f"{where}: [{table}] {key} = {value!r} in config.toml, but the checkpoint was "
+                                  f"trained with {before!r}; restore it (config.toml is not re-read for that "
+                                  f"setting), or start a new run with --config")
+    for key in ("data", "preset"):
+        if getattr(config, key) != getattr(saved, key):
+            raise GenkitError(f"{where}: {key} = {getattr(config, key)!r} in config.toml, but the checkpoint was "
+                              f"trained with {getattr(saved, key)!r}; restore it, or start a new run with --config")
 
 
 def from_saved(raw: Mapping[str, Any], domain: Any, where: str, data_meta: Mapping[str, Any] | None = None) -> RunConfig:

@@ -18,6 +18,7 @@ position are all checkpointed, so N steps == N/2 steps + resume + N/2 steps, bit
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import random
@@ -38,6 +39,7 @@ from .domain import Data, Domain, PhaseControl, StepContext
 from .errors import GenkitError
 from .losses import Loss, gradient_penalty, r1_penalty
 from .progress import progress_bar
+from .provenance import stamp_snapshot
 from .run import Run
 
 
@@ -79,7 +81,7 @@ class Batches:
     """
 
     def __init__(self, dataset: Any, batch_size: int, seed: int, device: torch.device,
-                 transform: Callable | None = None):
+                 transform: Callable | None = None, rank: int = 0, world: int = 1):
         self.dataset = dataset
         self.n = len(dataset)
         if self.n < batch_size:
@@ -88,6 +90,7 @@ class Batches:
         self.seed = seed
         self.device = device
         self.transform = transform
+        self.rank, self.world = rank, world  # under torch.distributed: this rank's slice of each global batch
         self.epoch = 0
         self.pos = 0
         self._perm: torch.Tensor | None = None
@@ -99,7 +102,8 @@ class Batches:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         return torch.randperm(self.n, generator=g)
 
-    def next(self) -> tuple[torch.Tensor, Any]:
+    def next(self, whole: bool = False) -> tuple[torch.Tensor, Any]:
+        """The next batch: this rank's slice of the global batch (the whole of it with ``whole``)."""
         if self._perm is None:
             self._perm = self._permutation()
         if self.pos + self.batch_size > self.n:  # drop the ragged tail: every batch is full
@@ -108,6 +112,9 @@ class Batches:
             self._perm = self._permutation()
         idx = self._perm[self.pos:self.pos + self.batch_size]
         self.pos += self.batch_size
+        if self.world > 1 and not whole:
+            b = self.batch_size // self.world
+            idx = idx[self.rank * b:(self.rank + 1) * b]
         if self._tensors is not None:
             idx = idx.to(self.device) if self.device.type != "cpu" else idx
             items = tuple(t[idx] for t in self._tensors)
@@ -181,6 +188,7 @@ class Trainer:
     loss: Loss
     out: Path | Run
     quiet: bool = False
+    dist: Any = None  # genkit.distributed.Dist: this process's rank (None: a single process)
     step: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
 
@@ -189,20 +197,43 @@ class Trainer:
         self.config = self.config.replace(options=self.domain.resolve_options(self.config.options, self.data))
         cfg = self.config.train
         self.run_dir = self.out if isinstance(self.out, Run) else Run(self.out)
-        self.device = resolve_device(cfg.device)
+        from .distributed import Dist, device_for, sync_batchnorm
+
+        self.dist = self.dist if self.dist is not None else Dist()
+        self.device = device_for(self.dist, resolve_device(cfg.device))
+        if self.dist.enabled and cfg.batch_size % self.dist.world:
+            raise GenkitError(f"--batch-size {cfg.batch_size} (the global batch) must be divisible by the "
+                              f"{self.dist.world} processes", exit_code=2)
+        if not self.dist.main:
+            self.quiet = True  # one progress display: rank 0's
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed)
         from .crossmodal import build_models
 
         G, D = build_models(self.domain, self.config, self.data)
+        if cfg.sync_bn and self.dist.enabled:
+            G, D = sync_batchnorm(G, self.device), sync_batchnorm(D, self.device)
         self.G, self.D = G.to(self.device), D.to(self.device)
+        self.dist.check_same(self.G, "generator", self.device)
+        self.dist.check_same(self.D, "discriminator", self.device)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
         self.ema = EMA(self.G, cfg.ema) if cfg.ema > 0 else None
+        # --precision fp16: one gradient scaler per network (bf16 and fp32 need none)
+        fp16 = cfg.precision == "fp16"
+        self.scaler_d = torch.amp.GradScaler(self.device.type, enabled=fp16)
+        self.scaler_g = torch.amp.GradScaler(self.device.type, enabled=fp16)
+        if cfg.compile:  # in place: the modules' state_dict keys, EMA and checkpoints stay as they are
+            import os
+
+            backend = os.environ.get("GENKIT_COMPILE_BACKEND", "inductor")  # tests: aot_eager, which compiles fast
+            self.G.compile(backend=backend)
+            self.D.compile(backend=backend)
         # Two RNG streams besides torch's global one: the latent/penalty noise and the data order.
         self.rng = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
-        self.batches = Batches(self.data.train, cfg.batch_size, cfg.seed, self.device, self.data.transform)
+        self.batches = Batches(self.data.train, cfg.batch_size, cfg.seed, self.device, self.data.transform,
+                               self.dist.rank, self.dist.world)
         n = self.domain.snapshot_size(self.config.options)
         fixed_rng = torch.Generator(device=self.device).manual_seed(cfg.seed + 2)
         self.fixed_z = self.domain.sample_latent(n, self.config.options, rng=fixed_rng, device=self.device)
@@ -219,6 +250,7 @@ class Trainer:
         self._stop_signal: int | None = None
         self._nan_run = 0  # updates skipped in a row (--on-nan skip)
         self.nan_skipped = 0
+        self._board: Any = None  # genkit.board.Board while a --tensorboard run trains
 
     @property
     def paths(self) -> Run:  # the name of the first API; kept for scripts that used it
@@ -226,56 +258,95 @@ class Trainer:
 
     # -- one step -----------------------------------------------------------------------------------
     def _real(self) -> tuple[torch.Tensor, Any]:
-        real, cond = self.batches.next()
+        real, cond = self.batches.next(whole=self._in_phase)  # a phase is the domain's own loop: every rank all of it
         return real, (cond if self.data.conditional else None)
+
+    def _autocast(self) -> Any:
+        """The forward passes' arithmetic (``--precision``)."""
+        p = self.config.train.precision
+        if p == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16 if p == "bf16" else torch.float16)
+
+    def _exact(self) -> Any:
+        """fp32 and eager for the penalties: their double backward neither underflows in fp16 nor meets
+        torch.compile, which does not support double backward."""
+        stack = contextlib.ExitStack()
+        if self.config.train.precision != "fp32":
+            stack.enter_context(torch.autocast(self.device.type, enabled=False))
+        if self.config.train.compile:
+            stack.enter_context(torch.compiler.set_stance("force_eager"))
+        return stack
+
+    def _update(self, loss: torch.Tensor, model: nn.Module, opt: torch.optim.Optimizer,
+                scaler: torch.amp.GradScaler) -> None:
+        """Backward, the gradients' mean over the ranks, optimizer step (through the fp16 scaler when there is one)."""
+        scaler.scale(loss).backward()
+        self.dist.reduce_gradients(model)  # scaled or not, the mean is the same linear map
+        scaler.step(opt)
+        scaler.update()
+
+    def _latent(self) -> torch.Tensor:
+        """The latents of one update: the global batch's, drawn alike on every rank; this rank's slice of them."""
+        cfg = self.config.train
+        z = self.domain.sample_latent(cfg.batch_size, self.config.options, rng=self.rng, device=self.device)
+        if self.dist.enabled:
+            b = cfg.batch_size // self.dist.world
+            z = z[self.dist.rank * b:(self.dist.rank + 1) * b]
+        return z
 
     def train_step(self) -> torch.Tensor:
         """One generator update after ``n_critic`` discriminator updates; returns the step's statistics."""
-        cfg, dom, opts, ctx = self.config.train, self.domain, self.config.options, self.ctx
+        cfg, dom, ctx = self.config.train, self.domain, self.ctx
         G, D, loss = self.G, self.D, self.loss
         ctx.step = self.step
         D.requires_grad_(True)
         for _ in range(cfg.n_critic):
             real, cond = self._real()
             ctx.real, ctx.cond = real, cond
-            z = dom.sample_latent(cfg.batch_size, opts, rng=self.rng, device=self.device)
-            with torch.no_grad():
+            z = self._latent()
+            with torch.no_grad(), self._autocast():
                 fake = dom.fake(G, z, cond, ctx)
-            d_real, d_fake = D(real, cond), D(fake, cond)
-            loss_d = loss.discriminator(d_real, d_fake)
+            with self._autocast():
+                d_real, d_fake = D(real, cond).float(), D(fake, cond).float()
+                loss_d = loss.discriminator(d_real, d_fake)
             penalty = torch.zeros((), device=self.device)
             if (cfg.gp or cfg.r1 or loss.penalty is not None) and not real.is_floating_point():
                 # Real token ids against (soft) one-hot fakes (text): the penalties need the reals as one-hot
                 # vectors over the fakes' last dimension, the input space the gradient is taken in.
                 real = torch.nn.functional.one_hot(real, fake.shape[-1]).to(fake.dtype)
-            if cfg.gp:  # resolved: never None here
-                penalty = penalty + cfg.gp * gradient_penalty(D, real, fake, cond, self.rng)
-            if cfg.r1:
-                penalty = penalty + cfg.r1 * r1_penalty(D, real, cond)
-            if loss.penalty is not None:
-                penalty = penalty + loss.penalty(D, real, fake, cond)
+            if fake.is_floating_point() and fake.dtype != real.dtype:  # an autocast fake beside fp32 reals
+                fake = fake.to(real.dtype) if real.is_floating_point() else fake.float()
+            with self._exact():
+                if cfg.gp:  # resolved: never None here
+                    penalty = penalty + cfg.gp * gradient_penalty(D, real, fake, cond, self.rng)
+                if cfg.r1:
+                    penalty = penalty + cfg.r1 * r1_penalty(D, real, cond)
+                if loss.penalty is not None:
+                    penalty = penalty + loss.penalty(D, real, fake, cond)
             extra_term = getattr(D, "auxiliary_loss", None)
             aux = extra_term() if callable(extra_term) else None
             if aux is not None:  # a discriminator's own extra term (e.g. a cross-modal encoder's class term)
                 penalty = penalty + aux
             self.opt_d.zero_grad(set_to_none=True)
             if self._finite("loss_d", loss_d + penalty):
-                (loss_d + penalty).backward()
-                self.opt_d.step()
+                self._update(loss_d + penalty, D, self.opt_d, self.scaler_d)  # penalties' gradients included
         D.requires_grad_(False)  # no discriminator gradients are needed for the generator update
-        z = dom.sample_latent(cfg.batch_size, opts, rng=self.rng, device=self.device)
-        loss_g = dom.generator_loss(z, cond, ctx)
-        if loss_g is None:
-            fake = dom.fake(G, z, cond, ctx)
-            real_logits = D(real, cond) if loss.uses_real_in_generator else None
-            loss_g = loss.generator(D(fake, cond), real_logits)
+        z = self._latent()
+        with self._autocast():
+            loss_g = dom.generator_loss(z, cond, ctx)
+            if loss_g is None:
+                fake = dom.fake(G, z, cond, ctx)
+                real_logits = D(real, cond).float() if loss.uses_real_in_generator else None
+                loss_g = loss.generator(D(fake, cond).float(), real_logits)
+        loss_g = loss_g.float()
         self.opt_g.zero_grad(set_to_none=True)
         if self._finite("loss_g", loss_g):
-            loss_g.backward()
-            self.opt_g.step()
+            self._update(loss_g, G, self.opt_g, self.scaler_g)
         if self.ema is not None:
             self.ema.update(G)
         self.step += 1
+        penalty = penalty.float()
         return torch.stack([loss_d.detach(), loss_g.detach(), d_real.detach().mean(),
                             d_fake.detach().mean(), penalty.detach()])
 
@@ -293,7 +364,7 @@ class Trainer:
     def _finite(self, name: str, value: torch.Tensor) -> bool:
         """True when ``value`` is finite. Otherwise stop the run (``--on-nan stop``) or skip this update (``skip``,
         at most ``--nan-skips`` in a row)."""
-        if bool(torch.isfinite(value).all()):
+        if self.dist.all(bool(torch.isfinite(value).all()), self.device):  # every rank takes the same branch
             self._nan_run = 0
             return True
         what = f"{name} is {float(value.detach().float().sum())}"
@@ -318,6 +389,8 @@ class Trainer:
 
     @torch.no_grad()
     def snapshot(self, name: str) -> list[Path]:
+        if not self.dist.main:  # rank 0 writes
+            return []
         G = self.sampler
         was_training = G.training
         G.eval()
@@ -325,12 +398,18 @@ class Trainer:
             samples = self.domain.generate(G, self.fixed_z, self.fixed_cond, self.config.options)
         G.train(was_training)
         self.run_dir.samples_dir.mkdir(parents=True, exist_ok=True)
-        return self.domain.write_snapshot(samples.cpu() if torch.is_tensor(samples) else samples,
-                                          None if self.fixed_cond is None else self.fixed_cond.cpu(),
-                                          self.run_dir.samples_dir / name, self.config.options, self.data)
+        files = self.domain.write_snapshot(samples.cpu() if torch.is_tensor(samples) else samples,
+                                           None if self.fixed_cond is None else self.fixed_cond.cpu(),
+                                           self.run_dir.samples_dir / name, self.config.options, self.data)
+        stamp_snapshot(self, files)  # provenance: step, seed, run id, weights hash (docs/run-directory.md)
+        if self._board is not None:
+            self._board.snapshot(files, self.run_dir.samples_dir, self.step)
+        return files
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
+        if not self.dist.main:  # rank 0 evaluates; the others wait for it at their next collective
+            return {}
         G = self.sampler
         was_training = G.training
         G.eval()
@@ -346,7 +425,12 @@ class Trainer:
 
     def _log(self, record: dict[str, Any]) -> None:
         self.history.append(record)
+        if not self.dist.main:
+            return
         self.run_dir.log(record)
+        if self._board is not None:
+            self._board.metrics(record, {"generator": self.opt_g.param_groups[0]["lr"],
+                                         "discriminator": self.opt_d.param_groups[0]["lr"]})
 
     def _flush_metrics(self, extra: dict[str, float] | None = None) -> dict[str, Any] | None:
         if self._acc is None or self._acc_n == 0:
@@ -355,7 +439,7 @@ class Trainer:
                 self._log(record)
                 return record
             return None
-        mean = (self._acc / self._acc_n).tolist()
+        mean = self.dist.mean(self._acc / self._acc_n).tolist()  # over the ranks too
         record = {"step": self.step, "loss_d": mean[0], "loss_g": mean[1], "d_real": mean[2], "d_fake": mean[3]}
         if self.config.train.gp or self.config.train.r1 or self.loss.penalty is not None or \
                 callable(getattr(self.D, "auxiliary_loss", None)):
@@ -374,6 +458,8 @@ class Trainer:
             "pretrain_seconds": self.pretrain_seconds,
             "optimizer_g": self.opt_g.state_dict(),
             "optimizer_d": self.opt_d.state_dict(),
+            **({"scaler_g": self.scaler_g.state_dict(), "scaler_d": self.scaler_d.state_dict()}
+               if self.scaler_g.is_enabled() else {}),
             "rng_torch": torch.get_rng_state(),
             "rng_latent": self.rng.get_state(),
             "batches": self.batches.state_dict(),
@@ -399,12 +485,32 @@ class Trainer:
             check_state_value(value, key)
         return state
 
+    def check_space(self, flag: str = "--out") -> None:
+        """Refuse to start when the run folder's disk cannot hold one checkpoint (weights, EMA copy and the optimizers'
+        two moments: about four times the parameters), rather than failing at the first save."""
+        import shutil
+
+        need = 4 * sum(p.numel() * p.element_size() for m in (self.G, self.D) for p in m.parameters()) + 2**20
+        where = self.run_dir.root
+        while not where.exists() and where != where.parent:
+            where = where.parent
+        try:
+            free = shutil.disk_usage(where).free
+        except OSError:
+            return
+        if free < need:
+            raise GenkitError(f"{flag} {self.run_dir.root}: {free / 2**20:.0f} MiB free on that disk, less than one "
+                              f"checkpoint needs (about {need / 2**20:.0f} MiB); free some space or choose another folder")
+
     def check_domain_state(self) -> None:
         """Raise ``GenkitError`` naming a value of the domain's state that a checkpoint could not hold."""
         self._domain_state()
 
-    def save(self) -> Path:
+    def save(self) -> Path | None:
+        """Write a checkpoint (rank 0; the others return None)."""
         self._check_weights()  # a non-finite state is never saved (so never `latest`, and pruning keeps good ones)
+        if not self.dist.main:
+            return None
         models = {"generator": self.G, "discriminator": self.D}
         if self.ema is not None:
             models["generator_ema"] = self.ema.model
@@ -420,6 +526,7 @@ class Trainer:
         if src.domain.name != self.domain.name:
             raise GenkitError(f"--init-from {source}: that run is of domain {src.domain.name!r}, not {self.domain.name!r}")
         ckpt = src.checkpoint()
+        src_state = load_state(ckpt)
         ignore = set(self.domain.legacy_weight_keys)
         targets = [("generator", self.G)] + ([("discriminator", self.D)] if parts == "gd" else [])
         for name, module in targets:
@@ -439,11 +546,11 @@ class Trainer:
             extra = sorted(set(shapes) - set(own) - ignore)
             if extra:
                 raise GenkitError(f"--init-from {source}: {name} layer {extra[0]} is in {path.name} but not in this model")
-            load_weights(module, path, self.device, ignore)
+            load_weights(module, path, self.device, ignore, src_state)
         if self.ema is not None:
             ema_path = ckpt / MODEL_FILES["generator_ema"]
             if ema_path.is_file():
-                load_weights(self.ema.model, ema_path, self.device, ignore)
+                load_weights(self.ema.model, ema_path, self.device, ignore, src_state)
             else:
                 self.ema.model.load_state_dict(self.G.state_dict())
         return ckpt
@@ -455,12 +562,15 @@ class Trainer:
         else:  # written by genkit 0.1
             self.domain.upgrade_state(self.data, ckpt, self.config.options)
         ignore = self.domain.legacy_weight_keys
-        load_weights(self.G, ckpt / MODEL_FILES["generator"], self.device, ignore)
-        load_weights(self.D, ckpt / MODEL_FILES["discriminator"], self.device, ignore)
+        load_weights(self.G, ckpt / MODEL_FILES["generator"], self.device, ignore, state)
+        load_weights(self.D, ckpt / MODEL_FILES["discriminator"], self.device, ignore, state)
         if self.ema is not None:
-            load_weights(self.ema.model, ckpt / MODEL_FILES["generator_ema"], self.device, ignore)
+            load_weights(self.ema.model, ckpt / MODEL_FILES["generator_ema"], self.device, ignore, state)
         self.opt_g.load_state_dict(state["optimizer_g"])
         self.opt_d.load_state_dict(state["optimizer_d"])
+        if "scaler_g" in state and self.scaler_g.is_enabled():
+            self.scaler_g.load_state_dict(state["scaler_g"])
+            self.scaler_d.load_state_dict(state["scaler_d"])
         self.step = int(state["step"])
         self.elapsed = float(state["elapsed"])
         self.pretrained = bool(state.get("pretrained", False))
@@ -491,8 +601,9 @@ class Trainer:
         self.best = {"step": self.step, "metric": name, "value": value}
         return True
 
-    def _mark_best(self, ckpt: Path) -> None:
-        self.run_dir.mark_best(ckpt)
+    def _mark_best(self, ckpt: Path | None) -> None:
+        if ckpt is not None:
+            self.run_dir.mark_best(ckpt)
 
     # -- the run ------------------------------------------------------------------------------------
     def _on_signal(self, signum, frame) -> None:
@@ -506,6 +617,15 @@ class Trainer:
                 warn("stopping the pre-training phase after this step; it is not checkpointed and restarts on --resume")
             else:
                 warn("stopping: writing a checkpoint after this step (press Ctrl-C again to abort without one)")
+
+    def _stopping(self) -> bool:
+        """A Ctrl-C / SIGTERM arrived, on any rank: every rank checkpoints and stops after the same step."""
+        if not self.dist.enabled:
+            return self._stop_signal is not None
+        if self.dist.any(self._stop_signal is not None, self.device):
+            self._stop_signal = self._stop_signal or signal.SIGTERM
+            return True
+        return False
 
     def _phases(self) -> None:
         """Run the domain's declared phases (``Domain.phases``), ``pretrain_steps`` steps each, then checkpoint."""
@@ -537,6 +657,8 @@ class Trainer:
         self.pretrain_seconds = time.perf_counter() - start
         self.elapsed += self.pretrain_seconds
         self.pretrained = True
+        self.dist.broadcast(self.G)  # every rank ran the phase; rank 0's result is everyone's
+        self.dist.broadcast(self.D)
         if self.ema is not None:  # average the pre-trained generator, not its random initialisation
             with torch.no_grad():
                 for dst, src in zip(self.ema.model.state_dict().values(), self.G.state_dict().values()):
@@ -550,13 +672,16 @@ class Trainer:
 
     def run(self) -> dict[str, Any]:
         """Train to ``config.train.steps``; returns the summary (also written to ``summary.json``)."""
-        self.run_dir.samples_dir.mkdir(parents=True, exist_ok=True)
+        if self.dist.main:
+            self.run_dir.samples_dir.mkdir(parents=True, exist_ok=True)
         handlers = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 handlers[sig] = signal.signal(sig, self._on_signal)
             except ValueError:  # not in the main thread (e.g. some notebook kernels)
                 pass
+        if self.config.train.tensorboard and self.dist.main:
+            self._board = self._open_board()
         try:
             self._phases()
             return self._loop()
@@ -567,6 +692,20 @@ class Trainer:
         finally:
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
+            if self._board is not None:
+                self._board.close()
+                self._board = None
+
+    def _open_board(self) -> Any:
+        """``RUN/tensorboard/`` (--tensorboard). A resume appends a new event file there and drops what the earlier
+        process logged after its checkpoint (TensorBoard's purge step), as metrics.jsonl does."""
+        from .board import Board
+
+        folder = self.run_dir.root / "tensorboard"
+        purge = (self.step + 1 if self.step > 0 or self.pretrained else 0) if folder.is_dir() else None
+        board = Board(folder, purge_step=purge)
+        board.start(self.step, self.elapsed)
+        return board
 
     def _loop(self) -> dict[str, Any]:
         cfg = self.config.train
@@ -601,13 +740,14 @@ class Trainer:
                         self._log_line(record, start_step, start_elapsed)
             if cfg.sample_every and self.step % cfg.sample_every == 0 and not final:
                 self.snapshot(f"step-{self.step:08d}")
+            stopping = self._stopping()
             if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and not final) or \
-                    (self._stop_signal is not None and not final):
+                    (stopping and not final):
                 last_ckpt = self.save()
-            if self._stop_signal is not None and not final:
+            if stopping and not final:
                 bar.close()
                 self._write_summary("interrupted", last_ckpt, [])
-                raise Interrupted(self.step, self._stop_signal, last_ckpt, self.run_dir.root)
+                raise Interrupted(self.step, self._stop_signal or signal.SIGTERM, last_ckpt, self.run_dir.root)
             tick = time.perf_counter()
         bar.close()
         final_eval = self.evaluate()
@@ -618,7 +758,9 @@ class Trainer:
         if improved:
             self._mark_best(last_ckpt)
         files = self.snapshot("final")
-        exported = self.domain.export(self.sampler, self.run_dir.root, self.config.options, self.data)
+        exported = self.domain.export(self.sampler, self.run_dir.root, self.config.options, self.data) \
+            if self.dist.main else []
+        stamp_snapshot(self, exported)
         return self._write_summary("completed", last_ckpt, files, final_eval, exported)
 
     def _write_summary(self, status: str, ckpt: Path | None, files: list[Path],
@@ -648,7 +790,9 @@ class Trainer:
             "init_from": ({"checkpoint": self.config.train.init_from, "parts": self.config.train.init_from_parts}
                           if self.config.train.init_from else None),
             "nan_skipped": self.nan_skipped,
+            "world_size": self.dist.world,
             "genkit_version": __version__,
         }
-        self.run_dir.write_summary(summary)
+        if self.dist.main:
+            self.run_dir.write_summary(summary)
         return summary

@@ -180,7 +180,7 @@ def test_resume_of_a_run_without_a_checkpoint_starts_it_again(invoke, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     (out / "summary.json").write_text(json.dumps({**summary, "status": "interrupted", "checkpoint": None}))
     (out / "metrics.jsonl").write_text('{"step": 7, "loss_d": 1.0, "loss_g": 1.0}\n')  # as a run stopped in pre-training
-    result = invoke("run", "image", "--resume", out, "--quiet")
+    result = invoke("run", "image", "--resume", out)  # not --quiet: that silences warnings too
     assert result.exit_code == 0, result.stderr
     assert "stopped before its first checkpoint; starting it again from step 0" in result.stderr
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]

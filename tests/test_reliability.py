@@ -156,3 +156,84 @@ def test_ctrl_c_while_genkit_starts_exits_130_without_a_traceback():
             "p.load_plugins = slow\nfrom genkit.cli import main\nmain(['plugins'])\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 130 and done.stderr == "genkit: interrupted\n"
+
+
+def _flip_a_weight_byte(path):
+    """Change one byte inside the tensor data (not the header) of a safetensors file."""
+    import struct
+
+    raw = bytearray(path.read_bytes())
+    header = struct.unpack("<Q", raw[:8])[0]
+    raw[8 + header + 5] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
+def test_weights_carry_a_checksum_verified_on_sample_eval_and_resume(ring, tmp_path, invoke):
+    from genkit.checkpoint import file_digest, load_state, weights_digest
+
+    out = tmp_path / "r"
+    run = genkit.train("ring", out=out, steps=4, checkpoint_every=2, **TINY)
+    ckpt = run.checkpoint()
+    recorded = load_state(ckpt)["checksums"]
+    assert recorded["generator.safetensors"] == file_digest(ckpt / "generator.safetensors")
+    assert recorded["generator.safetensors"] == weights_digest(run.load().generator)
+    before = run.sample(4)
+    _flip_a_weight_byte(ckpt / "generator.safetensors")
+    with pytest.raises(GenkitError, match="generator.safetensors: the weights do not match the checksum"):
+        run.sample(4)
+    for args in (["sample", str(out), "-n", "2"], ["eval", str(out)], ["run", "ring", "--resume", str(out), "--steps", "6"]):
+        result = invoke(*args)
+        assert result.exit_code == 1, args
+        assert result.stderr.count("\n") == 1 and "do not match the checksum recorded" in result.stderr, args
+    assert before.shape[0] == 4
+
+
+def test_a_hand_edited_config_is_refused_on_resume_naming_the_key(ring, tmp_path):
+    out = tmp_path / "r"
+    genkit.train("ring", out=out, steps=4, checkpoint_every=2, **TINY)
+    config = out / "config.toml"
+    original = config.read_text()
+    config.write_text(original.replace("batch_size = 16", "batch_size = 32"))
+    with pytest.raises(GenkitError, match=r"\[train\] batch_size = 32 in config.toml, but the checkpoint was trained "
+                                          r"with 16"):
+        genkit.train("ring", resume=out, steps=6)
+    config.write_text(original.replace("steps = 4", "steps = 6"))  # a resumable setting: config.toml's value holds
+    run = genkit.train("ring", resume=out)
+    assert run.read_summary()["steps"] == 6
+
+
+@pytest.mark.parametrize("failure", ["torch", "safetensors"])
+def test_a_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_previous_checkpoint(ring, tmp_path, monkeypatch, failure):
+    import errno
+
+    import genkit.checkpoint as checkpoint
+
+    out = tmp_path / "r"
+    real = {"torch": checkpoint.torch.save, "safetensors": checkpoint.save_model}[failure]
+
+    def full(obj, path, *args, **kwargs):  # the disk fills up while the step-4 checkpoint is written
+        if "step-00000004" in str(path):
+            if failure == "torch":
+                raise RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing "
+                                   "file data/0: file write failed")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(obj, path, *args, **kwargs)
+
+    if failure == "torch":
+        monkeypatch.setattr(checkpoint.torch, "save", full)
+    else:
+        monkeypatch.setattr(checkpoint, "save_model", full)
+    with pytest.raises(GenkitError, match=r"cannot write the checkpoint .*step-00000004 \(.*\); nothing half-written"):
+        genkit.train("ring", out=out, steps=8, checkpoint_every=2, **TINY)
+    names = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert names == ["latest", "step-00000002"]  # no .tmp folder, no half checkpoint
+    assert genkit.Run.open(out).sample(2).shape[0] == 2  # the previous checkpoint loads
+
+
+def test_an_unwritable_out_is_refused_before_training(ring, tmp_path, invoke):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = invoke("run", "ring", "--out", blocker / "run", "--steps", "2")
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"genkit: error: --out {blocker / 'run'}: cannot write there") and \
+        result.stderr.count("\n") == 1

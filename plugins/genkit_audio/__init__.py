@@ -136,7 +136,8 @@ class AudioDomain(Domain):
             if not path.is_dir():
                 raise GenkitError(f"--data {spec}: expected a folder of WAV/FLAC/OGG files")
             x, y, names, source, rate = audata.load_folder(path, length, rate,
-                                                           lambda r: default_length(options.model, r))
+                                                           lambda r: default_length(options.model, r),
+                                                           {"model": options.model})
             length = x.shape[-1]
         labelled = y is not None and len(names) >= 2
         conditional = labelled if options.conditional is None else options.conditional

@@ -183,16 +183,27 @@ def read_audio(path: Path) -> tuple[torch.Tensor, int]:
     return torch.from_numpy(np.ascontiguousarray(data.mean(axis=1))), int(rate)
 
 
-def load_folder(root: Path, length: int | None, rate: int | None,
-                choose_length=None) -> tuple[torch.Tensor, torch.Tensor | None, list[str], str, int]:
+def load_folder(root: Path, length: int | None, rate: int | None, choose_length=None,
+                cache_params: dict | None = None) -> tuple[torch.Tensor, torch.Tensor | None, list[str], str, int]:
     """Every readable audio file under ``root`` as int16 (N, 1, length) at ``rate`` Hz, with labels if the names
     carry them. ``rate=None``: the rate most files have (others are resampled to it); ``length=None``:
-    ``choose_length(rate)``. Returns (clips, labels or None, class names, a description, rate)."""
-    import torchaudio.functional as AF
+    ``choose_length(rate)``. Returns (clips, labels or None, class names, a description, rate). Decoded once: later
+    runs read it from the decoded-data cache (genkit.datacache), keyed also by ``cache_params`` (what
+    ``choose_length`` depends on)."""
+    from genkit.datacache import cached
 
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
     if not files:
         raise GenkitError(f"{root}: no audio files found (looked for {', '.join(sorted(AUDIO_EXTENSIONS))}, recursively)")
+    x, y, classes, source, rate = cached("audio-folder", root, files,
+                                         {"length": length, "rate": rate, **(cache_params or {})},
+                                         lambda: _decode_folder(root, files, length, rate, choose_length))
+    return x, y, list(classes), source, int(rate)
+
+
+def _decode_folder(root: Path, files: list[Path], length: int | None, rate: int | None, choose_length):
+    import torchaudio.functional as AF
+
     scheme = ""
     if all(len(p.relative_to(root).parts) > 1 for p in files):
         scheme = "folder"

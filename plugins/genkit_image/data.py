@@ -85,11 +85,21 @@ def load_npz(path: Path):
 
 
 def load_folder(root: Path, size: int, channels: int):
-    from PIL import Image, UnidentifiedImageError
+    """Every readable image under ``root``, ``size`` x ``size`` with ``channels``, labelled by sub-folder when every file
+    is in one. Decoded once: later runs and evaluations read it from the decoded-data cache (genkit.datacache)."""
+    from genkit.datacache import cached
 
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
     if not files:
         raise GenkitError(f"{root}: no images found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))}, recursively)")
+    x, y, names, source = cached("image-folder", root, files, {"size": size, "channels": channels},
+                                 lambda: _decode_folder(root, files, size, channels))
+    return x, y, list(names), source
+
+
+def _decode_folder(root: Path, files: list[Path], size: int, channels: int):
+    from PIL import Image, UnidentifiedImageError
+
     labelled = all(len(p.relative_to(root).parts) > 1 for p in files)
     names = sorted({p.relative_to(root).parts[0] for p in files}) if labelled else []
     index = {n: i for i, n in enumerate(names)}

@@ -87,6 +87,16 @@ def train(domain: Any, out: Path | str | None = None, *, preset: str | None = No
     loaded = dom.load_data(cfg.data, cfg.options, cache_dir=cache_dir())
     trainer = Trainer(domain=dom, config=cfg, data=loaded, loss=loss, out=run, quiet=quiet, dist=dist)
     cfg = trainer.config  # with "auto" options resolved from the data
+    if cfg.train.condition_from and not cfg.train.condition:
+        raise GenkitError("--condition-from needs --condition SOURCE", exit_code=2)
+    if cfg.train.condition_from and ckpt is None:  # a frozen encoder from another cross-modal run
+        from .crossmodal import load_encoder
+
+        used = load_encoder(trainer.G, trainer.D, cfg.train.condition_from, cfg, trainer.device)
+        if trainer.ema is not None:  # the EMA generator shares nothing with D: copy the encoder over
+            trainer.ema.model.load_state_dict(trainer.G.state_dict())
+        cfg = cfg.replace(train=dataclasses.replace(cfg.train, condition_from=str(used)))
+        trainer.config = cfg
     if cfg.train.init_from and ckpt is None:  # transfer learning: config.toml records the checkpoint folder used
         used = trainer.init_from(cfg.train.init_from, cfg.train.init_from_parts)
         cfg = cfg.replace(train=dataclasses.replace(cfg.train, init_from=str(used)))

@@ -82,6 +82,10 @@ class TrainConfig:
                                 "domain whose condition encoder embeds a paired example of each sample's class; "
                                 "'' = off.")
     condition_data: str = option("", "With --condition: the SOURCE domain's --data ('' = its default).")
+    condition_from: str = option("", "With --condition: take the condition encoder from an earlier cross-modal run "
+                                     "(a run directory or checkpoint folder with the same --condition and "
+                                     "--condition-dim) and keep it frozen; '' = train it jointly with D. config.toml "
+                                     "records the checkpoint folder used.")
     condition_dim: int = option(128, "With --condition: dimension of the condition embedding (unit L2 norm).", gt=0)
     init_from_parts: Literal["gd", "g"] = option("gd", "With --init-from: load the generator and the discriminator "
                                                        "(gd) or the generator only (g).")

@@ -102,10 +102,12 @@ class ConditionedDiscriminator(nn.Module):
     condition's side). The engine adds it to the discriminator's loss through ``auxiliary_loss``."""
 
     def __init__(self, inner: nn.Module, encoder: nn.Module, pairs: Pairs, dim: int = 0, num_keys: int = 0,
-                 key_weight: float = 0.0):
+                 key_weight: float = 0.0, frozen: bool = False):
         super().__init__()
         self.inner, self.encoder, self.pairs = inner, encoder, pairs
-        self.key_weight = key_weight
+        self.frozen = frozen  # --condition-from: the encoder gets no gradient (so Adam never moves it)
+        self.key_weight = 0.0 if frozen else key_weight
+        key_weight = self.key_weight
         self.classify = nn.Linear(dim, num_keys) if key_weight > 0 else None
         self._terms: list[torch.Tensor] = []
 
@@ -113,7 +115,11 @@ class ConditionedDiscriminator(nn.Module):
         if key is None:
             raise GenkitError("a cross-modal discriminator needs the class index of every example")
         src = self.pairs.draw(key.cpu(), held_out=not self.training).to(x.device)
-        c = embed(self.encoder, src)
+        if self.frozen:
+            with torch.no_grad():
+                c = embed(self.encoder, src)
+        else:
+            c = embed(self.encoder, src)
         if self.classify is not None and self.training and torch.is_grad_enabled() and \
                 any(p.requires_grad for p in self.classify.parameters()):  # in the discriminator's update only
             self._terms.append(nn.functional.cross_entropy(self.classify(c) * 10.0, key.long().to(c.device)))
@@ -161,7 +167,7 @@ KEY_WEIGHT = 1.0  # weight of the encoder's classification term in the discrimin
 
 
 def wrap(target: Any, source: Source, G: nn.Module, D: nn.Module, target_names: list[str],
-         dim: int) -> tuple[nn.Module, nn.Module]:
+         dim: int, frozen: bool = False) -> tuple[nn.Module, nn.Module]:
     """TARGET's models (built with ``data.cond_dim = dim``) conditioned through SOURCE's encoder and pairs."""
     tensors = getattr(source.data.train, "tensors", None)
     if tensors is None or len(tensors) < 2:
@@ -173,7 +179,7 @@ def wrap(target: Any, source: Source, G: nn.Module, D: nn.Module, target_names: 
     pairs = Pairs(x, tensors[1], source.data.class_names, target_names)
     encoder = source.domain.condition_encoder(source.options, source.data, dim)
     return (ConditionedGenerator(G, encoder, pairs),
-            ConditionedDiscriminator(D, encoder, pairs, dim, len(target_names), KEY_WEIGHT))
+            ConditionedDiscriminator(D, encoder, pairs, dim, len(target_names), KEY_WEIGHT, frozen))
 
 
 def check_target(domain: Any) -> None:
@@ -199,7 +205,40 @@ def build_models(domain: Any, config: Any, data: Any, cache_dir: Any = None) -> 
     data.cond_dim = train.condition_dim
     G, D = domain.build_models(config.options, data)
     data.extra["condition_source"] = source  # for genkit sample --condition VALUE
-    return wrap(domain, source, G, D, data.class_names, train.condition_dim)
+    return wrap(domain, source, G, D, data.class_names, train.condition_dim, frozen=bool(train.condition_from))
+
+
+def load_encoder(G: nn.Module, D: nn.Module, source_run: Any, config: Any, device: Any) -> Any:
+    """``--condition-from RUN``: RUN's condition encoder (from its discriminator's weights, where it was trained) into
+    this run's shared encoder. RUN must be a cross-modal run of the same SOURCE and dimension; a mismatch of the
+    encoder's layers is one line naming the layer. Returns the checkpoint folder used."""
+    from safetensors.torch import load_file
+
+    from .checkpoint import MODEL_FILES, load_state, verify_weights
+    from .run import Run
+
+    train = config.train
+    flag = f"--condition-from {source_run}"
+    run = Run.open(source_run)
+    theirs = run.config.train
+    if theirs.condition != train.condition or theirs.condition_dim != train.condition_dim:
+        raise GenkitError(f"{flag}: that run's condition is {theirs.condition or 'none'!r} with dimension "
+                          f"{theirs.condition_dim}, this one's {train.condition!r} with {train.condition_dim}", exit_code=2)
+    ckpt = run.checkpoint()
+    path = ckpt / MODEL_FILES["discriminator"]
+    verify_weights(path, load_state(ckpt))
+    weights = {k[len("encoder."):]: v for k, v in load_file(str(path)).items() if k.startswith("encoder.")}
+    encoder: nn.Module = D.encoder  # type: ignore[assignment]  # shared with G
+    own = encoder.state_dict()
+    for key, tensor in own.items():
+        if key not in weights:
+            raise GenkitError(f"{flag}: encoder layer {key} is missing from {path}")
+        if tuple(weights[key].shape) != tuple(tensor.shape):
+            raise GenkitError(f"{flag}: encoder layer {key} has shape {tuple(weights[key].shape)} there, "
+                              f"{tuple(tensor.shape)} here")
+    encoder.load_state_dict({k: weights[k] for k in own})
+    encoder.to(device)
+    return ckpt
 
 
 def use_condition(generator: nn.Module, data: Any, value: str) -> None:

@@ -42,7 +42,7 @@ def recording_warnings() -> Any:
     import contextlib
 
     @contextlib.contextmanager
-    def record():
+    def record() -> Any:
         said: list[str] = []
         _recorders.append(said)
         try:

@@ -91,3 +91,30 @@ def test_the_encoder_class_term_is_collected_in_discriminator_updates_only():
     D.requires_grad_(False)  # the generator's update
     D(torch.randn(4, 1), keys)
     assert D.auxiliary_loss() is None
+
+
+def test_condition_from_takes_an_earlier_runs_encoder_and_keeps_it_frozen(invoke, cache, tmp_path):
+    from safetensors.torch import load_file
+
+    common = ("--condition", "text", "--condition-data", "digits", "--condition-dim", "16", "--g-width", "8",
+              "--d-width", "8", "--batch-size", "16", "--eval-samples", "50")
+    first = tmp_path / "first"
+    assert invoke("run", "image", *common, "--steps", "3", "--out", first).exit_code == 0
+
+    def encoder(run, part="discriminator"):
+        weights = load_file(str(run / "checkpoints" / "step-00000003" / f"{part}.safetensors"))
+        return {k: v for k, v in weights.items() if k.startswith("encoder.")}
+
+    second = tmp_path / "second"
+    result = invoke("run", "image", *common, "--steps", "3", "--condition-from", first, "--out", second)
+    assert result.exit_code == 0, result.stderr
+    theirs, ours, ours_g = encoder(first), encoder(second), encoder(second, "generator")
+    assert theirs.keys() == ours.keys() and theirs
+    for key in theirs:  # loaded, and not moved by 3 discriminator updates; the generator holds the same encoder
+        assert torch.equal(theirs[key], ours[key]) and torch.equal(ours[key], ours_g[key]), key
+    assert 'condition_from = "' + str(first / "checkpoints" / "step-00000003") in (second / "config.toml").read_text()
+    mismatch = invoke("run", "image", *common[:4], "--condition-dim", "8", *common[6:], "--steps", "2",
+                      "--condition-from", first, "--out", tmp_path / "x")
+    assert mismatch.exit_code == 2 and len(mismatch.stderr.strip().splitlines()) == 1
+    assert "that run's condition is 'text' with dimension 16, this one's 'text' with 8" in mismatch.stderr
+    assert not (tmp_path / "x").exists()

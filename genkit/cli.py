@@ -30,6 +30,11 @@ def _debug() -> bool:
     return os.environ.get("GENKIT_DEBUG", "") not in ("", "0")
 
 
+def _rank() -> int:
+    """This process's rank under torchrun (0 otherwise): rank 0 alone reports what every rank would say."""
+    return int(os.environ.get("RANK", "0") or 0)
+
+
 def _echo_json(obj: Any) -> None:
     from .run import dumps  # NaN / infinity as null: the output stays valid JSON
 
@@ -230,7 +235,7 @@ def run_domain(domain, params: dict[str, Any]) -> None:
         run = train(domain, out, preset=preset, data=data, config=config_file, resume=resume, quiet=quiet,
                     _source="command line", **{k: v for k, v in params.items() if v is not None})
     except Interrupted as stop:
-        if int(os.environ.get("RANK", "0") or 0) != 0:  # under torchrun: rank 0 says where the run stopped
+        if _rank() != 0:  # under torchrun: rank 0 says where the run stopped
             sys.exit(128 + stop.signum)
         where = f"at step {stop.step}; checkpoint {stop.checkpoint}" if stop.checkpoint else \
             "during pre-training, which restarts on resume; no checkpoint"
@@ -239,7 +244,7 @@ def run_domain(domain, params: dict[str, Any]) -> None:
         click.echo(f"genkit: interrupted {where}; continue with: genkit run {domain.name}{again} --resume {stop.run_dir}",
                    err=True)
         sys.exit(128 + stop.signum)
-    if int(os.environ.get("RANK", "0") or 0) != 0:  # under torchrun: rank 0 reports
+    if _rank() != 0:  # under torchrun: rank 0 reports
         return
     summary = run.read_summary()
     verbosity.note(f"{summary.get('status')}: {summary.get('steps')} steps, {summary.get('seconds')} s of training "
@@ -381,7 +386,7 @@ class RootGroup(click.Group):
             click.echo(f"genkit: error: {exc.format_message()}{hint}", err=True)
             sys.exit(exc.exit_code)
         except GenkitError as exc:  # expected: one line even with GENKIT_DEBUG
-            if exc.exit_code != 2 or int(os.environ.get("RANK", "0") or 0) == 0:  # a bad value: rank 0 says it once
+            if exc.exit_code != 2 or _rank() == 0:  # a bad value: rank 0 says it once
                 exc.show()
             sys.exit(exc.exit_code)
         except click.ClickException as exc:

@@ -28,7 +28,6 @@ The semantics (the single-process run is the reference):
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import torch
 from torch import nn
@@ -206,6 +205,3 @@ def strip_nproc(argv: list[str]) -> list[str]:
         out.append(arg)
     return out
 
-
-def describe(dist: Dist) -> dict[str, Any]:
-    return {"world_size": dist.world}

@@ -346,7 +346,6 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(G)
         self.step += 1
-        penalty = penalty.float()
         return torch.stack([loss_d.detach(), loss_g.detach(), d_real.detach().mean(),
                             d_fake.detach().mean(), penalty.detach()])
 

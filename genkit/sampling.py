@@ -23,7 +23,7 @@ def generate(domain: Any, generator: torch.nn.Module, n: int, options: Any, data
     """
     rng = torch.Generator(device=device).manual_seed(seed)
     cond_all = domain.snapshot_conditions(n, data)
-    outs, conds = [], []
+    pairs = []
     forked = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=forked):
         torch.manual_seed(seed)
@@ -32,11 +32,8 @@ def generate(domain: Any, generator: torch.nn.Module, n: int, options: Any, data
             z = domain.sample_latent(m, options, rng=rng, device=device)
             cond = cond_all[start:start + m].to(device) if cond_all is not None else None
             out = domain.generate(generator, z, cond, options)
-            outs.append(out.cpu() if torch.is_tensor(out) else out)
-            if cond is not None:
-                conds.append(cond.cpu())
-    samples = torch.cat(outs) if all(torch.is_tensor(o) for o in outs) else [x for o in outs for x in o]
-    return samples, (torch.cat(conds) if conds else None)
+            pairs.append((out.cpu() if torch.is_tensor(out) else out, cond.cpu() if cond is not None else None))
+    return _stack(pairs)
 
 
 # -- samples by seed and latent walks (genkit sample --seeds / --interpolate) -----------------------------------

@@ -1,4 +1,4 @@
-"""Benchmark: the speed options of `genkit run` (--precision, --compile) on this machine's device.
+"""Benchmark: the speed options of `genkit run` (--precision, --compile, --channels-last) on this machine's device.
 
 Each variant trains the image domain's default DCGAN (batch 64 unless --batch-size) through genkit's Trainer:
 warm-up steps first (torch.compile compiles there), then timed rounds, variants alternating round by round
@@ -26,7 +26,8 @@ from genkit.config import resolve
 from genkit.engine import Trainer
 from genkit.plugins import registry
 
-VARIANTS = {"fp32": {}, "bf16": {"precision": "bf16"}, "fp16": {"precision": "fp16"}, "compile": {"compile": True}}
+VARIANTS = {"fp32": {}, "bf16": {"precision": "bf16"}, "fp16": {"precision": "fp16"}, "compile": {"compile": True},
+            "channels-last": {"channels_last": True}, "bf16+channels-last": {"precision": "bf16", "channels_last": True}}
 
 
 def build(variant: str, args, data_cache: Path, dom, reg):

@@ -125,6 +125,8 @@ class Batches:
             rows = [r if isinstance(r, (tuple, list)) else (r,) for r in rows]
             items = tuple(None if any(r[k] is None for r in rows) else default_collate([r[k] for r in rows])
                           for k in range(len(rows[0])))
+            if self.device.type == "cuda":  # page-locked host memory: the copy below overlaps with compute
+                items = tuple(t.pin_memory() if torch.is_tensor(t) else t for t in items)
             items = tuple(t.to(self.device, non_blocking=True) if torch.is_tensor(t) else t for t in items)
         x = items[0]
         cond = items[1] if len(items) > 1 else None
@@ -215,6 +217,13 @@ class Trainer:
         if cfg.sync_bn and self.dist.enabled:
             G, D = sync_batchnorm(G, self.device), sync_batchnorm(D, self.device)
         self.G, self.D = G.to(self.device), D.to(self.device)
+        if cfg.channels_last:  # in place; state_dict values keep their logical (N, C, H, W) shape
+            if not any(p.dim() == 4 for p in (*self.G.parameters(), *self.D.parameters())):
+                from .errors import warn
+
+                warn(f"--channels-last has no effect on the {self.domain.name} domain's models (no 4-D weights)")
+            self.G.to(memory_format=torch.channels_last)
+            self.D.to(memory_format=torch.channels_last)
         self.dist.check_same(self.G, "generator", self.device)
         self.dist.check_same(self.D, "discriminator", self.device)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
@@ -259,6 +268,8 @@ class Trainer:
     # -- one step -----------------------------------------------------------------------------------
     def _real(self) -> tuple[torch.Tensor, Any]:
         real, cond = self.batches.next(whole=self._in_phase)  # a phase is the domain's own loop: every rank all of it
+        if self.config.train.channels_last and real.dim() == 4:
+            real = real.contiguous(memory_format=torch.channels_last)
         return real, (cond if self.data.conditional else None)
 
     def _autocast(self) -> Any:

@@ -1,5 +1,6 @@
-"""Atomic writes: a file or folder is written under a temporary name and renamed into place, so a crash or a
-full disk never leaves a half-written file where a reader (or ``--resume``) would trust it."""
+"""Atomic writes: a file or folder is written under a temporary name, flushed to the disk (fsync), and renamed into
+place, so a crash, a power cut or a full disk never leaves a half-written file where a reader (or ``--resume``)
+would trust it."""
 
 from __future__ import annotations
 
@@ -16,6 +17,28 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+def _fsync(path: Path) -> None:
+    """Flush ``path`` (a file, or a folder's entries) to the disk; a no-op where the system cannot."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on a folder
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(path: Path) -> None:
+    if path.is_dir():
+        for child in sorted(path.rglob("*")):
+            if child.is_file():
+                _fsync(child)
+    _fsync(path)
+
+
 def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp)`` to create a file or folder at a temporary path next to ``path``, then move it to ``path``
     (replacing what was there). The temporary path is removed first if an earlier attempt left it."""
@@ -28,9 +51,11 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
     except BaseException:
         _remove(tmp)
         raise
+    _fsync_tree(tmp)  # the data is on the disk before the name points at it
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)  # os.replace cannot replace a non-empty folder
     os.replace(tmp, path)
+    _fsync(path.parent)  # and the rename itself
     return path
 
 

@@ -237,3 +237,53 @@ def test_an_unwritable_out_is_refused_before_training(ring, tmp_path, invoke):
     assert result.exit_code == 1
     assert result.stderr.startswith(f"genkit: error: --out {blocker / 'run'}: cannot write there") and \
         result.stderr.count("\n") == 1
+
+
+def test_sigkill_at_random_instants_while_checkpointing_every_step_then_resume_is_bit_exact(tmp_path, cache):
+    """kill -9 five times at seeded random instants of a run that writes a checkpoint after every step (so most
+    kills land inside a checkpoint write); each time the latest checkpoint loads and its weights pass their checksum,
+    --resume carries on, and the finished run's weights equal, bit for bit, those of a run never interrupted."""
+    import random
+
+    from safetensors.torch import load_file
+
+    from genkit.checkpoint import load_state, verify_weights
+
+    args = ("--g-width", "4", "--d-width", "4", "--batch-size", "8", "--eval-samples", "0", "--sample-every", "0",
+            "--steps", "60", "--seed", "3", "--threads", "1", "--keep-checkpoints", "3")
+    straight = _genkit("run", "image", *args, "--checkpoint-every", "0", "--out", tmp_path / "straight", "--quiet")
+    out = tmp_path / "killed"
+    rng = random.Random(0)
+    kills = 0
+    proc = _genkit("run", "image", *args, "--checkpoint-every", "1", "--out", out, "--quiet")
+    while kills < 5:
+        deadline = time.time() + 120
+        while not (out / "checkpoints" / "latest").is_file():  # past start-up: checkpoints are being written
+            assert proc.poll() is None and time.time() < deadline, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 0.4))
+        if proc.poll() is not None:  # finished before the kill: the test would prove nothing
+            pytest.fail(f"the run ended before kill {kills + 1}; lengthen --steps")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills += 1
+        ckpt = genkit.Run(out).checkpoint()  # the latest pointer names a complete checkpoint
+        state = load_state(ckpt)
+        for part in ("generator", "discriminator"):
+            verify_weights(ckpt / f"{part}.safetensors", state)
+        assert ".tmp" not in (out / "checkpoints" / "latest").read_text()  # a half-written folder is never latest
+        proc = _genkit("run", "image", "--resume", out, "--quiet")
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert straight.wait(timeout=300) == 0
+    a = load_file(str(genkit.Run(tmp_path / "straight").checkpoint() / "generator.safetensors"))
+    b = load_file(str(genkit.Run(out).checkpoint() / "generator.safetensors"))
+    assert a.keys() == b.keys() and all(torch_equal(a[k], b[k]) for k in a)
+    assert _strict((out / "summary.json").read_text())["status"] == "completed"
+    assert not list((out / "checkpoints").glob(".*.tmp"))  # what a kill left half-written was cleared by later saves
+
+
+def torch_equal(x, y) -> bool:
+    import torch
+
+    return bool(torch.equal(x, y))

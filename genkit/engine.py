@@ -258,6 +258,11 @@ class Trainer:
         self._acc_n = 0
         self._stop_signal: int | None = None
         self._nan_run = 0  # updates skipped in a row (--on-nan skip)
+        # On an accelerator with --on-nan stop, the finiteness of each update's loss is kept on the device and read
+        # at the next log, evaluation, snapshot or checkpoint (one host sync there, none per update); the run then
+        # stops naming the first bad step, exactly as when checking every update, and saves nothing after it.
+        self._defer_nan = self.device.type != "cpu" and cfg.on_nan == "stop" and not self.dist.enabled
+        self._pending: list[tuple[int, str, torch.Tensor, torch.Tensor]] = []
         self.nan_skipped = 0
         self._board: Any = None  # genkit.board.Board while a --tensorboard run trains
 
@@ -373,7 +378,11 @@ class Trainer:
 
     def _finite(self, name: str, value: torch.Tensor) -> bool:
         """True when ``value`` is finite. Otherwise stop the run (``--on-nan stop``) or skip this update (``skip``,
-        at most ``--nan-skips`` in a row)."""
+        at most ``--nan-skips`` in a row). Deferred on an accelerator (``_defer_nan``): see ``_check_pending``."""
+        if self._defer_nan:
+            value = value.detach()
+            self._pending.append((self.step, name, value, torch.isfinite(value).all()))
+            return True
         if self.dist.all(bool(torch.isfinite(value).all()), self.device):  # every rank takes the same branch
             self._nan_run = 0
             return True
@@ -384,6 +393,18 @@ class Trainer:
             return False
         raise Diverged(self.step, what if self.config.train.on_nan == "stop" else
                        f"{what}, {self._nan_run} updates in a row (--nan-skips)")
+
+    def _check_pending(self) -> None:
+        """The deferred checks of ``_finite``: one host sync for every update since the last call; raises
+        ``Diverged`` naming the first non-finite loss."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        finite = torch.stack([flag for *_, flag in pending]).cpu()
+        if bool(finite.all()):
+            return
+        step, name, value, _ = pending[int((~finite).nonzero()[0])]
+        raise Diverged(step, f"{name} is {float(value.float().sum())}")
 
     def _check_weights(self) -> None:
         for label, model in (("generator", self.G), ("discriminator", self.D)):
@@ -399,6 +420,7 @@ class Trainer:
 
     @torch.no_grad()
     def snapshot(self, name: str) -> list[Path]:
+        self._check_pending()
         if not self.dist.main:  # rank 0 writes
             return []
         G = self.sampler
@@ -418,6 +440,7 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
+        self._check_pending()
         if not self.dist.main:  # rank 0 evaluates; the others wait for it at their next collective
             return {}
         G = self.sampler
@@ -443,6 +466,7 @@ class Trainer:
                                          "discriminator": self.opt_d.param_groups[0]["lr"]})
 
     def _flush_metrics(self, extra: dict[str, float] | None = None) -> dict[str, Any] | None:
+        self._check_pending()
         if self._acc is None or self._acc_n == 0:
             if extra:
                 record = {"step": self.step, "seconds": round(self.elapsed, 3), **extra}
@@ -518,6 +542,7 @@ class Trainer:
 
     def save(self) -> Path | None:
         """Write a checkpoint (rank 0; the others return None)."""
+        self._check_pending()
         self._check_weights()  # a non-finite state is never saved (so never `latest`, and pruning keeps good ones)
         if not self.dist.main:
             return None

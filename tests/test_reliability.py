@@ -287,3 +287,32 @@ def torch_equal(x, y) -> bool:
     import torch
 
     return bool(torch.equal(x, y))
+
+
+@pytest.mark.parametrize("log_every", [1, 5])
+def test_deferred_nan_check_stops_at_the_same_step_as_the_per_update_check(ring, tmp_path, monkeypatch, log_every):
+    """On an accelerator the NaN check is read at the next log/evaluation/snapshot/checkpoint instead of after every
+    update (no host sync per step). Forced on here, on the CPU: the run still stops naming the first bad step and the
+    loss, keeps the good checkpoints, and saves nothing non-finite."""
+    from genkit.engine import Trainer
+
+    init = Trainer.__post_init__
+
+    def deferred(self):
+        init(self)
+        self._defer_nan = True
+
+    monkeypatch.setattr(Trainer, "__post_init__", deferred)
+    out = tmp_path / "r"
+    with pytest.raises(GenkitError) as caught:
+        genkit.train(_poisoned(6), out=out, steps=20, checkpoint_every=4, **{**TINY, "log_every": log_every})
+    assert caught.value.format_message().startswith("the run diverged at step 6: loss_d is nan; nothing after it was "
+                                                    "saved and the last good checkpoint is ")
+    assert (out / "checkpoints" / "latest").read_text().strip() == "step-00000004"
+    from safetensors.torch import load_file
+
+    for p in (out / "checkpoints").iterdir():
+        if p.name.startswith("step-"):
+            assert all(bool(v.isfinite().all()) for v in load_file(str(p / "generator.safetensors")).values())
+    for line in (out / "metrics.jsonl").read_text().splitlines():
+        assert _strict(line)["step"] <= 6  # nothing logged from the steps after the first bad one

@@ -87,6 +87,9 @@ class TrainConfig:
                                      "--condition-dim) and keep it frozen; '' = train it jointly with D. config.toml "
                                      "records the checkpoint folder used.")
     condition_dim: int = option(128, "With --condition: dimension of the condition embedding (unit L2 norm).", gt=0)
+    pairs: str = option("", "With --condition: your own pairs, a .csv or .jsonl manifest with one column per domain "
+                            "(TARGET's examples, their SOURCE examples) and an optional key column; '' = pairs by "
+                            "class of --data and --condition-data. config.toml records its absolute path.")
     init_from_parts: Literal["gd", "g"] = option("gd", "With --init-from: load the generator and the discriminator "
                                                        "(gd) or the generator only (g).")
     precision: Literal["fp32", "bf16", "fp16"] = option("fp32", "Arithmetic of the forward passes: fp32, or bf16 / "
@@ -106,6 +109,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not DEVICE.match(self.device):
             raise GenkitError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}", exit_code=2)
+        if self.pairs:  # absolute, so that genkit sample finds the manifest from any folder
+            object.__setattr__(self, "pairs", str(Path(self.pairs).expanduser().absolute()))
 
 
 TRAIN_SETTINGS: dict[str, Setting] = {s.name: s for s in settings(TrainConfig)}

@@ -60,7 +60,8 @@ class ImageDomain(Domain):
     data_names = ("mnist5k", "mnist", "fashion-mnist", "cifar10")  # the first is the default, shipped in genkit
     evaluates = True
     best_metric = ("refnet_fd", "min")  # checkpoints/best names the checkpoint with the lowest refnet FD
-    vector_condition = True  # a TARGET of --condition SOURCE (docs/cross-modal.md): models take a (B, dim) condition
+    vector_condition = True  # a TARGET of --condition SOURCE (docs/cross-modal.md): models take a (B, dim) condition,
+    # and a SOURCE (condition_encoder, condition_example); load_examples reads a --pairs manifest's images
     # Radford et al.: Adam, lr 2e-4, beta1 0.5, batch 128. 7500 steps of batch 64 (96 epochs of the 5k MNIST
     # subset), class-conditional since MNIST has labels: measured best refnet FD of 2,500..10,000 steps, and
     # 2-4 minutes on 2 CPU cores (docs/image.md has the table of what was measured and rejected).
@@ -125,14 +126,58 @@ class ImageDomain(Domain):
         if conditional and not labelled:
             raise GenkitError(f"--data {spec}: --conditional needs class labels (sub-folders, or labels in the .npz)")
         labels = y if y is not None else torch.zeros(len(x), dtype=torch.int64)
-
-        def to_float(batch):  # uint8 [0, 255] -> float [-1, 1], on the device
-            return batch.float().div_(127.5).sub_(1.0)
-
         return Data(train=TensorDataset(x, labels), conditional=conditional,
                     num_classes=len(names) if conditional else 0, class_names=names,
-                    transform=to_float, source=source,
+                    transform=_to_float, source=source,
                     extra={"size": size, "channels": channels, "labels": y})
+
+    def load_examples(self, values, labels, class_names, options: ImageOptions, *, cache_dir: Path) -> Data:
+        """The TARGET's examples of a ``--pairs`` manifest: ``values`` are image files (absolute paths, or as
+        written when no such file exists), example i of class ``labels[i]`` (an int64 tensor) of
+        ``class_names``. Each image is fitted to the run's ``--size`` and ``--channels`` as ``--data FOLDER``'s
+        are; an unreadable file is one error line naming it."""
+        import torch
+        from torch.utils.data import TensorDataset
+
+        from genkit import warn
+
+        from . import data as imdata
+
+        if options.conditional is False:
+            raise GenkitError("--pairs: a manifest's images are conditioned on their row's key; drop --no-conditional",
+                              exit_code=2)
+        size, channels = options.size or 64, options.channels or 3
+        images, larger = [], 0
+        for value in values:
+            x, (c, h, w) = imdata.read_image(Path(str(value)).expanduser(), str(value))
+            larger += int(max(h, w) > size or c > channels)
+            images.append(imdata.fit(x, size, channels))
+        if larger:
+            warn(f"--pairs: {larger} of {len(values)} images are larger than {size} px or in colour; they are "
+                 f"trained at {size} x {size} px, {channels} channel(s) (--size / --channels; auto: those of --data)")
+        x = torch.cat(images)
+        y = torch.as_tensor(labels, dtype=torch.int64)
+        return Data(train=TensorDataset(x, y), conditional=True, num_classes=len(class_names),
+                    class_names=list(class_names), transform=_to_float, source=f"{len(x)} listed images",
+                    extra={"size": size, "channels": channels, "labels": y})
+
+    # -- as the source of a cross-modal condition (genkit run TARGET --condition image) -------------
+    def condition_encoder(self, options: ImageOptions, data: Data, dim: int):
+        """A small CNN (model.ConditionEncoder: three stride-2 convolutions, average pooling, a linear map to
+        ``dim``) over the images as ``Data.transform`` makes them; genkit normalises it and trains it with
+        TARGET's discriminator."""
+        from .model import ConditionEncoder
+
+        return ConditionEncoder(options.channels or 3, dim)
+
+    def condition_example(self, value, options: ImageOptions, data: Data):
+        """``genkit sample RUN --condition digit.png``: the image file as a (1, C, H, W) uint8 tensor at the
+        source data's size and channels (the form of its training tensors)."""
+        from . import data as imdata
+
+        x, _ = imdata.read_image(Path(str(value)).expanduser(), f"--condition {value}")
+        return imdata.fit(x, options.size or int(data.extra.get("size", 64)),
+                          options.channels or int(data.extra.get("channels", 3)))
 
     # -- models -------------------------------------------------------------------------------------
     def model_config(self, options: ImageOptions, data: Data):
@@ -195,6 +240,10 @@ class ImageDomain(Domain):
             save_image(img, file, normalize=True, value_range=(-1, 1))
             files.append(file)
         return files + self.write_snapshot(samples, cond, out_dir / "grid", options, data)
+
+
+def _to_float(batch):  # uint8 [0, 255] -> float [-1, 1], on the device
+    return batch.float().div_(127.5).sub_(1.0)
 
 
 @hookimpl

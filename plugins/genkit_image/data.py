@@ -9,6 +9,7 @@
   floats in [0, 1] or [-1, 1]); optional labels under ``y``/``labels``/``arr_1``.
 - ``mnist``, ``fashion-mnist``, ``cifar10``: torchvision datasets, downloaded into the cache folder when
   online; a clear error when offline and not cached.
+- single files (``read_image``): a ``genkit sample --condition`` image and the images a ``--pairs`` manifest lists.
 """
 
 from __future__ import annotations
@@ -131,6 +132,32 @@ def _decode_folder(root: Path, files: list[Path], size: int, channels: int):
     x = _to_nchw_uint8(np.stack(images), str(root))
     y = torch.tensor(labels, dtype=torch.int64) if labelled else None
     return x, y, names, f"{root} ({len(images)} images)"
+
+
+def read_image(path: Path, where: str) -> tuple[torch.Tensor, tuple[int, int, int]]:
+    """One image file as a uint8 (1, C, H, W) tensor at its own size, C = 1 for grayscale files and 3 otherwise,
+    and its (channels, height, width) as stored. A missing or unreadable file is one ``GenkitError`` line that
+    starts with ``where`` (the file as the user named it)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        found = path.is_file()
+    except (OSError, ValueError):
+        found = False
+    if not found:
+        raise GenkitError(f"{where}: no such image file")
+    try:
+        with Image.open(path) as im:
+            if im.mode in ("I", "I;16", "I;16B", "I;16L"):  # 16-bit grayscale: the high byte, as load_folder
+                im = Image.fromarray((np.asarray(im, dtype=np.uint32) >> 8).clip(0, 255).astype(np.uint8), "L")
+            gray = im.mode in ("1", "L", "LA", "F")
+            arr = np.array(im.convert("L" if gray else "RGB"), dtype=np.uint8)  # a writable copy
+    except Image.DecompressionBombError:
+        raise GenkitError(f"{where}: too many pixels to decode safely (PIL's decompression-bomb limit)") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise GenkitError(f"{where}: not a readable image ({exc.__class__.__name__})") from None
+    x = _to_nchw_uint8(arr[None] if arr.ndim == 2 else arr[None].transpose(0, 3, 1, 2), where)
+    return x, (int(x.shape[1]), int(x.shape[2]), int(x.shape[3]))
 
 
 def _center_crop_resize(im, size: int):

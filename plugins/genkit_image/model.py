@@ -126,3 +126,23 @@ class Discriminator(nn.Module):
         elif self.project is not None:  # the projection term with a condition vector instead of a class embedding
             logit = logit + (self.project(y.to(h.dtype)) * h.sum(dim=(2, 3))).sum(dim=1)
         return logit
+
+
+class ConditionEncoder(nn.Module):
+    """The image domain's condition encoder (``genkit run TARGET --condition image``): three stride-2
+    convolutions (``width``, 2 x and 4 x ``width`` channels, LeakyReLU 0.2; 28 px -> 14 -> 7 -> 4), global average
+    pooling and a linear map to ``dim``. It takes images as ``Data.transform`` makes them: (B, C, H, W) floats in
+    [-1, 1], any side of 8 px or more. genkit normalises its output to unit L2 norm."""
+
+    def __init__(self, channels: int, dim: int, width: int = 32):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(0.2),
+            nn.Conv2d(width, 2 * width, 4, 2, 1), nn.LeakyReLU(0.2),
+            nn.Conv2d(2 * width, 4 * width, 3, 2, 1), nn.LeakyReLU(0.2),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )
+        self.head = nn.Linear(4 * width, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x.float()))

@@ -41,6 +41,9 @@ class AudioOptions:
                                                                            "(paper: none).")
     augment: str = option("", "DiffAugment for small data, applied to all the discriminator sees: translation, "
                               "timemask, freqmask, comma-separated ('' = off).")
+    aux_class: float = option(0.0, "AC-GAN auxiliary classifier (Odena et al. 2017) in the conditional "
+                                   "discriminator, this weight: its cross-entropy on real clips in D's loss and on "
+                                   "fakes for their intended class in G's (0 = off).", ge=0)
     griffin_lim_iters: int = option(16, "SpecGAN: Griffin-Lim iterations when turning spectrograms into audio.", gt=0,
                                     resumable=True)
     eval_samples: int = option(500, "Clips scored by the reference classifier at evaluations (0 = no evaluation; "
@@ -91,7 +94,7 @@ class AudioDomain(Domain):
     # Weights files before genkit 0.2 held SpecGAN's statistics; they are the domain's state now.
     legacy_weight_keys = ("spec_mean", "spec_std")
     # Runs before sample rates were an option were at 16 kHz.
-    legacy_defaults = {"sample_rate": 16000}
+    legacy_defaults = {"sample_rate": 16000, "aux_class": 0.0}
     best_metric = ("refnet_fd", "min")  # checkpoints/best names the checkpoint with the lowest refnet FD
     # CPU-sized default (docs/audio.md has the measured alternatives): SpecGAN at the data's own rate, d = 8,
     # nearest-neighbour upsampling, DCGAN's batch norm in G and spectral norm in D (Miyato et al. 2018), the hinge
@@ -178,7 +181,7 @@ class AudioDomain(Domain):
                 raise GenkitError("the SpecGAN normalisation statistics are missing from the run's state")
             cfg = SpecGANConfig(d=options.model_size, latent_dim=options.latent_dim, num_classes=num_classes,
                                 upsample=options.upsample, g_norm=options.g_norm, d_norm=options.d_norm,
-                                augment=parse_policy(options.augment))
+                                augment=parse_policy(options.augment), aux_class=options.aux_class)
             G = SpecGANGenerator(cfg)
             G.set_statistics(data.state["spec_mean"], data.state["spec_std"])
             return G, SpecGANDiscriminator(cfg)
@@ -187,7 +190,7 @@ class AudioDomain(Domain):
         cfg = WaveGANConfig(length=options.length, d=options.model_size, latent_dim=options.latent_dim,
                             upsample=options.upsample, phase_shuffle=options.phase_shuffle,
                             post_filter=options.post_filter, num_classes=num_classes,
-                            augment=parse_policy(options.augment))
+                            augment=parse_policy(options.augment), aux_class=options.aux_class)
         return WaveGANGenerator(cfg), WaveGANDiscriminator(cfg)
 
     def sample_latent(self, n, options, *, rng, device):
@@ -198,6 +201,29 @@ class AudioDomain(Domain):
 
     def sample_shape(self, options, data):
         return (1, options.length)
+
+    # -- the adversarial step: AC-GAN's auxiliary classifier (--aux-class) ----------------------------------
+    def fake(self, generator, z, cond, ctx):
+        """G(z, cond); with ``--aux-class``, first names the update's real batch to the discriminator, whose
+        forward call on it then adds the classifier's cross-entropy to D's loss (wavegan.ProjectionCritic)."""
+        mark = getattr(ctx.discriminator, "mark_real", None)
+        if mark is not None and getattr(ctx.discriminator, "aux_classifier", None) is not None:
+            mark(ctx.real)
+        return generator(z, cond)
+
+    def generator_loss(self, z, cond, ctx):
+        """With ``--aux-class W`` (conditional): the adversarial loss plus W x the cross-entropy of D's auxiliary
+        classifier on the fakes for the classes they were generated for (AC-GAN, Odena et al. 2017); otherwise
+        None (the engine's own generator loss)."""
+        D = ctx.discriminator
+        if cond is None or getattr(D, "aux_classifier", None) is None:
+            return None
+        import torch.nn.functional as F
+
+        real_logits = D(ctx.real, ctx.cond).float() if ctx.loss.uses_real_in_generator else None
+        d_fake = D(self.fake(ctx.generator, z, cond, ctx), cond).float()
+        return ctx.loss.generator(d_fake, real_logits) + D.aux_weight * F.cross_entropy(D.class_logits.float(),
+                                                                                           cond.long())
 
     # -- evaluation ---------------------------------------------------------------------------------
     def evaluate(self, ctx):

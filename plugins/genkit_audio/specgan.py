@@ -42,6 +42,7 @@ class SpecGANConfig:
     g_norm: str = "none"  # "batch": batch norm after each hidden layer of G (DCGAN; a genkit addition)
     d_norm: str = "none"  # "batch" | "spectral" | "layer" | "none" (paper) in D's hidden layers
     augment: tuple[str, ...] = ()  # DiffAugment policies (augment.py) on all D sees while training (a genkit addition)
+    aux_class: float = 0.0  # > 0 (conditional): AC-GAN's auxiliary classifier in D, this weight (a genkit addition)
 
 
 def hop_of(length: int) -> int:
@@ -145,7 +146,9 @@ class SpecGANDiscriminator(ProjectionCritic):
         ch = [1] + [cfg.d * 2**i for i in range(5)]
         self.convs = nn.ModuleList(Conv2dSame(ch[i], ch[i + 1], cfg.kernel) for i in range(5))
         self.norms = nn.ModuleList(_norm(cfg.d_norm, ch[i + 1]) if i else nn.Identity() for i in range(5))
-        self._head(16 * ch[-1], cfg.num_classes)
+        # The auxiliary classifier (--aux-class) gets no spectral norm: it is not part of the logit, whose
+        # Lipschitz bound spectral norm is for, and a unit-norm classifier of these features could barely be sure.
+        self._head(16 * ch[-1], cfg.num_classes, cfg.aux_class)
         if cfg.d_norm == "spectral":
             for m in [*self.convs, self.out] + ([self.embed] if self.embed is not None else []):
                 nn.utils.parametrizations.spectral_norm(m)
@@ -154,7 +157,7 @@ class SpecGANDiscriminator(ProjectionCritic):
         h = augment(x, self.cfg.augment) if self.cfg.augment and self.training else x
         for conv, norm in zip(self.convs, self.norms):
             h = F.leaky_relu(norm(conv(h)), 0.2)
-        return self._logit(h, y)
+        return self._logit(h, y, x)
 
 
 def _norm(kind: str, channels: int) -> nn.Module:

@@ -49,6 +49,7 @@ class WaveGANConfig:
     post_filter_len: int = 512  # taps of that filter (authors' --wavegan_genr_pp_len)
     num_classes: int = 0  # > 0: class-conditional (a genkit addition)
     augment: tuple[str, ...] = ()  # DiffAugment policies (augment.py) on all D sees while training (a genkit addition)
+    aux_class: float = 0.0  # > 0 (conditional): AC-GAN's auxiliary classifier in D, this weight (a genkit addition)
 
     def __post_init__(self) -> None:
         if self.length not in LENGTHS:
@@ -231,22 +232,54 @@ class WaveGANGenerator(nn.Module):
 
 class ProjectionCritic(nn.Module):
     """The discriminators' shared head: a linear logit on the flattened features, plus (conditional) the projection
-    term ``<embed(y), h>`` of Miyato & Koyama (2018). Glorot initialisation, the class embedding at N(0, 0.02)."""
+    term ``<embed(y), h>`` of Miyato & Koyama (2018). Glorot initialisation, the class embedding at N(0, 0.02).
 
-    def _head(self, feature_dim: int, num_classes: int) -> None:
+    With ``aux_weight > 0`` (``--aux-class``) the head also has AC-GAN's auxiliary classifier (Odena, Olah & Shlens,
+    "Conditional Image Synthesis with Auxiliary Classifier GANs", ICML 2017): a linear map of the same features to
+    class logits. Its cross-entropy on the *real* batch is added to D's loss (through the engine's
+    ``auxiliary_loss``); the generator's loss gets the cross-entropy of its fakes for their intended class (the
+    audio domain's ``generator_loss``). Unlike the paper, D's classifier is not trained on fakes: that term rewards
+    the generator for samples that are easy to classify rather than like the data (Shu 2017; Gong et al. 2019).
+    The audio domain's ``fake`` names each update's real batch to the discriminator (``mark_real``) before the
+    engine shows it to D, so that only that forward call adds a term. Measured on both spoken-digit sets in
+    docs/audio.md (What was tried): it helped real speech and not the eSpeak digits, so it is off by default."""
+
+    def _head(self, feature_dim: int, num_classes: int, aux_weight: float = 0.0) -> None:
         self.feature_dim = feature_dim
         self.out = nn.Linear(feature_dim, 1)
         self.embed = nn.Embedding(num_classes, feature_dim) if num_classes else None
+        self.aux_weight = float(aux_weight) if num_classes else 0.0
+        self.aux_classifier = nn.Linear(feature_dim, num_classes) if self.aux_weight > 0 else None
+        if self.aux_classifier is None:
+            self.auxiliary_loss = None  # no term: the engine then logs no "penalty" column either
         glorot_(self)
         if self.embed is not None:
             nn.init.normal_(self.embed.weight, 0.0, 0.02)
+        self._aux_real: torch.Tensor | None = None  # the batch D's classifier learns from (identity, not value)
+        self._aux_terms: list[torch.Tensor] = []
+        self.class_logits: torch.Tensor | None = None  # the auxiliary classifier's logits of the last forward call
 
-    def _logit(self, h: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    def mark_real(self, real: torch.Tensor | None) -> None:
+        """Name the real batch of this discriminator update: its forward call adds the classification term."""
+        self._aux_real = real
+
+    def _logit(self, h: torch.Tensor, y: torch.Tensor | None, x: torch.Tensor | None = None) -> torch.Tensor:
         h = h.flatten(1)
         logit = self.out(h).squeeze(1)
         if self.embed is not None:
             logit = logit + (self.embed(y.long()) * h).sum(dim=1)
+        if self.aux_classifier is not None:
+            self.class_logits = self.aux_classifier(h)
+            if x is not None and x is self._aux_real and y is not None and self.training and \
+                    torch.is_grad_enabled() and self.aux_classifier.weight.requires_grad:  # D's update only
+                self._aux_terms.append(F.cross_entropy(self.class_logits.float(), y.long()))
         return logit
+
+    def auxiliary_loss(self) -> torch.Tensor | None:
+        """AC-GAN's term of D's loss: ``aux_weight`` x the classifier's cross-entropy on the real batch(es) since
+        the last call (then forgotten); None without the classifier or before any real batch."""
+        terms, self._aux_terms = self._aux_terms, []
+        return self.aux_weight * torch.stack(terms).mean() if terms else None
 
 
 class WaveGANDiscriminator(ProjectionCritic):
@@ -257,7 +290,7 @@ class WaveGANDiscriminator(ProjectionCritic):
         # Same strides as G in the same order: for 32768 samples the stride-2 layer is the last in both.
         self.convs = nn.ModuleList(Conv1dSame(ch[i], ch[i + 1], cfg.kernel, s) for i, s in enumerate(cfg.strides))
         self.shuffle = PhaseShuffle(cfg.phase_shuffle)
-        self._head(16 * ch[-1], cfg.num_classes)
+        self._head(16 * ch[-1], cfg.num_classes, cfg.aux_class)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, *, trace: list | None = None) -> torch.Tensor:
         h = augment(x, self.cfg.augment) if self.cfg.augment and self.training else x
@@ -267,7 +300,7 @@ class WaveGANDiscriminator(ProjectionCritic):
                 h = self.shuffle(h)
             if trace is not None:
                 trace.append((f"downconv_{i}", tuple(h.shape)))
-        logit = self._logit(h, y)
+        logit = self._logit(h, y, x)
         if trace is not None:
             trace.append(("output", tuple(logit.shape)))
         return logit

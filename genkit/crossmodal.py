@@ -96,6 +96,13 @@ class ConditionedGenerator(nn.Module):
         super().__init__()
         self.inner, self.encoder, self.pairs = inner, encoder, pairs
 
+    def __getattr__(self, name: str) -> Any:
+        """What the TARGET domain reads from its own generator (e.g. SpecGAN's ``spec_mean``) passes through."""
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(super().__getattr__("inner"), name)
+
     def embed(self, keys: torch.Tensor) -> torch.Tensor:
         return embed(self.encoder, self.pairs.draw(keys.cpu(), held_out=not self.training).to(keys.device))
 

@@ -118,3 +118,35 @@ def test_condition_from_takes_an_earlier_runs_encoder_and_keeps_it_frozen(invoke
     assert mismatch.exit_code == 2 and len(mismatch.stderr.strip().splitlines()) == 1
     assert "that run's condition is 'text' with dimension 16, this one's 'text' with 8" in mismatch.stderr
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("source,condition_data,value", [("text", "digits", "the number 7"), ("image", "", None)])
+def test_audio_as_a_target_trains_on_another_domains_embedding_and_scores_conditional_accuracy(
+        invoke, use_shared_cache, tmp_path, source, condition_data, value):
+    """text -> audio and image -> audio: the SpecGAN generator takes the embedding beside z, its discriminator a
+    projection of it; the evaluation reports conditional accuracy; a sample is drawn from a condition of the
+    source's own kind."""
+    out = tmp_path / "run"
+    extra = ("--condition-data", condition_data) if condition_data else ()
+    result = invoke("run", "audio", "--condition", source, *extra, "--condition-dim", "16", "--steps", "4",
+                    "--model-size", "2", "--batch-size", "8", "--eval-samples", "40", "--out", out, "--json")
+    assert result.exit_code == 0, result.stderr
+    metrics = json.loads(result.stdout)["metrics"]
+    assert 0.0 <= metrics["refnet_cond_accuracy"] <= 1.0 and "refnet_is" in metrics
+    from safetensors.torch import load_file
+
+    g = load_file(str(out / "checkpoints" / "step-00000004" / "generator.safetensors"))
+    d = load_file(str(out / "checkpoints" / "step-00000004" / "discriminator.safetensors"))
+    assert any(k.startswith("encoder.") for k in g) and "inner.dense.weight" in g
+    assert g["inner.dense.weight"].shape[1] == 100 + 16  # z and the 16-d embedding, no one-hot label
+    assert any(k.startswith("inner.project.") for k in d) and not any(k.startswith("inner.embed.") for k in d)
+    if value is None:  # image: a digit written as a PNG file
+        from PIL import Image
+
+        value = tmp_path / "seven.png"
+        Image.new("L", (28, 28), 0).save(value)
+    sampled = invoke("sample", out, "-n", "2", "--condition", value, "--json")
+    assert sampled.exit_code == 0, sampled.stderr
+    files = json.loads(sampled.stdout)["files"]
+    assert sum(f.endswith(".wav") for f in files) == 2
+    assert json.loads(open(files[-1]).read())["source"] == source

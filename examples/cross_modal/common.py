@@ -9,9 +9,9 @@ import time
 import genkit
 
 
-def experiment(name: str, out: str, **settings) -> None:
+def experiment(name: str, out: str, target: str = "image", **settings) -> None:
     start = time.time()
-    run = genkit.train("image", out=out, quiet=False, **settings)
+    run = genkit.train(target, out=out, quiet=False, **settings)
     metrics = run.read_summary()["metrics"]
     row = {"experiment": name, "cond_accuracy": metrics.get("refnet_cond_accuracy"),
            "refnet_fd": metrics.get("refnet_fd"), "refnet_is": metrics.get("refnet_is"),

@@ -96,6 +96,8 @@ class AudioDomain(Domain):
     # Runs before sample rates were an option were at 16 kHz.
     legacy_defaults = {"sample_rate": 16000, "aux_class": 0.0}
     best_metric = ("refnet_fd", "min")  # checkpoints/best names the checkpoint with the lowest refnet FD
+    vector_condition = True  # a TARGET of --condition SOURCE (docs/cross-modal.md): with data.cond_dim > 0 the models
+    # take a (B, cond_dim) embedding (concatenated to z in G, a projection term in D); and a SOURCE (condition_encoder)
     # CPU-sized default (docs/audio.md has the measured alternatives): SpecGAN at the data's own rate, d = 8,
     # nearest-neighbour upsampling, DCGAN's batch norm in G and spectral norm in D (Miyato et al. 2018), the hinge
     # loss, Adam 2e-4 / (0.5, 0.999), batch 32, one D step per G step, class-conditional on labelled data. 1,000
@@ -173,7 +175,8 @@ class AudioDomain(Domain):
 
     # -- models -------------------------------------------------------------------------------------
     def build_models(self, options, data):
-        num_classes = data.num_classes if data.conditional else 0
+        # a one-hot label, or (--condition SOURCE: data.cond_dim > 0) another domain's embedding of a paired example
+        num_classes = data.num_classes if data.conditional and not data.cond_dim else 0
         if options.model == "specgan":
             from .specgan import SpecGANConfig, SpecGANDiscriminator, SpecGANGenerator
 
@@ -181,7 +184,8 @@ class AudioDomain(Domain):
                 raise GenkitError("the SpecGAN normalisation statistics are missing from the run's state")
             cfg = SpecGANConfig(d=options.model_size, latent_dim=options.latent_dim, num_classes=num_classes,
                                 upsample=options.upsample, g_norm=options.g_norm, d_norm=options.d_norm,
-                                augment=parse_policy(options.augment), aux_class=options.aux_class)
+                                augment=parse_policy(options.augment), aux_class=options.aux_class,
+                                cond_dim=data.cond_dim)
             G = SpecGANGenerator(cfg)
             G.set_statistics(data.state["spec_mean"], data.state["spec_std"])
             return G, SpecGANDiscriminator(cfg)
@@ -190,7 +194,8 @@ class AudioDomain(Domain):
         cfg = WaveGANConfig(length=options.length, d=options.model_size, latent_dim=options.latent_dim,
                             upsample=options.upsample, phase_shuffle=options.phase_shuffle,
                             post_filter=options.post_filter, num_classes=num_classes,
-                            augment=parse_policy(options.augment), aux_class=options.aux_class)
+                            augment=parse_policy(options.augment), aux_class=options.aux_class,
+                            cond_dim=data.cond_dim)
         return WaveGANGenerator(cfg), WaveGANDiscriminator(cfg)
 
     def sample_latent(self, n, options, *, rng, device):
@@ -240,9 +245,10 @@ class AudioDomain(Domain):
         x, y = data.train.tensors
         net, acc, test_idx = metrics.reference_classifier(x, y, len(data.class_names), data.source,
                                                           ctx.cache_dir, sample_rate=ctx.options.sample_rate)
-        fakes, _ = generate(self, ctx.generator, n, ctx.options, data, device=ctx.device, seed=EVAL_SEED, chunk=100)
+        fakes, conds = generate(self, ctx.generator, n, ctx.options, data, device=ctx.device, seed=EVAL_SEED, chunk=100)
         train = x[train_examples(len(x), test_idx)]
-        scores = metrics.score(net, acc, x[test_idx], fakes.float(), len(data.class_names), train=train)
+        scores = metrics.score(net, acc, x[test_idx], fakes.float(), len(data.class_names), train=train,
+                               fake_cond=conds if data.conditional else None)
         return {**scores, "rms_ratio": metrics.rms_ratio(fakes, x[test_idx])}
 
     # -- as the source of a cross-modal condition (genkit run TARGET --condition audio) -------------

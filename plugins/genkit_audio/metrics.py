@@ -81,15 +81,17 @@ def features(net: RefNet, x: torch.Tensor, batch: int = 256) -> tuple[torch.Tens
 
 
 def score(net: RefNet, accuracy: float, real: torch.Tensor, fake: torch.Tensor, num_classes: int,
-          train: torch.Tensor | None = None) -> dict[str, float]:
+          train: torch.Tensor | None = None, fake_cond: torch.Tensor | None = None) -> dict[str, float]:
     """All refnet metrics of generated clips ``fake`` (float, [-1, 1]) against held-out ``real`` clips; with the
-    ``train`` clips also the nearest-neighbour memorisation check (``refnet_nn_*``).
+    ``train`` clips also the nearest-neighbour memorisation check (``refnet_nn_*``); with the clips' class
+    conditions ``fake_cond`` also the conditional accuracy (``refnet_cond_accuracy``: the share of clips refnet
+    hears as the digit they were generated for).
 
     A diverged generator's non-finite output is scored, not fatal: NaNs become 0 and values are clipped to
     [-1, 1], so the run still ends with its checkpoint and summary.
     """
     fake = torch.nan_to_num(fake.float(), nan=0.0, posinf=1.0, neginf=-1.0).clamp(-1.0, 1.0)
-    return refnet.score(net, accuracy, real, fake, _float, batch=256, train=train)
+    return refnet.score(net, accuracy, real, fake, _float, batch=256, train=train, fake_cond=fake_cond)
 
 
 def rms_ratio(fake: torch.Tensor, real: torch.Tensor) -> float:

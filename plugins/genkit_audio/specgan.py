@@ -43,6 +43,7 @@ class SpecGANConfig:
     d_norm: str = "none"  # "batch" | "spectral" | "layer" | "none" (paper) in D's hidden layers
     augment: tuple[str, ...] = ()  # DiffAugment policies (augment.py) on all D sees while training (a genkit addition)
     aux_class: float = 0.0  # > 0 (conditional): AC-GAN's auxiliary classifier in D, this weight (a genkit addition)
+    cond_dim: int = 0  # > 0: conditioned on a (B, cond_dim) vector, another domain's embedding (--condition)
 
 
 def hop_of(length: int) -> int:
@@ -113,7 +114,7 @@ class SpecGANGenerator(nn.Module):
         super().__init__()
         self.cfg = cfg
         ch = [cfg.d * 16 // 2**i for i in range(5)] + [1]
-        self.dense = nn.Linear(cfg.latent_dim + cfg.num_classes, 16 * ch[0])
+        self.dense = nn.Linear(cfg.latent_dim + cfg.num_classes + cfg.cond_dim, 16 * ch[0])
         self.ups = nn.ModuleList(UpConv2d(ch[i], ch[i + 1], cfg.kernel, cfg.upsample) for i in range(5))
         batch = cfg.g_norm == "batch"
         self.norms = nn.ModuleList(nn.BatchNorm2d(c) if batch else nn.Identity() for c in ch[:5])
@@ -132,6 +133,8 @@ class SpecGANGenerator(nn.Module):
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         if self.cfg.num_classes:
             z = torch.cat([z, F.one_hot(y.long(), self.cfg.num_classes).to(z.dtype)], dim=1)
+        elif self.cfg.cond_dim:  # another domain's embedding, concatenated to z like the one-hot label
+            z = torch.cat([z, y.to(z.dtype)], dim=1)
         h = F.relu(self.norms[0](self.dense(z).view(z.shape[0], -1, 4, 4)))
         for i, up in enumerate(self.ups):
             h = up(h)
@@ -148,9 +151,9 @@ class SpecGANDiscriminator(ProjectionCritic):
         self.norms = nn.ModuleList(_norm(cfg.d_norm, ch[i + 1]) if i else nn.Identity() for i in range(5))
         # The auxiliary classifier (--aux-class) gets no spectral norm: it is not part of the logit, whose
         # Lipschitz bound spectral norm is for, and a unit-norm classifier of these features could barely be sure.
-        self._head(16 * ch[-1], cfg.num_classes, cfg.aux_class)
+        self._head(16 * ch[-1], cfg.num_classes, cfg.aux_class, cfg.cond_dim)
         if cfg.d_norm == "spectral":
-            for m in [*self.convs, self.out] + ([self.embed] if self.embed is not None else []):
+            for m in [*self.convs, self.out] + [m for m in (self.embed, self.project) if m is not None]:
                 nn.utils.parametrizations.spectral_norm(m)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:

@@ -50,6 +50,7 @@ class WaveGANConfig:
     num_classes: int = 0  # > 0: class-conditional (a genkit addition)
     augment: tuple[str, ...] = ()  # DiffAugment policies (augment.py) on all D sees while training (a genkit addition)
     aux_class: float = 0.0  # > 0 (conditional): AC-GAN's auxiliary classifier in D, this weight (a genkit addition)
+    cond_dim: int = 0  # > 0: conditioned on a (B, cond_dim) vector, another domain's embedding (--condition)
 
     def __post_init__(self) -> None:
         if self.length not in LENGTHS:
@@ -201,7 +202,7 @@ class WaveGANGenerator(nn.Module):
         super().__init__()
         self.cfg = cfg
         ch = cfg.g_channels
-        self.dense = nn.Linear(cfg.latent_dim + cfg.num_classes, 16 * ch[0])
+        self.dense = nn.Linear(cfg.latent_dim + cfg.num_classes + cfg.cond_dim, 16 * ch[0])
         self.ups = nn.ModuleList(UpConv1d(ch[i], ch[i + 1], cfg.kernel, s, cfg.upsample)
                                  for i, s in enumerate(cfg.strides))
         glorot_(self)
@@ -213,6 +214,8 @@ class WaveGANGenerator(nn.Module):
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None, *, trace: list | None = None) -> torch.Tensor:
         if self.cfg.num_classes:
             z = torch.cat([z, F.one_hot(y.long(), self.cfg.num_classes).to(z.dtype)], dim=1)
+        elif self.cfg.cond_dim:  # another domain's embedding, concatenated to z like the one-hot label
+            z = torch.cat([z, y.to(z.dtype)], dim=1)
         h = self.dense(z).view(z.shape[0], -1, 16)  # [B, 16d, 16]
         h = F.relu(h)
         if trace is not None:
@@ -233,6 +236,8 @@ class WaveGANGenerator(nn.Module):
 class ProjectionCritic(nn.Module):
     """The discriminators' shared head: a linear logit on the flattened features, plus (conditional) the projection
     term ``<embed(y), h>`` of Miyato & Koyama (2018). Glorot initialisation, the class embedding at N(0, 0.02).
+    Conditioned on another domain's embedding (``cond_dim > 0``, ``--condition``), the projection is
+    ``<W c, h>`` with a linear map ``W`` of the condition vector ``c`` in place of the class embedding.
 
     With ``aux_weight > 0`` (``--aux-class``) the head also has AC-GAN's auxiliary classifier (Odena, Olah & Shlens,
     "Conditional Image Synthesis with Auxiliary Classifier GANs", ICML 2017): a linear map of the same features to
@@ -244,10 +249,11 @@ class ProjectionCritic(nn.Module):
     engine shows it to D, so that only that forward call adds a term. Measured on both spoken-digit sets in
     docs/audio.md (What was tried): it helped real speech and not the eSpeak digits, so it is off by default."""
 
-    def _head(self, feature_dim: int, num_classes: int, aux_weight: float = 0.0) -> None:
+    def _head(self, feature_dim: int, num_classes: int, aux_weight: float = 0.0, cond_dim: int = 0) -> None:
         self.feature_dim = feature_dim
         self.out = nn.Linear(feature_dim, 1)
         self.embed = nn.Embedding(num_classes, feature_dim) if num_classes else None
+        self.project = nn.Linear(cond_dim, feature_dim, bias=False) if cond_dim and not num_classes else None
         self.aux_weight = float(aux_weight) if num_classes else 0.0
         self.aux_classifier = nn.Linear(feature_dim, num_classes) if self.aux_weight > 0 else None
         if self.aux_classifier is None:
@@ -268,6 +274,8 @@ class ProjectionCritic(nn.Module):
         logit = self.out(h).squeeze(1)
         if self.embed is not None:
             logit = logit + (self.embed(y.long()) * h).sum(dim=1)
+        elif self.project is not None:
+            logit = logit + (self.project(y.to(h.dtype)) * h).sum(dim=1)
         if self.aux_classifier is not None:
             self.class_logits = self.aux_classifier(h)
             if x is not None and x is self._aux_real and y is not None and self.training and \
@@ -290,7 +298,7 @@ class WaveGANDiscriminator(ProjectionCritic):
         # Same strides as G in the same order: for 32768 samples the stride-2 layer is the last in both.
         self.convs = nn.ModuleList(Conv1dSame(ch[i], ch[i + 1], cfg.kernel, s) for i, s in enumerate(cfg.strides))
         self.shuffle = PhaseShuffle(cfg.phase_shuffle)
-        self._head(16 * ch[-1], cfg.num_classes, cfg.aux_class)
+        self._head(16 * ch[-1], cfg.num_classes, cfg.aux_class, cfg.cond_dim)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, *, trace: list | None = None) -> torch.Tensor:
         h = augment(x, self.cfg.augment) if self.cfg.augment and self.training else x

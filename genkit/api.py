@@ -140,6 +140,8 @@ def train(domain: Any, out: Path | str | None = None, *, preset: str | None = No
         if resume is not None and ckpt is None:  # the log and best pointer of the attempt that starts again
             run.metrics_path.unlink(missing_ok=True)
             run.forget_best()
+        if ckpt is not None:  # forget what was logged after the checkpoint (under the lock: never another's log)
+            run.truncate_metrics(trainer.step)
         run.write_config(cfg)
         if resume is None:
             run.write_run_id()  # a run keeps the id it was created with (older runs: their folder's name)

@@ -621,8 +621,9 @@ class Trainer:
             self.fixed_cond = state["fixed_cond"].to(self.device)
         if "acc" in state:
             self._acc, self._acc_n = state["acc"].to(self.device), int(state["acc_n"])
-        # Forget metrics logged after the checkpoint, so the resumed run does not log them twice.
-        self.history = self.run_dir.truncate_metrics(self.step)
+        # The metrics up to the checkpoint. Nothing is written here: genkit.train truncates metrics.jsonl to them
+        # (so that a resumed run does not log steps twice) only once it holds the run's lock, on rank 0.
+        self.history = [r for r in self.run_dir.metrics() if r.get("step", 0) <= self.step]
 
     def _improves(self, metrics: dict[str, float] | None) -> bool:
         """True (and ``self.best`` updated) when the domain's ``best_metric`` beats the best so far."""

@@ -316,3 +316,23 @@ def test_deferred_nan_check_stops_at_the_same_step_as_the_per_update_check(ring,
             assert all(bool(v.isfinite().all()) for v in load_file(str(p / "generator.safetensors")).values())
     for line in (out / "metrics.jsonl").read_text().splitlines():
         assert _strict(line)["step"] <= 6  # nothing logged from the steps after the first bad one
+
+
+def test_a_refused_resume_leaves_the_running_runs_metrics_alone(ring, tmp_path):
+    """--resume of a run another process holds is refused before anything is written: in particular the metrics
+    logged after the latest checkpoint (which a resume would drop) stay, and a resume that does go ahead drops them."""
+    out = tmp_path / "r"
+    genkit.train("ring", out=out, steps=6, checkpoint_every=2, **TINY)
+    (out / "checkpoints" / "latest").write_text("step-00000004\n")  # as a run that logged steps 5-6, then was killed
+    before = (out / "metrics.jsonl").read_text()
+    assert '"step": 6' in before
+    handle = genkit.Run(out).lock()  # another process holds the run
+    try:
+        with pytest.raises(GenkitError, match="the run is in use"):
+            genkit.train("ring", resume=out, steps=8)
+        assert (out / "metrics.jsonl").read_text() == before
+    finally:
+        genkit.Run.unlock(handle)
+    run = genkit.train("ring", resume=out, steps=8)
+    steps = [r["step"] for r in run.metrics() if "loss_d" in r]
+    assert steps == sorted(set(steps)) and steps[-1] == 8  # 5 and 6 logged once, by the resumed run

@@ -84,7 +84,9 @@ def train(domain: Any, out: Path | str | None = None, *, preset: str | None = No
     from .engine import Trainer
 
     dist = join_process_group(cfg.train.device)  # a single process unless under torchrun (or a caller's group)
-    loaded = dom.load_data(cfg.data, cfg.options, cache_dir=cache_dir())
+    from .crossmodal import load_data
+
+    loaded = load_data(dom, cfg, cache_dir())  # the domain's --data (or a --pairs manifest's examples)
     trainer = Trainer(domain=dom, config=cfg, data=loaded, loss=loss, out=run, quiet=quiet, dist=dist)
     cfg = trainer.config  # with "auto" options resolved from the data
     if cfg.train.condition_from and not cfg.train.condition:

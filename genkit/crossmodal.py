@@ -219,6 +219,23 @@ def check_target(domain: Any) -> None:
                           "declare vector_condition)", exit_code=2)
 
 
+def load_data(domain: Any, config: Any, cache_dir: Any) -> Any:
+    """TARGET's data for a new run: its ``--data``, or under ``--pairs FILE`` the manifest's TARGET column, read
+    before the "auto" options are resolved so that they become the manifest's examples' own (image: their size and
+    channels), not those of a ``--data`` the run does not train on."""
+    train = config.train
+    if not train.pairs:
+        return domain.load_data(config.data, config.options, cache_dir=cache_dir)
+    if not train.condition:
+        raise GenkitError("--pairs needs --condition SOURCE (the domain of the manifest's other column)", exit_code=2)
+    check_target(domain)
+    manifest = read_manifest(train.pairs, domain.name, train.condition)
+    data = target_examples(domain, manifest, config.options, cache_dir)
+    use_examples(data, data, manifest)
+    data.pairs_manifest = str(manifest.path)  # build_models then uses these examples as they are
+    return data
+
+
 def build_models(domain: Any, config: Any, data: Any, cache_dir: Any = None) -> tuple[nn.Module, nn.Module]:
     """``domain.build_models``, wrapped for ``--condition SOURCE`` when the run has one (training, sampling, info)."""
     train = config.train
@@ -236,7 +253,9 @@ def build_models(domain: Any, config: Any, data: Any, cache_dir: Any = None) -> 
     source = load_source(train.condition, train.condition_data, cache, labelled=manifest is None)
     examples = None
     if manifest is not None:
-        if data.train is not None:  # training, evaluation, info: TARGET's examples are the manifest's
+        if getattr(data, "pairs_manifest", None) == str(manifest.path):
+            pass  # loaded from the manifest already (load_data)
+        elif data.train is not None:  # evaluation, info, resume: TARGET's examples are the manifest's
             use_examples(data, target_examples(domain, manifest, config.options, cache), manifest)
         elif list(data.class_names) != manifest.key_names:  # a trained run (data.json): the same keys, in order
             raise GenkitError(f"--pairs {manifest.path}: its keys ({_listed(manifest.key_names)}) are not those this "

@@ -326,3 +326,28 @@ def test_bad_manifests_are_one_line_naming_the_file_and_the_row(dots, invoke, ca
         expected = message.format(m=m, dir=tmp_path)
         assert result.exit_code in (1, 2) and expected in result.stderr, (name, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "x").exists(), result.stderr
+
+
+def test_pairs_auto_size_and_channels_are_the_manifests_images_own(invoke, cache, tmp_path):
+    """A manifest of 32 x 32 colour images trains at 32 px RGB by default, whatever --data's images would be
+    (MNIST: 28 px grayscale); --size still overrides it."""
+    from PIL import Image
+
+    (tmp_path / "img").mkdir()
+    lines = ["image,text,key"]
+    for d, word in ((0, "zero"), (1, "one")):
+        for j in range(2):
+            Image.new("RGB", (32, 32), (40 * d + 10 * j, 200, 30)).save(tmp_path / "img" / f"{d}_{j}.png")
+            lines.append(f"img/{d}_{j}.png,{word},{word}")
+    manifest = tmp_path / "pairs.csv"
+    manifest.write_text("\n".join(lines) + "\n")
+    result = invoke("run", "image", *TEXT, "--pairs", manifest, *TINY, "--steps", "2", "--eval-samples", "0",
+                    "--out", tmp_path / "auto")
+    assert result.exit_code == 0, result.stderr
+    config = (tmp_path / "auto" / "config.toml").read_text()
+    assert "size = 32" in config and "channels = 3" in config
+    assert "larger than" not in result.stderr  # nothing was shrunk
+    result = invoke("run", "image", *TEXT, "--pairs", manifest, *TINY, "--steps", "2", "--eval-samples", "0",
+                    "--size", "28", "--channels", "1", "--out", tmp_path / "small")
+    assert result.exit_code == 0, result.stderr
+    assert "4 of 4 images are larger than 28 px or in colour" in result.stderr

@@ -135,7 +135,8 @@ class ImageDomain(Domain):
         """The TARGET's examples of a ``--pairs`` manifest: ``values`` are image files (absolute paths, or as
         written when no such file exists), example i of class ``labels[i]`` (an int64 tensor) of
         ``class_names``. Each image is fitted to the run's ``--size`` and ``--channels`` as ``--data FOLDER``'s
-        are; an unreadable file is one error line naming it."""
+        are; "auto" is the images' own side when they share a supported one (28, 32, 64; else 64) and grayscale
+        when every file is. An unreadable file is one error line naming it."""
         import torch
         from torch.utils.data import TensorDataset
 
@@ -146,15 +147,21 @@ class ImageDomain(Domain):
         if options.conditional is False:
             raise GenkitError("--pairs: a manifest's images are conditioned on their row's key; drop --no-conditional",
                               exit_code=2)
-        size, channels = options.size or 64, options.channels or 3
+        read = [imdata.read_image(Path(str(value)).expanduser(), str(value)) for value in values]
+        shapes = {shape for _, shape in read}
+        squares = {h for _, h, w in shapes if h == w}
+        one_side = next(iter(squares)) if len(squares) == 1 and all(h == w for _, h, w in shapes) else 0
+        # "auto": the images' own side when they all share a supported one (else 64, as for a folder), and
+        # grayscale when every file is (else RGB)
+        size = options.size or (one_side if one_side in (28, 32, 64) else 64)
+        channels = options.channels or (1 if all(c == 1 for c, _, _ in shapes) else 3)
         images, larger = [], 0
-        for value in values:
-            x, (c, h, w) = imdata.read_image(Path(str(value)).expanduser(), str(value))
+        for x, (c, h, w) in read:
             larger += int(max(h, w) > size or c > channels)
             images.append(imdata.fit(x, size, channels))
         if larger:
             warn(f"--pairs: {larger} of {len(values)} images are larger than {size} px or in colour; they are "
-                 f"trained at {size} x {size} px, {channels} channel(s) (--size / --channels; auto: those of --data)")
+                 f"trained at {size} x {size} px, {channels} channel(s) (--size / --channels)")
         x = torch.cat(images)
         y = torch.as_tensor(labels, dtype=torch.int64)
         return Data(train=TensorDataset(x, y), conditional=True, num_classes=len(class_names),

@@ -150,3 +150,16 @@ def test_audio_as_a_target_trains_on_another_domains_embedding_and_scores_condit
     files = json.loads(sampled.stdout)["files"]
     assert sum(f.endswith(".wav") for f in files) == 2
     assert json.loads(open(files[-1]).read())["source"] == source
+
+
+def test_a_cross_modal_audio_run_gets_the_longer_recipe_unless_told_otherwise():
+    from genkit.config import resolve
+    from genkit.plugins import registry
+
+    reg = registry()
+    audio = reg.domain("audio")
+    assert resolve(audio, reg.losses).train.steps == 1000  # the label-conditioned default
+    crossmodal = resolve(audio, reg.losses, flags={"condition": "text"}).train
+    assert (crossmodal.steps, crossmodal.eval_every, crossmodal.checkpoint_every) == (3000, 1000, 1000)
+    assert resolve(audio, reg.losses, flags={"condition": "text", "steps": 40}).train.steps == 40  # a flag wins
+    assert resolve(audio, reg.losses, preset="paper", flags={"condition": "image"}).train.steps == 100000

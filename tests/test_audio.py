@@ -565,7 +565,7 @@ def test_aux_class_teaches_d_the_real_classes_and_makes_g_follow_its_label():
         real_logits = D.class_logits
         loss = hinge.discriminator(d_real, D(fake, y))
         term = D.auxiliary_loss()  # the real batch's cross-entropy only
-        assert float(term) == pytest.approx(float(F.cross_entropy(real_logits, y).detach()))
+        assert float(term.detach()) == pytest.approx(float(F.cross_entropy(real_logits, y).detach()))
         opt_d.zero_grad()
         (loss + term).backward()
         opt_d.step()

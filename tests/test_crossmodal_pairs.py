@@ -250,7 +250,7 @@ def test_pairs_train_the_target_on_the_manifest_rows(invoke, cache, tmp_path):
 
     data = loaded.run.domain.load_data("mnist5k", loaded.run.config.options, cache_dir=cache)
     build_models(loaded.run.domain, loaded.run.config, data)
-    images = torch.stack([torch.from_numpy(np.asarray(Image.open(files[d][j])))[None] for d in (0, 1, 7)
+    images = torch.stack([torch.from_numpy(np.array(Image.open(files[d][j])))[None] for d in (0, 1, 7)
                           for j in range(2)])
     x, y = data.train.tensors
     assert torch.equal(x, images) and y.tolist() == [0, 0, 1, 1, 2, 2] and data.class_names == meta["class_names"]

@@ -43,7 +43,7 @@ def train(domain: Any, out: Path | str | None = None, *, preset: str | None = No
             problem = prepare_domain(dom, "genkit.train")
             if problem:
                 raise GenkitError(problem)
-    ckpt = None
+    ckpt = ckpt_state = None
     if resume is not None:
         if out is not None or config is not None or preset is not None or data is not None:
             raise GenkitError("--resume continues a run in place: it takes no --out, --config, --preset or --data",
@@ -58,7 +58,8 @@ def train(domain: Any, out: Path | str | None = None, *, preset: str | None = No
             from .checkpoint import load_state
             from .config import check_against_checkpoint
 
-            saved_toml = load_state(ckpt).get("config_toml")
+            ckpt_state = load_state(ckpt)  # read once: the check here, then Trainer.load
+            saved_toml = ckpt_state.get("config_toml")
             if isinstance(saved_toml, str):
                 check_against_checkpoint(run.config, saved_toml, dom, f"--resume {run.root}",
                                          run.read_data_meta(required=False))
@@ -104,7 +105,7 @@ def train(domain: Any, out: Path | str | None = None, *, preset: str | None = No
         cfg = cfg.replace(train=dataclasses.replace(cfg.train, init_from=str(used)))
         trainer.config = cfg
     if ckpt is not None:
-        trainer.load(ckpt)
+        trainer.load(ckpt, ckpt_state)
         if trainer.step >= cfg.train.steps:
             raise GenkitError(f"--resume {run.root}: the run is already at step {trainer.step} of {cfg.train.steps}; "
                               "pass --steps N to train longer")

@@ -231,7 +231,7 @@ def load_data(domain: Any, config: Any, cache_dir: Any) -> Any:
     check_target(domain)
     manifest = read_manifest(train.pairs, domain.name, train.condition)
     data = target_examples(domain, manifest, config.options, cache_dir)
-    use_examples(data, data, manifest)
+    _describe(data, manifest)
     data.pairs_manifest = str(manifest.path)  # build_models then uses these examples as they are
     return data
 
@@ -436,9 +436,14 @@ def use_examples(data: Any, loaded: Any, manifest: Manifest) -> None:
     for field in dataclasses.fields(loaded):
         if field.name != "cond_dim":
             setattr(data, field.name, getattr(loaded, field.name))
+    _describe(data, manifest)
+
+
+def _describe(data: Any, manifest: Manifest) -> None:
+    """``data.source`` (the target's own description of the examples) prefixed with the manifest's."""
     rows, keys = len(manifest.rows), len(manifest.key_names)
     data.source = (f"--pairs {manifest.path} ({rows} pair{'s' * (rows != 1)}, {keys} key{'s' * (keys != 1)}"
-                   + (f"; {loaded.source})" if loaded.source else ")"))
+                   + (f"; {data.source})" if data.source else ")"))
 
 
 def source_examples(source: Source, manifest: Manifest) -> torch.Tensor:

@@ -590,8 +590,9 @@ class Trainer:
                 self.ema.model.load_state_dict(self.G.state_dict())
         return ckpt
 
-    def load(self, ckpt: Path) -> None:
-        state = load_state(ckpt)
+    def load(self, ckpt: Path, state: dict[str, Any] | None = None) -> None:
+        """Continue from checkpoint ``ckpt`` (its ``state.pt`` already read as ``state``, or read here)."""
+        state = state if state is not None else load_state(ckpt)
         if "domain_state" in state:
             self.domain.load_state_dict(self.data, state["domain_state"])
         else:  # written by genkit 0.1

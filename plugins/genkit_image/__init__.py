@@ -149,11 +149,11 @@ class ImageDomain(Domain):
                               exit_code=2)
         read = [imdata.read_image(Path(str(value)).expanduser(), str(value)) for value in values]
         shapes = {shape for _, shape in read}
-        squares = {h for _, h, w in shapes if h == w}
-        one_side = next(iter(squares)) if len(squares) == 1 and all(h == w for _, h, w in shapes) else 0
-        # "auto": the images' own side when they all share a supported one (else 64, as for a folder), and
-        # grayscale when every file is (else RGB)
-        size = options.size or (one_side if one_side in (28, 32, 64) else 64)
+        sides = {(h, w) for _, h, w in shapes}
+        h, w = sides.pop() if len(sides) == 1 else (0, 0)
+        # "auto": the images' own side when they all share one supported square size (else 64, as for a folder),
+        # and grayscale when every file is (else RGB)
+        size = options.size or (h if h == w and h in (28, 32, 64) else 64)
         channels = options.channels or (1 if all(c == 1 for c, _, _ in shapes) else 3)
         images, larger = [], 0
         for x, (c, h, w) in read:

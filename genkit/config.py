@@ -86,6 +86,9 @@ class TrainConfig:
                                      "(a run directory or checkpoint folder with the same --condition and "
                                      "--condition-dim) and keep it frozen; '' = train it jointly with D. config.toml "
                                      "records the checkpoint folder used.")
+    condition_warmup: int = option(1000, "With --condition: steps that train the condition encoder alone to name each "
+                                        "paired example's key before adversarial training (0 = none; not with "
+                                        "--condition-from).", ge=0)
     condition_dim: int = option(128, "With --condition: dimension of the condition embedding (unit L2 norm).", gt=0)
     pairs: str = option("", "With --condition: your own pairs, a .csv or .jsonl manifest with one column per domain "
                             "(TARGET's examples, their SOURCE examples) and an optional key column; '' = pairs by "
@@ -114,6 +117,8 @@ class TrainConfig:
 
 
 TRAIN_SETTINGS: dict[str, Setting] = {s.name: s for s in settings(TrainConfig)}
+# [train] keys added since a run could have been saved, with the behaviour such a run had (not today's default)
+TRAIN_LEGACY: dict[str, Any] = {"condition_warmup": 0}
 PENALTIES = ("gp", "r1")  # settings whose "auto" is the loss's default_gp / default_r1
 # Names the run and info commands use for themselves; a domain option may not take them either.
 COMMAND_OPTIONS = frozenset({"config", "preset", "data", "out", "resume", "json", "quiet", "help", "verbose", "nproc"})
@@ -322,11 +327,12 @@ def from_saved(raw: Mapping[str, Any], domain: Any, where: str, data_meta: Mappi
     """Rebuild a saved, resolved config (``RUN/config.toml``), also one written by an earlier genkit.
 
     Keys the domain's options gained since are filled by ``domain.upgrade_options`` (by default from
-    ``legacy_defaults``: the behaviour the run had, not today's default).
+    ``legacy_defaults``: the behaviour the run had, not today's default); [train] keys from ``TRAIN_LEGACY``.
     """
     if raw.get("domain") not in (None, domain.name):
         raise GenkitError(f"{where}: config is for domain {raw.get('domain')!r}, not {domain.name!r}")
     train_values = dict(raw.get("train", {}))
+    train_values = {**{k: v for k, v in TRAIN_LEGACY.items() if k not in train_values}, **train_values}
     for key in train_values:
         if key not in TRAIN_SETTINGS:
             raise GenkitError(f"{where}: unknown key {key!r} in [train]")

@@ -150,6 +150,45 @@ class ConditionedDiscriminator(nn.Module):
         return self.key_weight * torch.stack(terms).mean() if terms else None
 
 
+def warm_up(D: nn.Module, steps: int, batch_size: int, device: torch.device, seed: int,
+            on_step: Any = None) -> dict[str, float]:
+    """Train the condition encoder alone, before adversarial training (``--condition-warmup STEPS``): it and the
+    discriminator's key classifier learn to name the key of freshly drawn training examples (Adam 1e-3, its own
+    RNG), so that the generator meets embeddings already grouped by key at its first step instead of chasing
+    ones that move while it learns. Returns the last loss and the classifier's accuracy on the held-out examples
+    (the training ones under ``--pairs``), which the run logs at step 0."""
+    D = getattr(D, "module", D)  # under DistributedDataParallel
+    D = getattr(D, "_orig_mod", D)
+    if not isinstance(D, ConditionedDiscriminator) or D.classify is None or steps <= 0:
+        return {}
+    pairs, encoder, classify = D.pairs, D.encoder, D.classify
+    params = [*encoder.parameters(), *classify.parameters()]
+    opt = torch.optim.Adam(params, lr=1e-3)
+    g = torch.Generator().manual_seed(seed)
+    n_keys = len(pairs.train_idx)
+    was_training = D.training
+    D.train()
+    loss = torch.zeros(())
+    for _ in range(steps):
+        keys = torch.randint(n_keys, (batch_size,), generator=g)
+        x = pairs.draw(keys, held_out=False, generator=g).to(device)
+        loss = nn.functional.cross_entropy(classify(embed(encoder, x)) * 10.0, keys.to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if on_step is not None:
+            on_step(1, {"loss": loss.item()})
+    D.train(was_training)
+    right = total = 0
+    with torch.no_grad():
+        for k, pool in enumerate(pairs.test_idx):
+            for chunk in pool.split(256):
+                guess = classify(embed(encoder, pairs.x[chunk].to(device))).argmax(dim=1)
+                right += int((guess == k).sum())
+                total += len(chunk)
+    return {"condition_warmup_loss": round(loss.item(), 5), "condition_accuracy": round(right / max(total, 1), 5)}
+
+
 def embed(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The condition embedding: the encoder's output with unit L2 norm."""
     return nn.functional.normalize(encoder(x).float(), dim=1)

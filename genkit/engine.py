@@ -664,6 +664,35 @@ class Trainer:
             return True
         return False
 
+    def _warm_condition(self) -> None:
+        """``--condition-warmup``: a fresh cross-modal run trains its condition encoder alone first (crossmodal.warm_up),
+        logged at step 0 as a pre-training line."""
+        cfg = self.config.train
+        if not cfg.condition or cfg.condition_from or cfg.condition_warmup <= 0 or self.step > 0 or self.pretrained:
+            return
+        from .crossmodal import warm_up
+
+        start = time.perf_counter()
+        bar = progress_bar(total=cfg.condition_warmup, desc="condition encoder", disable=self.quiet)
+
+        def on_step(n: int, values: dict[str, float]) -> None:
+            bar.update(n)
+            bar.set_postfix({k: f"{v:.3g}" for k, v in values.items()}, refresh=False)
+
+        try:
+            stats = warm_up(self.D, cfg.condition_warmup, cfg.batch_size, self.device, cfg.seed + 3, on_step)
+        finally:
+            bar.close()
+        if not stats:
+            return
+        self.dist.broadcast(self.D)  # the encoder is shared by G and D: rank 0's is everyone's
+        if self.ema is not None:  # the averaged generator holds its own copy of the encoder
+            with torch.no_grad():
+                for dst, src in zip(self.ema.model.state_dict().values(), self.G.state_dict().values()):
+                    dst.copy_(src)
+        self.elapsed += time.perf_counter() - start
+        self._log({"step": 0, "phase": "condition-warmup", "seconds": round(self.elapsed, 3), **stats})
+
     def _phases(self) -> None:
         """Run the domain's declared phases (``Domain.phases``), ``pretrain_steps`` steps each, then checkpoint."""
         cfg = self.config.train
@@ -720,6 +749,7 @@ class Trainer:
         if self.config.train.tensorboard and self.dist.main:
             self._board = self._open_board()
         try:
+            self._warm_condition()
             self._phases()
             return self._loop()
         except Diverged as exc:  # name the checkpoint to go back to; summary.json says what happened

@@ -33,7 +33,7 @@ def test_pairs_draw_fresh_examples_of_the_asked_key_and_hold_some_out():
 def test_text_to_image_trains_samples_from_a_phrase_and_scores_conditional_accuracy(invoke, cache, tmp_path):
     out = tmp_path / "run"
     result = invoke("run", "image", "--condition", "text", "--condition-data", "digits", "--condition-dim", "16",
-                    "--steps", "6", "--g-width", "8", "--d-width", "8", "--batch-size", "16",
+                    "--condition-warmup", "3", "--steps", "6", "--g-width", "8", "--d-width", "8", "--batch-size", "16",
                     "--eval-samples", "50", "--out", out, "--json")
     assert result.exit_code == 0, result.stderr
     metrics = json.loads(result.stdout)["metrics"]
@@ -96,8 +96,8 @@ def test_the_encoder_class_term_is_collected_in_discriminator_updates_only():
 def test_condition_from_takes_an_earlier_runs_encoder_and_keeps_it_frozen(invoke, cache, tmp_path):
     from safetensors.torch import load_file
 
-    common = ("--condition", "text", "--condition-data", "digits", "--condition-dim", "16", "--g-width", "8",
-              "--d-width", "8", "--batch-size", "16", "--eval-samples", "50")
+    common = ("--condition", "text", "--condition-data", "digits", "--condition-dim", "16", "--condition-warmup", "3",
+              "--g-width", "8", "--d-width", "8", "--batch-size", "16", "--eval-samples", "50")
     first = tmp_path / "first"
     assert invoke("run", "image", *common, "--steps", "3", "--out", first).exit_code == 0
 
@@ -128,7 +128,8 @@ def test_audio_as_a_target_trains_on_another_domains_embedding_and_scores_condit
     source's own kind."""
     out = tmp_path / "run"
     extra = ("--condition-data", condition_data) if condition_data else ()
-    result = invoke("run", "audio", "--condition", source, *extra, "--condition-dim", "16", "--steps", "4",
+    result = invoke("run", "audio", "--condition", source, *extra, "--condition-dim", "16", "--condition-warmup", "3",
+                    "--steps", "4",
                     "--model-size", "2", "--batch-size", "8", "--eval-samples", "40", "--out", out, "--json")
     assert result.exit_code == 0, result.stderr
     metrics = json.loads(result.stdout)["metrics"]
@@ -163,3 +164,60 @@ def test_a_cross_modal_audio_run_gets_the_longer_recipe_unless_told_otherwise():
     assert (crossmodal.steps, crossmodal.eval_every, crossmodal.checkpoint_every) == (3000, 1000, 1000)
     assert resolve(audio, reg.losses, flags={"condition": "text", "steps": 40}).train.steps == 40  # a flag wins
     assert resolve(audio, reg.losses, preset="paper", flags={"condition": "image"}).train.steps == 100000
+
+
+def test_the_warm_up_trains_only_the_encoder_and_its_key_classifier_to_name_held_out_examples():
+    """--condition-warmup: before adversarial training the encoder learns to name the key of training examples; the
+    target's own networks are not touched, and the classifier's accuracy on held-out examples is what it reports."""
+    from genkit.crossmodal import ConditionedDiscriminator, warm_up
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(300) % 3
+    x = torch.randn(300, 8, generator=g) * 0.5 + torch.eye(3, 8)[labels] * 2.0  # three separable blobs
+    pairs = Pairs(x, labels, ["a", "b", "c"], ["a", "b", "c"])
+    inner = torch.nn.Linear(8, 1)
+    D = ConditionedDiscriminator(inner, torch.nn.Linear(8, 16), pairs, dim=16, num_keys=3, key_weight=1.0)
+    before = {k: v.clone() for k, v in D.state_dict().items()}
+    untrained = warm_up(D, 1, 32, torch.device("cpu"), seed=0)
+    stats = warm_up(D, 200, 32, torch.device("cpu"), seed=0)
+    assert set(stats) == {"condition_warmup_loss", "condition_accuracy"}
+    assert stats["condition_accuracy"] >= 0.95 > untrained["condition_accuracy"] - 0.5
+    assert stats["condition_warmup_loss"] < 0.2
+    after = D.state_dict()
+    assert torch.equal(after["inner.weight"], before["inner.weight"])  # the target's D is not trained here
+    assert not torch.equal(after["encoder.weight"], before["encoder.weight"])
+    assert not torch.equal(after["classify.weight"], before["classify.weight"])
+    assert warm_up(D, 0, 32, torch.device("cpu"), seed=0) == {}
+    frozen = ConditionedDiscriminator(inner, torch.nn.Linear(8, 16), pairs, dim=16, num_keys=3, key_weight=1.0,
+                                      frozen=True)  # --condition-from: nothing to warm up
+    assert warm_up(frozen, 10, 32, torch.device("cpu"), seed=0) == {}
+
+
+def test_a_cross_modal_run_logs_its_warm_up_at_step_0_once_and_not_under_condition_from(invoke, cache, tmp_path):
+    common = ("--condition", "text", "--condition-data", "digits", "--condition-dim", "16", "--g-width", "8",
+              "--d-width", "8", "--batch-size", "16", "--eval-samples", "0", "--checkpoint-every", "2")
+    out = tmp_path / "run"
+    assert invoke("run", "image", *common, "--condition-warmup", "40", "--steps", "2", "--out", out).exit_code == 0
+    assert invoke("run", "image", "--resume", out, "--steps", "4").exit_code == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    warm = [r for r in rows if r.get("phase") == "condition-warmup"]
+    assert len(warm) == 1 and rows[0] is warm[0] and warm[0]["step"] == 0  # first, and not again on --resume
+    assert 0.0 <= warm[0]["condition_accuracy"] <= 1.0 and warm[0]["condition_warmup_loss"] > 0
+    assert "condition_warmup = 40" in (out / "config.toml").read_text()
+    frozen = tmp_path / "frozen"
+    result = invoke("run", "image", *common, "--condition-from", out, "--steps", "1", "--out", frozen)
+    assert result.exit_code == 0, result.stderr
+    assert not any("phase" in json.loads(line) for line in (frozen / "metrics.jsonl").read_text().splitlines())
+
+
+def test_a_run_saved_before_the_warm_up_existed_reads_as_having_none():
+    """config.toml of an earlier genkit has no condition_warmup: the run had no warm-up, so it reads as 0 (what it
+    did), not today's default; a run that records one keeps it."""
+    from genkit.config import from_saved
+    from genkit.plugins import registry
+
+    image = registry().domain("image")
+    old = {"domain": "image", "data": "mnist5k", "train": {"steps": 10, "condition": "text"}, "image": {}}
+    assert from_saved(old, image, "test").train.condition_warmup == 0
+    new = {**old, "train": {"steps": 10, "condition": "text", "condition_warmup": 1000}}
+    assert from_saved(new, image, "test").train.condition_warmup == 1000

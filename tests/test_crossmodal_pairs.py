@@ -15,7 +15,7 @@ from torch import nn
 
 from genkit import Data, Domain, GenkitError, hookimpl, option
 
-TINY = ("--condition-dim", "16", "--g-width", "8", "--d-width", "8", "--batch-size", "4")
+TINY = ("--condition-dim", "16", "--condition-warmup", "3", "--g-width", "8", "--d-width", "8", "--batch-size", "4")
 TEXT = ("--condition", "text", "--condition-data", "digits")
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
@@ -160,7 +160,8 @@ def test_image_as_a_source_trains_a_target_and_samples_from_an_image_file(dots, 
     from genkit.crossmodal import use_condition
 
     out = tmp_path / "run"
-    result = invoke("run", "dots", "--condition", "image", "--condition-dim", "8", "--steps", "4", "--out", out)
+    result = invoke("run", "dots", "--condition", "image", "--condition-dim", "8", "--condition-warmup", "3", "--steps", "4",
+                    "--out", out)
     assert result.exit_code == 0, result.stderr
     assert 'condition = "image"' in (out / "config.toml").read_text()
     weights = load_file(str(out / "checkpoints" / "step-00000004" / "discriminator.safetensors"))
@@ -272,6 +273,7 @@ def test_pairs_from_jsonl_with_image_as_the_source_and_no_key_column(dots, invok
                                 for i, p in enumerate(paths)))
     out = tmp_path / "run"
     result = invoke("run", "dots", "--condition", "image", "--pairs", manifest, "--condition-dim", "8",
+                    "--condition-warmup", "3",
                     "--batch-size", "3", "--steps", "3", "--out", out)
     assert result.exit_code == 0, result.stderr
     loaded = Run.open(out).load()
@@ -351,3 +353,51 @@ def test_pairs_auto_size_and_channels_are_the_manifests_images_own(invoke, cache
                     "--size", "28", "--channels", "1", "--out", tmp_path / "small")
     assert result.exit_code == 0, result.stderr
     assert "4 of 4 images are larger than 28 px or in colour" in result.stderr
+
+
+# -- 4. audio as a manifest's TARGET column ---------------------------------------------------------------
+
+def test_pairs_with_an_audio_target_train_on_the_listed_clips_at_their_own_rate(invoke, cache, tmp_path):
+    """text -> audio from a manifest of 8 kHz WAV files: the clips are the target's examples row by row, the run's
+    rate is theirs (8 kHz in, 8 kHz WAVs out), and a file that does not load is one line naming row and column."""
+    import soundfile as sf
+
+    from genkit import Run
+    from genkit.plugins import registry
+
+    rows, clips = [], []
+    for i, (word, hz) in enumerate([("zero", 300), ("zero", 320), ("one", 600), ("one", 640)]):
+        t = torch.arange(4000) / 8000
+        wave = (0.5 * torch.sin(2 * torch.pi * hz * t)).numpy()
+        sf.write(tmp_path / f"clip{i}.wav", wave, 8000, subtype="PCM_16")
+        clips.append(torch.from_numpy(sf.read(tmp_path / f"clip{i}.wav", dtype="int16")[0]))
+        rows.append(f"clip{i}.wav,{word},{word}")
+    manifest = tmp_path / "pairs.csv"
+    manifest.write_text("audio,text,key\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "run"
+    result = invoke("run", "audio", *TEXT, "--pairs", manifest, "--condition-dim", "16", "--condition-warmup", "3",
+                    "--model-size", "2", "--batch-size", "4", "--steps", "2", "--eval-samples", "0", "--out", out)
+    assert result.exit_code == 0, result.stderr
+    assert "sample_rate = 8000" in (out / "config.toml").read_text()
+    assert json.loads((out / "data.json").read_text())["class_names"] == ["zero", "one"]
+    sampled = invoke("sample", out, "-n", "2", "--json")
+    assert sampled.exit_code == 0, sampled.stderr
+    wavs = [f for f in json.loads(sampled.stdout)["files"] if f.endswith(".wav")]
+    assert len(wavs) == 2 and all(sf.info(f).samplerate == 8000 for f in wavs)
+
+    audio = registry().domain("audio")
+    options = Run.open(out).config.options
+    data = audio.load_examples([str(tmp_path / f"clip{i}.wav") for i in range(4)], torch.tensor([0, 0, 1, 1]),
+                               ["zero", "one"], options, cache_dir=cache)
+    x, y = data.train.tensors
+    assert x.dtype == torch.int16 and x.shape == (4, 1, options.length) and y.tolist() == [0, 0, 1, 1]
+    for i in range(4):  # each row's own samples, then silence to the run's length
+        assert torch.equal(x[i, 0, :4000], clips[i]) and not x[i, 0, 4000:].any()
+
+    (tmp_path / "junk.wav").write_bytes(b"RIFF not audio")
+    for value, message in [("nope.wav", "line 3, column 'audio': nope.wav: no such audio file"),
+                           ("junk.wav", f"line 3, column 'audio': {tmp_path}/junk.wav: not readable audio")]:
+        manifest.write_text("audio,text,key\n" + rows[0] + f"\n{value},one,one\n")
+        bad = invoke("run", "audio", *TEXT, "--pairs", manifest, "--steps", "2", "--out", tmp_path / "x")
+        assert bad.exit_code == 1 and message in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+        assert not (tmp_path / "x").exists()

@@ -152,20 +152,44 @@ class AudioDomain(Domain):
         data = Data(train=TensorDataset(x, labels), conditional=conditional,
                     num_classes=len(names) if conditional else 0, class_names=names, source=source,
                     extra={"labelled": labelled, "sample_rate": rate, "length": length})
-        if options.model != "wavegan":
-            from . import specgan
+        return _with_transform(data, x, options.model)
 
-            stats = []  # the per-frequency-bin moments of the training set's log-magnitudes
-            with torch.no_grad():
-                for chunk in x.split(256):
-                    stats.append(specgan.spectrogram(chunk.float() / 32768.0)[:, 0])
-            logmag = torch.cat(stats)  # (N, 128, 128)
-            data.state["spec_mean"] = logmag.mean(dim=(0, 2))
-            data.state["spec_std"] = logmag.transpose(0, 1).reshape(128, -1).std(dim=1).clamp_min(1e-3)
-            data.transform = _spectrogram_transform(data.state["spec_mean"], data.state["spec_std"])
-        else:
-            data.transform = _int16_to_float
-        return data
+    def load_examples(self, values, labels, class_names, options: AudioOptions, *, cache_dir: Path) -> Data:
+        """The TARGET's examples of a ``--pairs`` manifest: ``values`` are audio files (WAV, FLAC, OGG; absolute
+        paths, or as written when no such file exists), example i of class ``labels[i]`` of ``class_names``.
+        "auto" rate: the files' commonest (an unsupported one goes to the next supported rate up, as for
+        ``--data FOLDER``); others are resampled to it, and every clip is cut or padded to the run's length. An
+        unreadable file is one error line naming it."""
+        import torch
+        import torchaudio.functional as AF
+        from torch.utils.data import TensorDataset
+
+        from . import data as audata
+
+        if options.conditional is False:
+            raise GenkitError("--pairs: a manifest's clips are conditioned on their row's key; drop --no-conditional",
+                              exit_code=2)
+        read = []
+        for value in values:
+            path = Path(str(value)).expanduser()
+            if not path.is_file():
+                raise GenkitError(f"{value}: no such audio file")
+            try:
+                wave, rate = audata.read_audio(path)
+            except Exception as exc:  # soundfile's LibsndfileError, RuntimeError, TypeError... for a bad file
+                raise GenkitError(f"{path}: not readable audio ({exc.__class__.__name__})") from None
+            if wave.numel() == 0 or not torch.isfinite(wave).all():
+                raise GenkitError(f"{path}: not readable audio (no samples, or non-finite ones)")
+            read.append((wave, rate))
+        rate = options.sample_rate or audata.data_rate(Path("--pairs"), [r for _, r in read])
+        length = options.length or default_length(options.model, rate)
+        waves = [audata.fit_length(AF.resample(w, r, rate) if r != rate else w, length) for w, r in read]
+        x = torch.round(torch.stack(waves)[:, None].clamp(-1.0, 1.0) * 32767).to(torch.int16)
+        y = torch.as_tensor(labels, dtype=torch.int64)
+        data = Data(train=TensorDataset(x, y), conditional=True, num_classes=len(class_names),
+                    class_names=list(class_names), source=f"{len(x)} listed clips at {rate} Hz",
+                    extra={"labelled": True, "sample_rate": rate, "length": length})
+        return _with_transform(data, x, options.model)
 
     # Cross-modal runs (--condition SOURCE): the discriminator learns the condition encoder from scratch besides the
     # audio, and at 1,000 steps the generator barely follows the condition (eSpeak digits: text -> audio 0.10,
@@ -351,3 +375,24 @@ def _label(cond, i: int, data: Data) -> str:
 @hookimpl
 def genkit_register_domains(register):
     register(AudioDomain())
+
+
+def _with_transform(data: Data, x, model: str) -> Data:
+    """The training transform for ``x`` (int16 clips): SpecGAN's normalised spectrograms, whose per-frequency-bin
+    moments of the training set's log-magnitudes go into the run's state, or WaveGAN's floats."""
+    if model == "wavegan":
+        data.transform = _int16_to_float
+        return data
+    import torch
+
+    from . import specgan
+
+    stats = []
+    with torch.no_grad():
+        for chunk in x.split(256):
+            stats.append(specgan.spectrogram(chunk.float() / 32768.0)[:, 0])
+    logmag = torch.cat(stats)  # (N, 128, 128)
+    data.state["spec_mean"] = logmag.mean(dim=(0, 2))
+    data.state["spec_std"] = logmag.transpose(0, 1).reshape(128, -1).std(dim=1).clamp_min(1e-3)
+    data.transform = _spectrogram_transform(data.state["spec_mean"], data.state["spec_std"])
+    return data

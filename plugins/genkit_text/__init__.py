@@ -91,7 +91,8 @@ class TextOptions:
     oracle_seed: int = option(88, "--data oracle: seed of the oracle LSTM and its data (SeqGAN's seed is 88).", ge=0)
     temperature: float = option(1.0, "Sampling temperature (samples and evaluation).", gt=0, resumable=True)
     top_k: int = option(0, "Sampling: keep the k most likely tokens (0 = all).", ge=0, resumable=True)
-    top_p: float = option(1.0, "Sampling: nucleus probability mass (1 = all).", gt=0, le=1, resumable=True)
+    top_p: float = option(1.0, "Sampling: nucleus probability mass (1 = all; a corpus recipe's default is 0.9, the "
+                                   "oracle's and --model's 1).", gt=0, le=1, resumable=True)
     nll_samples: int | None = option(None, "Held-out sentences scored by NLL_gen and ppl_word (auto: all of them, "
                                            "256 for --model).", gt=0, resumable=True)
     eval_samples: int = option(10000, "Samples scored by NLL_oracle at the final evaluation and in the MLE sweep "
@@ -115,19 +116,21 @@ ORACLE_RECIPE = {"steps": 100, "pretrain_steps": 1500, "batch_size": 64, "loss":
                  "lr_d": 1e-4, "beta1": 0.9, "beta2": 0.999, "n_critic": 1, "checkpoint_every": 50,
                  "sample_every": 50, "log_every": 10, "eval_every": 50,
                  "n_layer": 1, "n_embd": 32, "n_head": 2, "dropout": 0.1, "init_std": 0.1, "mle_lr": 1e-2,
-                 "mle_warmup": 0, "mle_schedule": "constant"}
+                 "mle_warmup": 0, "mle_schedule": "constant", "top_p": 1.0}
 # A real corpus (10k-100k sentences) in under 10 minutes on 2 CPU cores (docs/text.md has the measurements):
 # a 4-block GPT-2 of width 128 over an 8,000-word vocabulary (GPT-2's pre-tokenizer, so every generated word
 # is a real one), 1,800 MLE steps (warm-up and cosine decay from 2e-3), then RelGAN's adversarial phase at a
 # tenth of its generator learning rate: at 1e-4 it undid the MLE model within 100 steps on real text.
 CORPUS_RECIPE = {**ORACLE_RECIPE, "pretrain_steps": 1800, "lr_g": 1e-5, "mle_patience": 4,
                  "n_layer": 4, "n_embd": 128, "n_head": 4, "dropout": 0.1, "init_std": 0.02, "mle_lr": 2e-3,
-                 "mle_warmup": 100, "mle_schedule": "cosine", "tokenizer": "word", "vocab_size": 8000, "max_len": 32}
+                 "mle_warmup": 100, "mle_schedule": "cosine", "tokenizer": "word", "vocab_size": 8000, "max_len": 32,
+                 # nucleus sampling (Holtzman et al., ICLR 2020) for samples and evaluation: docs/text.md
+                 "top_p": 0.9}
 # A pretrained --model (SmolLM2-135M: 30 blocks of width 576) fine-tuned with LoRA: see docs/text.md.
 PRETRAINED_RECIPE = {"batch_size": 16, "pretrain_steps": 100, "steps": 20, "mle_lr": 5e-4, "mle_warmup": 20,
                      "mle_schedule": "cosine", "lr_g": 1e-4, "max_len": 32, "bleu_samples": 200, "sweep": "1.0",
                      "checkpoint_every": 0, "sample_every": 25, "eval_every": 0, "keep_checkpoints": 1,
-                     "mle_patience": 0}
+                     "mle_patience": 0, "top_p": 1.0}
 
 
 class TextDomain(Domain):

@@ -89,6 +89,9 @@ class TrainConfig:
     condition_warmup: int = option(1000, "With --condition: steps that train the condition encoder alone to name each "
                                         "paired example's key before adversarial training (0 = none; not with "
                                         "--condition-from).", ge=0)
+    condition_gain: float = option(3.0, "With --condition: the factor the unit-norm embedding is multiplied by where "
+                                        "it joins the generator's input (the discriminator's projection takes it "
+                                        "unscaled).", gt=0)
     condition_dim: int = option(128, "With --condition: dimension of the condition embedding (unit L2 norm).", gt=0)
     pairs: str = option("", "With --condition: your own pairs, a .csv or .jsonl manifest with one column per domain "
                             "(TARGET's examples, their SOURCE examples) and an optional key column; '' = pairs by "
@@ -118,7 +121,7 @@ class TrainConfig:
 
 TRAIN_SETTINGS: dict[str, Setting] = {s.name: s for s in settings(TrainConfig)}
 # [train] keys added since a run could have been saved, with the behaviour such a run had (not today's default)
-TRAIN_LEGACY: dict[str, Any] = {"condition_warmup": 0}
+TRAIN_LEGACY: dict[str, Any] = {"condition_warmup": 0, "condition_gain": 1.0}
 PENALTIES = ("gp", "r1")  # settings whose "auto" is the loss's default_gp / default_r1
 # Names the run and info commands use for themselves; a domain option may not take them either.
 COMMAND_OPTIONS = frozenset({"config", "preset", "data", "out", "resume", "json", "quiet", "help", "verbose", "nproc"})

@@ -5,8 +5,9 @@ a *paired example* of SOURCE's data: pairs are formed by a shared key, the class
 spoken "seven"). Every call draws a fresh paired example of each sample's key, so the generator learns the class,
 not one exemplar: in training from SOURCE's training part, in evaluation mode (snapshots, ``genkit sample``,
 evaluations) from a held-out part the encoder never saw. The embedding has ``--condition-dim`` dimensions and unit
-L2 norm. The encoder is trained jointly with the discriminator (by the discriminator's loss); the generator
-receives it without gradient.
+L2 norm. The encoder first learns alone to name each example's key (the warm-up, ``--condition-warmup``), then
+jointly with the discriminator (by the discriminator's loss); the generator receives the embedding without gradient,
+times ``--condition-gain``.
 
 ``--pairs FILE`` takes the pairs from a user's manifest (a CSV or JSONL file, one column per domain, an optional
 ``key`` column) instead: the TARGET's examples are its TARGET column (loaded by the target's ``load_examples``),
@@ -90,11 +91,13 @@ def _padded(pools: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class ConditionedGenerator(nn.Module):
-    """TARGET's generator under a SOURCE condition: ``G(z, key)``; the embedding carries no gradient here."""
+    """TARGET's generator under a SOURCE condition: ``G(z, key)``; the embedding carries no gradient here, and
+    enters times ``gain`` (``--condition-gain``): unit-norm, its entries would be a tenth of z's."""
 
-    def __init__(self, inner: nn.Module, encoder: nn.Module, pairs: Pairs):
+    def __init__(self, inner: nn.Module, encoder: nn.Module, pairs: Pairs, gain: float = 1.0):
         super().__init__()
         self.inner, self.encoder, self.pairs = inner, encoder, pairs
+        self.gain = float(gain)
 
     def __getattr__(self, name: str) -> Any:
         """What the TARGET domain reads from its own generator (e.g. SpecGAN's ``spec_mean``) passes through."""
@@ -111,7 +114,7 @@ class ConditionedGenerator(nn.Module):
             raise GenkitError("a cross-modal generator needs a condition (a class index) for every sample")
         with torch.no_grad():
             c = self.embed(key)
-        return self.inner(z, c)
+        return self.inner(z, c * self.gain if self.gain != 1.0 else c)
 
 
 class ConditionedDiscriminator(nn.Module):
@@ -226,8 +229,8 @@ KEY_WEIGHT = 1.0  # weight of the encoder's classification term in the discrimin
 
 
 def wrap(target: Any, source: Source, G: nn.Module, D: nn.Module, target_names: list[str],
-         dim: int, frozen: bool = False, examples: tuple[torch.Tensor, torch.Tensor] | None = None
-         ) -> tuple[nn.Module, nn.Module]:
+         dim: int, frozen: bool = False, examples: tuple[torch.Tensor, torch.Tensor] | None = None,
+         gain: float = 1.0) -> tuple[nn.Module, nn.Module]:
     """TARGET's models (built with ``data.cond_dim = dim``) conditioned through SOURCE's encoder and pairs: SOURCE's
     labelled data paired by class name, or ``examples`` (a --pairs manifest's source examples and the index of each
     one's key in ``target_names``), all of which train (no held-out part)."""
@@ -248,7 +251,7 @@ def wrap(target: Any, source: Source, G: nn.Module, D: nn.Module, target_names: 
             x = torch.cat([transform(chunk) for chunk in x.split(256)])
     pairs = Pairs(x, labels, source_names, names, held_out)
     encoder = source.domain.condition_encoder(source.options, source.data, dim)
-    return (ConditionedGenerator(G, encoder, pairs),
+    return (ConditionedGenerator(G, encoder, pairs, gain),
             ConditionedDiscriminator(D, encoder, pairs, dim, len(target_names), KEY_WEIGHT, frozen))
 
 
@@ -307,7 +310,7 @@ def build_models(domain: Any, config: Any, data: Any, cache_dir: Any = None) -> 
     G, D = domain.build_models(config.options, data)
     data.extra["condition_source"] = source  # for genkit sample --condition VALUE
     return wrap(domain, source, G, D, data.class_names, train.condition_dim, frozen=bool(train.condition_from),
-                examples=examples)
+                examples=examples, gain=train.condition_gain)
 
 
 # -- --pairs FILE: a user's own pairs -------------------------------------------------------------------------

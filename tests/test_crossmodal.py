@@ -218,6 +218,28 @@ def test_a_run_saved_before_the_warm_up_existed_reads_as_having_none():
 
     image = registry().domain("image")
     old = {"domain": "image", "data": "mnist5k", "train": {"steps": 10, "condition": "text"}, "image": {}}
-    assert from_saved(old, image, "test").train.condition_warmup == 0
-    new = {**old, "train": {"steps": 10, "condition": "text", "condition_warmup": 1000}}
-    assert from_saved(new, image, "test").train.condition_warmup == 1000
+    legacy = from_saved(old, image, "test").train
+    assert (legacy.condition_warmup, legacy.condition_gain) == (0, 1.0)  # what such a run trained (and samples) with
+    new = {**old, "train": {"steps": 10, "condition": "text", "condition_warmup": 1000, "condition_gain": 3.0}}
+    recorded = from_saved(new, image, "test").train
+    assert (recorded.condition_warmup, recorded.condition_gain) == (1000, 3.0)
+
+
+def test_the_generator_takes_the_embedding_times_the_gain_and_the_discriminator_takes_it_unit_norm():
+    from genkit.crossmodal import ConditionedDiscriminator, ConditionedGenerator
+
+    pairs = Pairs(torch.randn(40, 3), torch.arange(40) % 2, ["a", "b"], ["a", "b"])
+    encoder = torch.nn.Linear(3, 4)
+    seen = {}
+
+    def inner(x, c):  # a stand-in network that records its condition
+        seen["c"] = c
+        return x
+
+    keys = torch.tensor([0, 1, 1])
+    G = ConditionedGenerator(inner, encoder, pairs, gain=3.0)
+    G(torch.randn(3, 2), keys)
+    assert torch.allclose(seen["c"].norm(dim=1), torch.full((3,), 3.0))
+    ConditionedDiscriminator(inner, encoder, pairs, dim=4, num_keys=2)(torch.randn(3, 2), keys)
+    assert torch.allclose(seen["c"].norm(dim=1), torch.ones(3))
+    assert torch.allclose(G.embed(keys).norm(dim=1), torch.ones(3))  # what genkit sample and the docs call the embedding

@@ -162,6 +162,9 @@ def test_a_cross_modal_audio_run_gets_the_longer_recipe_unless_told_otherwise():
     assert resolve(audio, reg.losses).train.steps == 1000  # the label-conditioned default
     crossmodal = resolve(audio, reg.losses, flags={"condition": "text"}).train
     assert (crossmodal.steps, crossmodal.eval_every, crossmodal.checkpoint_every) == (3000, 1000, 1000)
+    assert crossmodal.condition_gain == 1.0  # audio's own; an image target takes the engine's 3
+    assert resolve(reg.domain("image"), reg.losses, flags={"condition": "audio"}).train.condition_gain == 3.0
+    assert resolve(audio, reg.losses, flags={"condition": "text", "condition_gain": 2.0}).train.condition_gain == 2.0
     assert resolve(audio, reg.losses, flags={"condition": "text", "steps": 40}).train.steps == 40  # a flag wins
     assert resolve(audio, reg.losses, preset="paper", flags={"condition": "image"}).train.steps == 100000
 

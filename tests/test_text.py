@@ -205,7 +205,7 @@ def test_mle_loss_is_the_mean_nll_up_to_the_first_eos():
     x[1, 5] = 1  # a token after an EOS is padding: not counted
     logp, mask = G.token_log_probs(x)
     assert int(mask.sum()) == 4 + 6 + 8 + 8
-    assert float(G.mle_loss(x)) == pytest.approx(float(-(logp * mask).sum() / mask.sum()), rel=1e-6)
+    assert G.mle_loss(x).item() == pytest.approx((-(logp * mask).sum() / mask.sum()).item(), rel=1e-6)
 
 
 def test_mle_early_stopping_keeps_the_best_held_out_weights():

@@ -160,8 +160,6 @@ def warm_up(D: nn.Module, steps: int, batch_size: int, device: torch.device, see
     RNG), so that the generator meets embeddings already grouped by key at its first step instead of chasing
     ones that move while it learns. Returns the last loss and the classifier's accuracy on the held-out examples
     (the training ones under ``--pairs``), which the run logs at step 0."""
-    D = getattr(D, "module", D)  # under DistributedDataParallel
-    D = getattr(D, "_orig_mod", D)
     if not isinstance(D, ConditionedDiscriminator) or D.classify is None or steps <= 0:
         return {}
     pairs, encoder, classify = D.pairs, D.encoder, D.classify

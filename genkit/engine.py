@@ -687,9 +687,7 @@ class Trainer:
             return
         self.dist.broadcast(self.D)  # the encoder is shared by G and D: rank 0's is everyone's
         if self.ema is not None:  # the averaged generator holds its own copy of the encoder
-            with torch.no_grad():
-                for dst, src in zip(self.ema.model.state_dict().values(), self.G.state_dict().values()):
-                    dst.copy_(src)
+            self.ema.model.load_state_dict(self.G.state_dict())
         self.elapsed += time.perf_counter() - start
         self._log({"step": 0, "phase": "condition-warmup", "seconds": round(self.elapsed, 3), **stats})
 

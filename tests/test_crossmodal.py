@@ -181,10 +181,9 @@ def test_the_warm_up_trains_only_the_encoder_and_its_key_classifier_to_name_held
     inner = torch.nn.Linear(8, 1)
     D = ConditionedDiscriminator(inner, torch.nn.Linear(8, 16), pairs, dim=16, num_keys=3, key_weight=1.0)
     before = {k: v.clone() for k, v in D.state_dict().items()}
-    untrained = warm_up(D, 1, 32, torch.device("cpu"), seed=0)
     stats = warm_up(D, 200, 32, torch.device("cpu"), seed=0)
     assert set(stats) == {"condition_warmup_loss", "condition_accuracy"}
-    assert stats["condition_accuracy"] >= 0.95 > untrained["condition_accuracy"] - 0.5
+    assert stats["condition_accuracy"] >= 0.95
     assert stats["condition_warmup_loss"] < 0.2
     after = D.state_dict()
     assert torch.equal(after["inner.weight"], before["inner.weight"])  # the target's D is not trained here

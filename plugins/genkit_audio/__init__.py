@@ -161,7 +161,6 @@ class AudioDomain(Domain):
         ``--data FOLDER``); others are resampled to it, and every clip is cut or padded to the run's length. An
         unreadable file is one error line naming it."""
         import torch
-        import torchaudio.functional as AF
         from torch.utils.data import TensorDataset
 
         from . import data as audata
@@ -183,8 +182,7 @@ class AudioDomain(Domain):
             read.append((wave, rate))
         rate = options.sample_rate or audata.data_rate(Path("--pairs"), [r for _, r in read])
         length = options.length or default_length(options.model, rate)
-        waves = [audata.fit_length(AF.resample(w, r, rate) if r != rate else w, length) for w, r in read]
-        x = torch.round(torch.stack(waves)[:, None].clamp(-1.0, 1.0) * 32767).to(torch.int16)
+        x = audata.to_clips(read, rate, length)
         y = torch.as_tensor(labels, dtype=torch.int64)
         data = Data(train=TensorDataset(x, y), conditional=True, num_classes=len(class_names),
                     class_names=list(class_names), source=f"{len(x)} listed clips at {rate} Hz",
@@ -300,10 +298,7 @@ class AudioDomain(Domain):
 
     def condition_example(self, value, options, data):
         """``genkit sample RUN --condition WORD.wav``: the file at the run's source rate and length, as int16."""
-        import torch
-        import torchaudio.functional as AF
-
-        from .data import fit_length, read_audio
+        from .data import read_audio, to_clips
 
         path = Path(value).expanduser()
         if not path.is_file():
@@ -312,10 +307,7 @@ class AudioDomain(Domain):
             x, rate = read_audio(path)
         except Exception as exc:
             raise GenkitError(f"--condition {value}: not readable audio ({exc.__class__.__name__})") from None
-        if rate != options.sample_rate:
-            x = AF.resample(x, rate, options.sample_rate)
-        x = fit_length(x, options.length).clamp(-1.0, 1.0)
-        return torch.round(x * 32767).to(torch.int16).view(1, 1, -1)
+        return to_clips([(x, rate)], options.sample_rate, options.length)
 
     # -- output -------------------------------------------------------------------------------------
     def generate(self, generator, z, cond, options):

@@ -202,8 +202,6 @@ def load_folder(root: Path, length: int | None, rate: int | None, choose_length=
 
 
 def _decode_folder(root: Path, files: list[Path], length: int | None, rate: int | None, choose_length):
-    import torchaudio.functional as AF
-
     scheme = ""
     if all(len(p.relative_to(root).parts) > 1 for p in files):
         scheme = "folder"
@@ -232,13 +230,20 @@ def _decode_folder(root: Path, files: list[Path], length: int | None, rate: int 
         rate = data_rate(root, [r for _, r in read])
     if length is None:
         length = choose_length(rate)
-    waves = [fit_length(AF.resample(x, r, rate) if r != rate else x, length) for x, r in read]
-    x = torch.stack(waves)[:, None].clamp(-1.0, 1.0)
-    x = torch.round(x * 32767).to(torch.int16)
+    x = to_clips(read, rate, length)
     classes = sorted(set(names)) if scheme else []
     y = torch.tensor([classes.index(n) for n in names], dtype=torch.int64) if scheme else None
     how = {"folder": ", labels from sub-folders", "prefix": ", labels from file-name prefixes", "": ""}[scheme]
-    return x, y, classes, f"{root} ({len(waves)} clips at {rate} Hz{how})", rate
+    return x, y, classes, f"{root} ({len(x)} clips at {rate} Hz{how})", rate
+
+
+def to_clips(read: list[tuple[torch.Tensor, int]], rate: int, length: int) -> torch.Tensor:
+    """Mono float waves at their own rates as int16 clips (N, 1, length) at ``rate``: resampled, cut or
+    zero-padded, clamped to [-1, 1]."""
+    import torchaudio.functional as AF
+
+    waves = [fit_length(AF.resample(x, r, rate) if r != rate else x, length) for x, r in read]
+    return torch.round(torch.stack(waves)[:, None].clamp(-1.0, 1.0) * 32767).to(torch.int16)
 
 
 def data_rate(root: Path, rates: list[int]) -> int:

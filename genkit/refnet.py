@@ -9,8 +9,10 @@ penultimate features) and the conversion of its stored samples to floats; see :m
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -39,13 +41,18 @@ def cache_key(tag: str, source: str, x: torch.Tensor, y: torch.Tensor) -> str:
 def reference_classifier(x: torch.Tensor, y: torch.Tensor, make: Callable[[], Net], to_float: Convert, source: str,
                          cache_dir: Path, *, folder: str, tag: str = "v1", epochs: int = 4, min_updates: int = 0,
                          batch: int = 128, lr: float = 1e-3, min_test: int = 1, min_batch: int = 1,
-                         feature_batch: int = 500) -> tuple[Net, float, torch.Tensor]:
+                         feature_batch: int = 500, cosine: bool = False,
+                         threads: int | None = None) -> tuple[Net, float, torch.Tensor]:
     """Train (or load from ``cache_dir/folder``) the classifier ``make()`` on samples ``x`` and labels ``y``.
 
     ``epochs`` passes over the training samples in batches of ``batch`` (more passes on a small data set, so that
     there are ``min_updates`` Adam steps), skipping batches smaller than ``min_batch`` (2 for batch norm); at least
-    ``min_test`` samples are held out. ``to_float`` turns stored samples into the network's input. Returns the
-    classifier (eval mode), its accuracy on the held-out samples, and their indices.
+    ``min_test`` samples are held out. ``to_float`` turns stored samples into the network's input. ``cosine``
+    decays the learning rate from ``lr`` to 0 over all updates (cosine), so that the last weights, the ones kept,
+    are not those of one noisy step at the full rate. ``threads`` trains with that many CPU threads whatever the
+    caller's setting (1: the same weights whether the run used ``--threads 1`` or 2, since threads change the
+    order of floating-point sums). Returns the classifier (eval mode), its accuracy on the held-out samples, and
+    their indices.
     """
     g = torch.Generator().manual_seed(0)
     perm = torch.randperm(len(x), generator=g)
@@ -54,25 +61,43 @@ def reference_classifier(x: torch.Tensor, y: torch.Tensor, make: Callable[[], Ne
     path = Path(cache_dir) / folder / f"{cache_key(tag, source, x, y)}.safetensors"
     net = make()
     if not _load(net, path):
-        with torch.random.fork_rng(devices=[]), torch.enable_grad():  # evaluations run under no_grad
+        with torch.random.fork_rng(devices=[]), torch.enable_grad(), _threads(threads):  # evaluations: no_grad
             torch.default_generator.manual_seed(0)  # the CPU generator only: fork_rng restores just that one
             net = make()
             opt = torch.optim.Adam(net.parameters(), lr=lr)
             net.train()
             per_epoch = max(1, len(train_idx) // batch)
-            for _ in range(max(epochs, -(-min_updates // per_epoch))):
+            rounds = max(epochs, -(-min_updates // per_epoch))
+            total = rounds * sum(len(c) >= min_batch for c in torch.arange(len(train_idx)).split(batch))
+            done = 0
+            for _ in range(rounds):
                 for idx in train_idx[torch.randperm(len(train_idx), generator=g)].split(batch):
                     if len(idx) < min_batch:
                         continue
+                    if cosine:
+                        opt.param_groups[0]["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * done / total))
                     logits, _ = net(to_float(x[idx]))
                     loss = F.cross_entropy(logits, y[idx])
                     opt.zero_grad()
                     loss.backward()
                     opt.step()
+                    done += 1
         atomic_write(path, lambda tmp: save_model(net, str(tmp)))
     net.eval()
     probs, _ = features(net, x[test_idx], to_float, feature_batch)
     return net, float((probs.argmax(1) == y[test_idx]).float().mean()), test_idx
+
+
+@contextlib.contextmanager
+def _threads(n: int | None) -> Iterator[None]:
+    """torch's CPU threads set to ``n`` (None: left as they are) inside the block, restored after it."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _load(net: nn.Module, path: Path) -> bool:

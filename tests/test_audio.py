@@ -473,6 +473,58 @@ def test_refnet_scores_real_clips_far_better_than_noise(tmp_path):
     assert acc3 == acc
 
 
+def test_refnet_trains_the_same_classifier_whatever_the_callers_threads(tmp_path):
+    """refnet trains on one CPU thread, so a run at --threads 1 and one at 2 are scored by the same classifier
+    (thread counts change the order of floating-point sums); the caller's setting is restored."""
+    from genkit_audio import metrics
+
+    x, y, names, source, _ = audata.load_folder(_tone_folder(tmp_path / "tones"), 16384, 16000)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        two, acc_two, _ = metrics.reference_classifier(x, y, len(names), source, tmp_path / "two")
+        assert torch.get_num_threads() == 2
+        torch.set_num_threads(1)
+        one, acc_one, _ = metrics.reference_classifier(x, y, len(names), source, tmp_path / "one")
+    finally:
+        torch.set_num_threads(before)
+    assert acc_one == acc_two
+    assert all(torch.equal(a, b) for a, b in zip(one.state_dict().values(), two.state_dict().values()))
+
+
+def test_refnet_cosine_schedule_decays_the_rate_over_every_update(tmp_path, monkeypatch):
+    from torch import nn
+
+    from genkit import refnet
+
+    class Tiny(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.lin(x), x
+
+    rates: list[float] = []
+    step = torch.optim.Adam.step
+
+    def recording_step(self, *args, **kwargs):
+        rates.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
+    x, y = torch.randn(40, 4), torch.randint(0, 2, (40,))
+    # 36 training samples in batches of 8: 8, 8, 8, 8 and 4 (kept: min_batch 2), 3 epochs = 15 updates
+    refnet.reference_classifier(x, y, Tiny, lambda t: t, "s", tmp_path, folder="t", epochs=3, batch=8, lr=1e-2,
+                                min_batch=2, cosine=True)
+    assert len(rates) == 15 and rates[0] == 1e-2 and all(a > b for a, b in zip(rates, rates[1:]))
+    assert rates[-1] < 2e-4
+    rates.clear()
+    refnet.reference_classifier(x, y, Tiny, lambda t: t, "s", tmp_path, folder="c", epochs=3, batch=8, lr=1e-2,
+                                min_batch=2)  # constant: the image domain's refnet
+    assert rates == [1e-2] * 15
+
+
 def test_run_and_eval_report_refnet_metrics(cli, tmp_path):
     data = _tone_folder(tmp_path / "tones")
     out = tmp_path / "run"

@@ -57,6 +57,10 @@ class TrainConfig:
     r1: float | None = option(None, "R1 penalty weight on real data (0 = off).", ge=0,
                               auto="the loss's: 0 unless it carries R1")
     ema: float = option(0.0, "EMA decay of the generator used for samples (0 = off, e.g. 0.999).", ge=0, lt=1)
+    standing_stats: int = option(0, "Batch-norm statistics of the generator used for samples, recomputed over N "
+                                    "batches of fresh latents at the weights as they are (BigGAN's standing "
+                                    "statistics) instead of the running averages kept in training (0 = those).",
+                                 ge=0, resumable=True)
     seed: int = option(0, "Random seed (same seed, same run).", ge=0)
     device: str = option("auto", "auto, cpu, cuda, cuda:N or mps.", resumable=True)
     threads: int = option(0, "CPU threads torch may use within an operation (0 = torch's default: one per core). "
@@ -121,7 +125,7 @@ class TrainConfig:
 
 TRAIN_SETTINGS: dict[str, Setting] = {s.name: s for s in settings(TrainConfig)}
 # [train] keys added since a run could have been saved, with the behaviour such a run had (not today's default)
-TRAIN_LEGACY: dict[str, Any] = {"condition_warmup": 0, "condition_gain": 1.0}
+TRAIN_LEGACY: dict[str, Any] = {"condition_warmup": 0, "condition_gain": 1.0, "standing_stats": 0}
 PENALTIES = ("gp", "r1")  # settings whose "auto" is the loss's default_gp / default_r1
 # Names the run and info commands use for themselves; a domain option may not take them either.
 COMMAND_OPTIONS = frozenset({"config", "preset", "data", "out", "resume", "json", "quiet", "help", "verbose", "nproc"})

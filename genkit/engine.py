@@ -418,12 +418,21 @@ class Trainer:
         """The generator used for samples: the EMA copy when there is one."""
         return self.ema.model if self.ema is not None else self.G
 
+    def _sampling(self) -> nn.Module:
+        """``sampler`` as samples are drawn from it: with ``--standing-stats N``, a copy with standing batch-norm
+        statistics of its weights as they are now (``genkit.sampling.standing_statistics``)."""
+        from .sampling import standing_statistics
+
+        cfg = self.config.train
+        return standing_statistics(self.domain, self.sampler, self.config.options, self.data, cfg.standing_stats,
+                                   cfg.batch_size, device=self.device)
+
     @torch.no_grad()
     def snapshot(self, name: str) -> list[Path]:
         self._check_pending()
         if not self.dist.main:  # rank 0 writes
             return []
-        G = self.sampler
+        G = self._sampling()
         was_training = G.training
         G.eval()
         with torch.random.fork_rng(devices=[]):
@@ -443,7 +452,7 @@ class Trainer:
         self._check_pending()
         if not self.dist.main:  # rank 0 evaluates; the others wait for it at their next collective
             return {}
-        G = self.sampler
+        G = self._sampling()
         was_training = G.training
         G.eval()
         with torch.random.fork_rng(devices=[]):
@@ -823,7 +832,7 @@ class Trainer:
         if improved:
             self._mark_best(last_ckpt)
         files = self.snapshot("final")
-        exported = self.domain.export(self.sampler, self.run_dir.root, self.config.options, self.data) \
+        exported = self.domain.export(self._sampling(), self.run_dir.root, self.config.options, self.data) \
             if self.dist.main else []
         stamp_snapshot(self, exported)
         return self._write_summary("completed", last_ckpt, files, final_eval, exported)

@@ -365,6 +365,11 @@ class Run:
         ignore = domain.legacy_weight_keys
         load_weights(G, weights, dev, ignore, state)
         G.to(dev).eval()
+        if cfg.train.standing_stats:  # the statistics the run's own snapshots and evaluations used
+            from .sampling import standing_statistics
+
+            G = standing_statistics(domain, G, cfg.options, data, cfg.train.standing_stats, cfg.train.batch_size,
+                                    device=dev)
         if with_discriminator:
             load_weights(D, ckpt / MODEL_FILES["discriminator"], dev, ignore, state)
             D.to(dev).eval()

@@ -9,6 +9,61 @@ from typing import Any
 import torch
 
 EVAL_SEED = 12345  # evaluations draw their own latents (never the training's stream), the same at every evaluation
+STANDING_SEED = 271828  # the latents of standing statistics (their own stream, the same at every call)
+
+
+@torch.no_grad()
+def standing_statistics(domain: Any, generator: torch.nn.Module, options: Any, data: Any, batches: int,
+                        batch_size: int, *, device: torch.device) -> torch.nn.Module:
+    """A copy of ``generator`` (eval mode) whose batch-norm layers hold *standing statistics* (Brock, Donahue &
+    Simonyan, "Large Scale GAN Training for High Fidelity Natural Image Synthesis", ICLR 2019, section 3.1 and
+    appendix): each layer's mean and variance averaged over ``batches`` batches of ``batch_size`` fresh latents
+    (and snapshot conditions), every layer normalising its batch by the batch's own statistics as in training.
+
+    The running averages that training keeps trail the weights that changed under them, so that a generator in
+    eval mode is not the one the discriminator saw; these are the statistics of the weights as they are. Seeded
+    (``STANDING_SEED``), so the result depends on the weights alone; the caller's random streams do not move.
+    A generator without batch norm, or ``batches`` 0, is returned as it is.
+    """
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    if batches <= 0 or not any(isinstance(m, _BatchNorm) and m.track_running_stats for m in generator.modules()):
+        return generator
+    import copy
+
+    import torch.nn.functional as F
+
+    copied = copy.deepcopy(generator).eval()  # dropout off, a cross-modal generator draws held-out pairs
+    sums: dict[_BatchNorm, list[torch.Tensor]] = {}
+
+    def batch_statistics(module: _BatchNorm, inputs: tuple[torch.Tensor, ...], _output: torch.Tensor) -> torch.Tensor:
+        x = inputs[0]
+        dims = [0, *range(2, x.dim())]
+        mean, var = x.mean(dims), x.var(dims, unbiased=True)
+        total = sums.setdefault(module, [torch.zeros_like(mean), torch.zeros_like(var)])
+        total[0] += mean
+        total[1] += var
+        return F.batch_norm(x, None, None, module.weight, module.bias, True, 0.0, module.eps)  # training's output
+
+    norms = [m for m in copied.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+    hooks = [m.register_forward_hook(batch_statistics) for m in norms]
+    rng = torch.Generator(device=device).manual_seed(STANDING_SEED)
+    cond_all = domain.snapshot_conditions(batch_size, data)
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(STANDING_SEED)
+            for _ in range(batches):
+                z = domain.sample_latent(batch_size, options, rng=rng, device=device)
+                copied(z, cond_all.to(device) if cond_all is not None else None)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    for m in filter(sums.__contains__, norms):  # a layer the forward pass never reached keeps its averages
+        mean, var = sums[m]
+        assert m.running_mean is not None and m.running_var is not None  # track_running_stats
+        m.running_mean.copy_(mean / batches)
+        m.running_var.copy_(var / batches)
+    return copied
 
 
 @torch.no_grad()

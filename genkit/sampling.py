@@ -3,10 +3,12 @@ and the domains' evaluations."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 EVAL_SEED = 12345  # evaluations draw their own latents (never the training's stream), the same at every evaluation
 STANDING_SEED = 271828  # the latents of standing statistics (their own stream, the same at every call)
@@ -29,10 +31,6 @@ def standing_statistics(domain: Any, generator: torch.nn.Module, options: Any, d
 
     if batches <= 0 or not any(isinstance(m, _BatchNorm) and m.track_running_stats for m in generator.modules()):
         return generator
-    import copy
-
-    import torch.nn.functional as F
-
     copied = copy.deepcopy(generator).eval()  # dropout off, a cross-modal generator draws held-out pairs
     sums: dict[_BatchNorm, list[torch.Tensor]] = {}
 

@@ -69,8 +69,9 @@ def test_no_batch_norm_or_no_batches_is_the_generator_itself():
 
 
 def test_a_run_samples_and_evaluates_with_standing_statistics(invoke, tmp_path):
-    """--standing-stats N: config.toml records it; the run's evaluation, genkit eval and genkit sample all use the
-    checkpoint's weights with standing statistics; the weights files keep the running averages of training."""
+    """--standing-stats N: config.toml records it; the run's evaluation and genkit eval score the checkpoint's
+    weights with standing statistics, and Run.load (behind genkit sample and eval) makes the same copy; the weights
+    files keep the running averages of training."""
     import genkit
     from genkit.checkpoint import MODEL_FILES
     from genkit.run import cache_dir

@@ -72,7 +72,7 @@ def reference_classifier(x: torch.Tensor, y: torch.Tensor, num_classes: int, sou
     and their indices.
 
     Version 2 (12 epochs, cosine decay, one thread) replaced version 1 (4 epochs at a constant rate, the caller's
-    threads): on its held-out tenth, accuracy 0.995 against 0.955-0.97 on the eSpeak digits and 0.947 against
+    threads): on its held-out tenth, accuracy 0.995 against 0.955-0.97 on the eSpeak digits and 0.953 against
     0.907-0.933 on three FSDD speakers; real clips classified with confidence > 0.9 rose from 0.86 and 0.59 to
     0.97 and 0.87 (docs/audio.md). A version-1 file in the cache is not read.
     """

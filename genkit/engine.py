@@ -6,7 +6,7 @@ batch. Per step::
     for _ in range(n_critic):
         real, cond = next batch                     # resumable, seeded order
         fake = domain.fake(G, z ~ prior, cond)       # no gradient to G
-        L_D = loss.discriminator(D(real), D(fake)) [+ gp * GP] [+ r1 * R1]
+        L_D = loss.discriminator(D(real), D(fake)) [+ gp * GP] [+ r1 * R1] [+ lecam * LeCam]
         update D
     L_G = domain.generator_loss(...) or loss.generator(D(domain.fake(G, z, cond)))
     update G; update the EMA copy of G
@@ -37,7 +37,7 @@ from .checkpoint import MODEL_FILES, check_state_value, load_state, load_weights
 from .config import RunConfig
 from .domain import Data, Domain, PhaseControl, StepContext
 from .errors import GenkitError
-from .losses import Loss, gradient_penalty, r1_penalty
+from .losses import LECAM_DECAY, Loss, gradient_penalty, lecam_penalty, r1_penalty
 from .progress import progress_bar
 from .provenance import stamp_snapshot
 from .run import Run
@@ -229,6 +229,8 @@ class Trainer:
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
         self.ema = EMA(self.G, cfg.ema) if cfg.ema > 0 else None
+        # --lecam: moving averages of D's mean output on real and on generated data (checkpointed)
+        self.lecam_anchors = torch.zeros(2, device=self.device)
         # --precision fp16: one gradient scaler per network (bf16 and fp32 need none)
         fp16 = cfg.precision == "fp16"
         self.scaler_d = torch.amp.GradScaler(self.device.type, enabled=fp16)
@@ -340,6 +342,10 @@ class Trainer:
                     penalty = penalty + cfg.r1 * r1_penalty(D, real, cond)
                 if loss.penalty is not None:
                     penalty = penalty + loss.penalty(D, real, fake, cond)
+                if cfg.lecam:
+                    means = self.dist.mean(torch.stack([d_real.detach().mean(), d_fake.detach().mean()]))
+                    self.lecam_anchors.mul_(LECAM_DECAY).add_(means, alpha=1 - LECAM_DECAY)
+                    penalty = penalty + cfg.lecam * lecam_penalty(d_real, d_fake, self.lecam_anchors)
             extra_term = getattr(D, "auxiliary_loss", None)
             aux = extra_term() if callable(extra_term) else None
             if aux is not None:  # a discriminator's own extra term (e.g. a cross-modal encoder's class term)
@@ -484,7 +490,7 @@ class Trainer:
             return None
         mean = self.dist.mean(self._acc / self._acc_n).tolist()  # over the ranks too
         record = {"step": self.step, "loss_d": mean[0], "loss_g": mean[1], "d_real": mean[2], "d_fake": mean[3]}
-        if self.config.train.gp or self.config.train.r1 or self.loss.penalty is not None or \
+        if self.config.train.gp or self.config.train.r1 or self.config.train.lecam or self.loss.penalty is not None or \
                 callable(getattr(self.D, "auxiliary_loss", None)):
             record["penalty"] = mean[4]
         record["seconds"] = round(self.elapsed, 3)
@@ -512,6 +518,7 @@ class Trainer:
             "genkit_version": __version__,
             "best": dict(self.best),
             "domain_state": self._domain_state(),
+            "lecam_anchors": self.lecam_anchors.cpu(),
         }
         if self.fixed_cond is not None and torch.is_tensor(self.fixed_cond):
             state["fixed_cond"] = self.fixed_cond.cpu()
@@ -631,6 +638,8 @@ class Trainer:
             self.fixed_cond = state["fixed_cond"].to(self.device)
         if "acc" in state:
             self._acc, self._acc_n = state["acc"].to(self.device), int(state["acc_n"])
+        if "lecam_anchors" in state:  # checkpoints before --lecam have none (and trained without it)
+            self.lecam_anchors = state["lecam_anchors"].to(self.device)
         # The metrics up to the checkpoint. Nothing is written here: genkit.train truncates metrics.jsonl to them
         # (so that a resumed run does not log steps twice) only once it holds the run's lock, on rank 0.
         self.history = [r for r in self.run_dir.metrics() if r.get("step", 0) <= self.step]

@@ -143,3 +143,18 @@ def r1_penalty(discriminator, real, cond):
     out = discriminator(x, cond)
     (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
     return 0.5 * grad.flatten(1).pow(2).sum(1).mean()
+
+
+LECAM_DECAY = 0.99  # the paper's decay of the moving averages of D's outputs
+
+
+def lecam_penalty(d_real, d_fake, anchors):
+    """LeCam (Tseng et al., "Regularizing Generative Adversarial Networks under Limited Data", CVPR 2021):
+    ``E[relu(D(x) - a_fake)^2] + E[relu(a_real - D(G(z)))^2]``, where ``a_real`` and ``a_fake`` (``anchors``,
+    a tensor of 2) are moving averages of D's mean output on real and on generated data. It keeps D's outputs on
+    real data from running away from those on fakes, which a discriminator that can learn a small training set by
+    heart otherwise does."""
+    import torch.nn.functional as F
+
+    return F.relu(d_real - anchors[1]).pow(2).mean() + F.relu(anchors[0] - d_fake).pow(2).mean()
+

@@ -110,7 +110,8 @@ def test_checkpoint_round_trip(ring, tmp_path):
         assert torch.equal(a["exp_avg"], b["exp_avg"])
 
 
-@pytest.mark.parametrize("overrides", [{}, {"loss": "wgan-gp", "n_critic": 2, "ema": 0.9, "conditional": True}])
+@pytest.mark.parametrize("overrides", [{}, {"loss": "wgan-gp", "n_critic": 2, "ema": 0.9, "conditional": True},
+                                       {"loss": "hinge", "lecam": 0.3}])  # LeCam's moving averages are checkpointed
 def test_exact_resume(ring, tmp_path, overrides):
     """N steps == N/2 steps + resume + N/2 steps: the same weights, bit for bit."""
     full = make_trainer(tmp_path, "full", steps=8, checkpoint_every=0, **overrides)

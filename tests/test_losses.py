@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from genkit.losses import BUILTIN_LOSSES, gradient_penalty, r1_penalty
+from genkit.losses import BUILTIN_LOSSES, gradient_penalty, lecam_penalty, r1_penalty
 from genkit.plugins import registry
 
 LOSSES = {loss.name: loss for loss in BUILTIN_LOSSES}
@@ -75,3 +75,12 @@ def test_gradient_penalty_on_a_linear_critic():
 def test_r1_penalty_on_a_linear_critic():
     D = Linear(torch.tensor([0.0, 3.0]))
     assert r1_penalty(D, torch.randn(4, 2), None).item() == pytest.approx(4.5)
+
+
+def test_lecam_penalty_pulls_real_outputs_down_to_the_fake_average_and_fakes_up_to_the_real_one():
+    anchors = torch.tensor([1.0, -1.0])  # moving averages of D on real, on fake
+    d_real = torch.tensor([2.0, -3.0])  # only outputs above the fake average count: (2 - -1)^2 = 9, 0
+    d_fake = torch.tensor([0.0, 4.0])  # only outputs below the real average count: (1 - 0)^2 = 1, 0
+    assert lecam_penalty(d_real, d_fake, anchors).item() == pytest.approx(9 / 2 + 1 / 2)
+    assert lecam_penalty(torch.tensor([-2.0]), torch.tensor([3.0]), anchors).item() == 0.0
+

@@ -157,4 +157,3 @@ def lecam_penalty(d_real, d_fake, anchors):
     import torch.nn.functional as F
 
     return F.relu(d_real - anchors[1]).pow(2).mean() + F.relu(anchors[0] - d_fake).pow(2).mean()
-

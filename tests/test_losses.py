@@ -83,4 +83,3 @@ def test_lecam_penalty_pulls_real_outputs_down_to_the_fake_average_and_fakes_up_
     d_fake = torch.tensor([0.0, 4.0])  # only outputs below the real average count: (1 - 0)^2 = 1, 0
     assert lecam_penalty(d_real, d_fake, anchors).item() == pytest.approx(9 / 2 + 1 / 2)
     assert lecam_penalty(torch.tensor([-2.0]), torch.tensor([3.0]), anchors).item() == 0.0
-

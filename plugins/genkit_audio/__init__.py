@@ -108,10 +108,10 @@ class AudioDomain(Domain):
     # are drawn with standing batch-norm statistics (32 batches; BigGAN's): the running averages of training made
     # the same FSDD weights score FD 277 and 6 classes, standing statistics FD 125 and 8 classes. For small data
     # sets (genkit 0.3): DiffAugment on all D sees (Zhao et al. 2020), AC-GAN's auxiliary classifier (weight 1) and
-    # the LeCam regulariser (0.3, Tseng et al. 2021): together they made the generator follow its label in 55-69 %
+    # the LeCam regulariser (0.3, Tseng et al. 2021): together they made the generator follow its label in 47-69 %
     # of clips instead of 29-42 % and raised IS / real on both spoken-digit sets at every seed measured, where each
-    # alone had moved one data set only (docs/audio.md). 1,000 steps: on both sets the samples were about as good or
-    # worse at 1,500 and after (the discriminator overfits a few thousand clips), so the recipe stops there.
+    # alone had moved one data set only (docs/audio.md). 1,000 steps: on real speech one seed of three collapsed by
+    # 1,500 (the discriminator overfits a few thousand clips) and eSpeak's gain there was within the seed noise.
     recipe = {"model": "specgan", "steps": 1000, "batch_size": 32, "loss": "hinge", "n_critic": 1, "lr_g": 2e-4,
               "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999, "model_size": 8, "upsample": "nn", "g_norm": "batch",
               "d_norm": "spectral", "checkpoint_every": 500, "sample_every": 250, "log_every": 50, "eval_every": 500,

@@ -242,6 +242,17 @@ class Domain:
         return None
 
     # -- output -------------------------------------------------------------------------------------
+    def sampler(self, generator: nn.Module, discriminator: nn.Module | None, options: Any) -> nn.Module:
+        """The module samples are drawn from (snapshots, evaluations, ``genkit sample``): ``generator`` itself by
+        default. A domain may wrap it, e.g. to choose among candidates with the discriminator (the audio domain's
+        ``--candidates``); the wrapper must leave the discriminator's mode and state as it found them.
+        ``discriminator`` is None unless ``sampler_uses_discriminator`` is true."""
+        return generator
+
+    def sampler_uses_discriminator(self, options: Any) -> bool:
+        """True when ``sampler`` needs the discriminator, which ``genkit sample`` then loads too."""
+        return False
+
     def generate(self, generator: nn.Module, z: torch.Tensor, cond: torch.Tensor | None,
                  options: Any) -> torch.Tensor:
         """Samples for writing to disk (no gradients). Defaults to ``generator(z, cond)``."""

@@ -426,12 +426,15 @@ class Trainer:
 
     def _sampling(self) -> nn.Module:
         """``sampler`` as samples are drawn from it: with ``--standing-stats N``, a copy with standing batch-norm
-        statistics of its weights as they are now (``genkit.sampling.standing_statistics``)."""
+        statistics of its weights as they are now (``genkit.sampling.standing_statistics``); then as the domain
+        wraps it (``Domain.sampler``, with the discriminator when the domain asks for it)."""
         from .sampling import standing_statistics
 
-        cfg = self.config.train
-        return standing_statistics(self.domain, self.sampler, self.config.options, self.data, cfg.standing_stats,
-                                   cfg.batch_size, device=self.device)
+        cfg, options = self.config.train, self.config.options
+        G = standing_statistics(self.domain, self.sampler, options, self.data, cfg.standing_stats, cfg.batch_size,
+                                device=self.device)
+        D = self.D if self.domain.sampler_uses_discriminator(options) else None
+        return self.domain.sampler(G, D, options)
 
     @torch.no_grad()
     def snapshot(self, name: str) -> list[Path]:

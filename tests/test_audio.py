@@ -666,3 +666,78 @@ def test_the_cpu_recipe_regularises_for_small_data_and_the_papers_presets_do_not
     cfg = resolve(audio, reg.losses, flags={"condition": "image"})
     assert (cfg.options.augment, cfg.train.lecam, cfg.train.steps) == ("", 0.0, 3000)
     assert resolve(audio, reg.losses, flags={"lecam": 0.0}).train.lecam == 0.0
+
+
+def test_candidates_keep_the_clip_d_most_believes_is_its_class_and_leave_d_as_it_was():
+    """--candidates K: per row, the kept output is the candidate whose intended class D's auxiliary classifier gives
+    the highest probability (checked against every candidate by hand); the candidates are U[-1, 1] latents fixed by
+    z alone; D's mode and spectral-norm state are untouched; K 1, no condition and a D without the classifier pass
+    straight to G."""
+    from genkit_audio.candidates import CandidatePicker, candidate_latents
+    from genkit_audio.specgan import SpecGANConfig, SpecGANDiscriminator, SpecGANGenerator
+
+    torch.manual_seed(0)
+    cfg = SpecGANConfig(d=2, num_classes=3, upsample="nn", g_norm="batch", d_norm="spectral", aux_class=1.0)
+    G, D = SpecGANGenerator(cfg).eval(), SpecGANDiscriminator(cfg)  # D in training mode, as the engine's
+    z, y = torch.rand(12, 100) * 2 - 1, torch.arange(12) % 3
+    cands = candidate_latents(z, 5)
+    assert torch.equal(cands[0], z) and all(c.min() >= -1 and c.max() < 1 for c in cands)
+    assert torch.equal(candidate_latents(z[3:4], 5)[2], cands[2][3:4])  # a row's candidates do not depend on the batch
+    assert len({round(float(c[0, 0]), 6) for c in cands}) == 5
+
+    before = {k: v.clone() for k, v in D.state_dict().items()}
+    picked = CandidatePicker(G, D, 5)(z, y)
+    assert D.training and all(torch.equal(before[k], v) for k, v in D.state_dict().items())
+    D.eval()
+    with torch.no_grad():
+        outs = [G(c, y) for c in cands]
+        probs = []
+        for out in outs:
+            D(out, y)
+            probs.append(D.class_logits.softmax(1)[torch.arange(12), y])
+    best = torch.stack(probs).argmax(0)
+    assert best.unique().numel() > 1  # the choice differs between rows, so the check below means something
+    assert torch.equal(picked, torch.stack([outs[int(k)][i] for i, k in enumerate(best)]))
+    assert float(torch.stack(probs).max(0).values.mean()) > float(probs[0].mean())
+
+    with torch.no_grad():
+        assert torch.equal(CandidatePicker(G, D, 1)(z, y), G(z, y))
+        plain = SpecGANDiscriminator(SpecGANConfig(d=2, num_classes=3, upsample="nn", d_norm="spectral"))
+        assert torch.equal(CandidatePicker(G, plain, 5)(z, y), G(z, y))
+    assert CandidatePicker(G, D, 5).spec_mean is G.spec_mean  # the domain reads SpecGAN's statistics through it
+
+
+def test_candidates_change_what_is_drawn_never_what_is_trained(cli, tmp_path):
+    """A run with --candidates 4 trains exactly the weights of one with --candidates 1 (the picker only draws
+    samples); its samples and genkit sample's are the chosen candidates, the same for a seed wherever it is drawn;
+    and the recipe turns it on where AC-GAN's classifier is, the papers' presets and old runs off."""
+    import genkit
+    from genkit.config import resolve
+    from genkit.plugins import registry
+    from genkit_audio.candidates import CandidatePicker
+
+    data = _tone_folder(tmp_path / "tones", per_class=6)
+    args = ["run", "audio", "--data", data, "--model", "specgan", "--model-size", "2", "--batch-size", "6",
+            "--steps", "3", "--aux-class", "1", "--griffin-lim-iters", "2", "--eval-samples", "0", "--quiet"]
+    cli(*args, "--candidates", "1", "--out", tmp_path / "k1")
+    cli(*args, "--candidates", "4", "--out", tmp_path / "k4")
+    for name in ("generator.safetensors", "discriminator.safetensors"):
+        w1, w4 = (load_file(str(tmp_path / r / "checkpoints" / "step-00000003" / name)) for r in ("k1", "k4"))
+        assert all(torch.equal(w1[k], w4[k]) for k in w1)
+    run1, run4 = genkit.Run.open(tmp_path / "k1"), genkit.Run.open(tmp_path / "k4")
+    assert isinstance(run4.load().generator, CandidatePicker) and not isinstance(run1.load().generator,
+                                                                                  CandidatePicker)
+    a, b = run1.sample(6, seed=3), run4.sample(6, seed=3)
+    assert a.shape == b.shape and not torch.equal(a, b)
+    assert torch.equal(b, run4.sample(6, seed=3))
+    cli("sample", tmp_path / "k4", "--seeds", "4", "--out", tmp_path / "s4")
+    cli("sample", tmp_path / "k4", "--seeds", "2-5", "--out", tmp_path / "s2-5")
+    one, four = (sf.read(str(next((tmp_path / d).glob(pattern))))[0] for d, pattern in
+                 (("s4", "*0004*.wav"), ("s2-5", "*0004*.wav")))
+    assert np.array_equal(one, four)
+
+    reg = registry()
+    audio = reg.domains["audio"]
+    assert resolve(audio, reg.losses, data="../fsdd").options.candidates == 16
+    assert resolve(audio, reg.losses, preset="paper").options.candidates == 1
+    assert audio.upgrade_options({"aux_class": 1.0}, {})["candidates"] == 1  # a run saved before keeps its samples

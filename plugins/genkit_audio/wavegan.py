@@ -247,7 +247,8 @@ class ProjectionCritic(nn.Module):
     the generator for samples that are easy to classify rather than like the data (Shu 2017; Gong et al. 2019).
     The audio domain's ``fake`` names each update's real batch to the discriminator (``mark_real``) before the
     engine shows it to D, so that only that forward call adds a term. Measured on both spoken-digit sets in
-    docs/audio.md (What was tried): it helped real speech and not the eSpeak digits, so it is off by default."""
+    docs/audio.md (What was tried): alone it helped real speech and not the eSpeak digits; the CPU recipe has it
+    on, with DiffAugment and LeCam, and samples choose among candidates with it (``--candidates``)."""
 
     def _head(self, feature_dim: int, num_classes: int, aux_weight: float = 0.0, cond_dim: int = 0) -> None:
         self.feature_dim = feature_dim

@@ -116,7 +116,7 @@ class AudioDomain(Domain):
     # alone had moved one data set only (docs/audio.md). 1,000 steps: on real speech one seed of three collapsed by
     # 1,500 (the discriminator overfits a few thousand clips) and eSpeak's gain there was within the seed noise.
     # Samples keep the best of 16 candidates by D's AC-GAN classifier (--candidates, candidates.py): on real speech
-    # the label followed rose from 65-69 % to 78-82 % and the classes from 6-7 to 9 at three seeds, FD no worse; on
+    # the label followed rose from 65-72 % to 78-83 % and the classes from 6-8 to 9 at four runs, FD within 6 %; on
     # the eSpeak digits it gained little and raised FD by a quarter (docs/audio.md). Training is unchanged.
     recipe = {"model": "specgan", "steps": 1000, "batch_size": 32, "loss": "hinge", "n_critic": 1, "lr_g": 2e-4,
               "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999, "model_size": 8, "upsample": "nn", "g_norm": "batch",

@@ -370,10 +370,11 @@ class Run:
 
             G = standing_statistics(domain, G, cfg.options, data, cfg.train.standing_stats, cfg.train.batch_size,
                                     device=dev)
-        if with_discriminator or domain.sampler_uses_discriminator(cfg.options):
+        sampler_uses_d = domain.sampler_uses_discriminator(cfg.options)
+        if with_discriminator or sampler_uses_d:
             load_weights(D, ckpt / MODEL_FILES["discriminator"], dev, ignore, state)
             D.to(dev).eval()
-        G = domain.sampler(G, D if domain.sampler_uses_discriminator(cfg.options) else None, cfg.options)
+        G = domain.sampler(G, D if sampler_uses_d else None, cfg.options)
         step = int(state.get("step", 0))
         return Loaded(run=self, checkpoint=ckpt, weights=weights, generator=G, discriminator=D, data=data,
                       device=dev, step=step)

@@ -321,6 +321,21 @@ def test_warp_logits_top_k_and_top_p():
     assert torch.allclose(warp_logits(logits, temperature=2.0), logits / 2)
 
 
+def test_min_p_keeps_tokens_relative_to_the_most_likely_and_agrees_with_generate():
+    # min-p 0.5: keep p >= 0.5 x p_max; a peaked row keeps one token, a flat row keeps all four
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05], [0.28, 0.26, 0.24, 0.22], [0.9, 0.04, 0.03, 0.03]]))
+    kept = warp_logits(logits, min_p=0.5) > -1e8
+    assert kept.tolist() == [[True, True, False, False], [True, True, True, True], [True, False, False, False]]
+    assert torch.equal(warp_logits(logits, min_p=0.0), logits)
+    # after top-p, as transformers orders its warpers; and the same tokens as generate(min_p=...)
+    assert (warp_logits(logits[:1], top_p=0.1, min_p=0.01) > -1e8).tolist() == [[True, False, False, False]]
+    G = tiny_generator().eval()
+    torch.manual_seed(0)
+    ours = G.sample(64, min_p=0.999)  # keeps only the most likely token: greedy, whatever the RNG
+    assert torch.equal(ours, G.sample(64, top_k=1))
+    assert torch.equal(G.generate(4, min_p=0.999), G.sample(4, top_k=1))
+
+
 def test_discriminator_accepts_ids_one_hot_and_soft_one_hot():
     torch.manual_seed(0)
     D = Discriminator(30, 8, 4).eval()

@@ -93,6 +93,8 @@ class TextOptions:
     top_k: int = option(0, "Sampling: keep the k most likely tokens (0 = all).", ge=0, resumable=True)
     top_p: float = option(1.0, "Sampling: nucleus probability mass (1 = all; a corpus recipe's default is 0.9, the "
                                    "oracle's and --model's 1).", gt=0, le=1, resumable=True)
+    min_p: float = option(0.0, "Sampling: drop tokens less likely than this fraction of the most likely one (min-p; "
+                                 "0 = off), after --top-p.", ge=0, lt=1, resumable=True)
     nll_samples: int | None = option(None, "Held-out sentences scored by NLL_gen and ppl_word (auto: all of them, "
                                            "256 for --model).", gt=0, resumable=True)
     eval_samples: int = option(10000, "Samples scored by NLL_oracle at the final evaluation and in the MLE sweep "
@@ -402,7 +404,7 @@ class TextDomain(Domain):
 
     # -- evaluation ---------------------------------------------------------------------------------
     def metrics(self, generator, data: Data, options: TextOptions, *, temperature: float, top_k: int,
-                top_p: float, n: int | None = None) -> dict[str, float]:
+                top_p: float, min_p: float = 0.0, n: int | None = None) -> dict[str, float]:
         """The metrics of ``generator``'s samples at one sampling setting (see ``metrics.py``)."""
         from .data import decode
         from .metrics import TrainIndex, model_nll, text_metrics, word_perplexity
@@ -410,13 +412,15 @@ class TextDomain(Domain):
         ex = data.extra
         out: dict[str, float] = {}
         if data.state["kind"] == "oracle":
-            samples = generator.sample(n or options.eval_samples, temperature=temperature, top_k=top_k, top_p=top_p)
+            samples = generator.sample(n or options.eval_samples, temperature=temperature, top_k=top_k, top_p=top_p,
+                                       min_p=min_p)
             out["nll_oracle"] = ex["oracle"].nll(samples.cpu())
             out["nll_gen"] = model_nll(generator, ex["test_ids"], temperature)
             out["nll_oracle_data"] = ex["nll_oracle_data"]
         else:
             eos = data.state["eos_id"]
-            samples = generator.sample(options.bleu_samples, temperature=temperature, top_k=top_k, top_p=top_p)
+            samples = generator.sample(options.bleu_samples, temperature=temperature, top_k=top_k, top_p=top_p,
+                                       min_p=min_p)
             texts = decode(ex["tokenizer"], samples.cpu(), eos)
             if "train_index" not in ex and ex.get("train_texts") is not None:
                 ex["train_index"] = TrainIndex(ex["train_texts"])
@@ -433,7 +437,7 @@ class TextDomain(Domain):
         opts = ctx.options
         final = ctx.step >= ctx.total_steps
         out = self.metrics(ctx.generator, ctx.data, opts, temperature=opts.temperature, top_k=opts.top_k,
-                           top_p=opts.top_p, n=opts.eval_samples if final else opts.eval_samples_mid)
+                           top_p=opts.top_p, min_p=opts.min_p, n=opts.eval_samples if final else opts.eval_samples_mid)
         if opts.estimator == "gumbel":
             out["gumbel_beta"] = self.beta(ctx)
         out.update(ctx.data.state.get("mle_sweep", {}))  # the MLE baseline, beside the adversarial result
@@ -442,7 +446,7 @@ class TextDomain(Domain):
     # -- output -------------------------------------------------------------------------------------
     def generate(self, generator, z, cond, options):
         return generator.generate(len(z), temperature=options.temperature, top_k=options.top_k,
-                                  top_p=options.top_p)
+                                  top_p=options.top_p, min_p=options.min_p)
 
     def _lines(self, samples, data: Data) -> list[str]:
         from .data import decode

@@ -38,6 +38,7 @@ Where it departs:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -100,8 +101,11 @@ def sample_categorical(logits: torch.Tensor, generator: torch.Generator | None =
     return torch.searchsorted(cdf, u, right=True).clamp_(max=cdf.shape[-1] - 1).squeeze(1)
 
 
-def warp_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
-    """Temperature, then top-k, then nucleus (top-p) filtering: the order and meaning of ``generate()``'s."""
+def warp_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                min_p: float = 0.0) -> torch.Tensor:
+    """Temperature, then top-k, then nucleus (top-p), then min-p filtering: the order and meaning of
+    ``generate()``'s. Min-p (Nguyen et al., "Turning Up the Heat: Min-p Sampling", ICLR 2025) drops the tokens whose
+    probability is below ``min_p`` times the most likely token's."""
     if temperature != 1.0:
         logits = logits / temperature
     if top_k and 0 < top_k < logits.shape[-1]:
@@ -115,6 +119,10 @@ def warp_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, 
         drop_sorted[..., 0] = False  # always keep the most likely token
         drop = drop_sorted.scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, NEG_INF)
+    if min_p > 0.0:
+        logp = logits.float().log_softmax(dim=-1)
+        floor = logp.amax(dim=-1, keepdim=True) + math.log(min_p)
+        logits = logits.masked_fill(logp < floor, NEG_INF)  # the most likely token is always kept
     return logits
 
 
@@ -211,7 +219,7 @@ class TextGenerator(nn.Module):
         return torch.where(done.unsqueeze(1), forced, logits)
 
     @torch.no_grad()
-    def sample(self, n: int, *, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+    def sample(self, n: int, *, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0,
                generator: torch.Generator | None = None, gumbel: bool = False, batch_size: int = 1000,
                prefix: torch.Tensor | None = None):
         """Ancestral sampling with a key/value cache: token ids [n, seq_len].
@@ -245,7 +253,7 @@ class TextGenerator(nn.Module):
                     lgs.append(logits)
                     noise.append(g)
                 else:
-                    logits = self._force_eos(warp_logits(logits, temperature, top_k, top_p), done)
+                    logits = self._force_eos(warp_logits(logits, temperature, top_k, top_p, min_p), done)
                     tok = sample_categorical(logits, generator)
                 if self.eos_id is not None:
                     done = done | (tok == self.eos_id)
@@ -261,7 +269,7 @@ class TextGenerator(nn.Module):
         return tokens
 
     @torch.no_grad()
-    def generate(self, n: int, *, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+    def generate(self, n: int, *, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0,
                  batch_size: int = 500) -> torch.Tensor:
         """``n`` samples with transformers' ``generate()`` (torch's global RNG): token ids [n, seq_len]."""
         device = self.lm.get_input_embeddings().weight.device
@@ -273,7 +281,7 @@ class TextGenerator(nn.Module):
             with _no_padding_warning():
                 seq = self.lm.generate(
                     input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=temperature,
-                    top_k=top_k, top_p=top_p, max_new_tokens=self.seq_len, eos_token_id=self.eos_id,
+                    top_k=top_k, top_p=top_p, min_p=min_p or None, max_new_tokens=self.seq_len, eos_token_id=self.eos_id,
                     pad_token_id=pad, suppress_tokens=self.suppressed or None)[:, 1:]
             if seq.shape[1] < self.seq_len:  # every row ended early
                 seq = F.pad(seq, (0, self.seq_len - seq.shape[1]), value=pad)

@@ -369,6 +369,27 @@ def test_specgan_spectrogram_normalisation_and_inversion():
     assert abs(peak_hz - 1000) < 20  # Griffin-Lim brings the 1 kHz tone back
 
 
+def test_an_over_range_inversion_is_scaled_to_full_scale_not_clipped():
+    from genkit_audio import specgan
+
+    t = torch.arange(16384) / 16000
+    wave = (0.3 * torch.sin(2 * math.pi * 440 * t) * torch.hann_window(16384)).view(1, 1, -1)
+    logmag = specgan.spectrogram(wave)
+    mean, std = logmag[0, 0].mean(1), logmag[0, 0].std(1).clamp_min(1e-3)
+    x = specgan.normalise(logmag, mean, std)
+    torch.manual_seed(0)
+    quiet = specgan.invert(x, mean, std)  # within range: as Griffin-Lim returns it
+    torch.manual_seed(0)
+    loud = specgan.invert(x, mean + math.log(8.0), std)  # the same spectrogram 8 x louder: past full scale
+    assert 0.2 < quiet.abs().max() < 0.5
+    assert loud.abs().max() == pytest.approx(specgan.PEAK, abs=1e-6)
+    # the same waveform at another level (Griffin-Lim is scale-equivariant), not a flat-topped one
+    assert torch.allclose(loud, quiet * (specgan.PEAK / quiet.abs().max()), atol=1e-4)
+    assert int((loud.abs() > 0.98 * specgan.PEAK).sum()) < 200  # a hard clip at 1 would flatten thousands
+    both = specgan.fit_range(torch.cat([quiet, 4 * quiet]))
+    assert torch.equal(both[0], quiet[0]) and both[1].abs().max() == pytest.approx(specgan.PEAK, abs=1e-6)
+
+
 def test_user_errors_are_one_line(cli, tmp_path):
     result = cli("run", "audio", "--model", "specgan", "--length", "32768", "--out", tmp_path / "r", ok=False)
     assert result.exit_code == 2 and "specgan makes clips of 8192, 16384 samples, not --length 32768" in result.stderr

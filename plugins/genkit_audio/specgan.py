@@ -10,7 +10,8 @@ Glorot-uniform initialisation. Samples are de-normalised, exponentiated and inve
 GriffinLim (16 iterations, as the authors).
 
 Departures: torchaudio's STFT is centred (the authors' pads the end), so the frame grid is shifted by
-half a window; GriffinLim starts from torchaudio's random phase. ``num_classes > 0`` is genkit's
+half a window; GriffinLim starts from torchaudio's random phase; a clip it returns past full scale is scaled
+down to peak 0.99, not clipped (``invert``). ``num_classes > 0`` is genkit's
 conditional variant, as in WaveGAN. Other clip lengths keep the 128 x 128 grid and the 256-sample window
 and scale the hop: 8192 samples (about 1 s at 8 kHz) are framed every 64 samples.
 """
@@ -30,6 +31,7 @@ from .wavegan import ProjectionCritic, glorot_, same_pad
 N_FFT, FRAMES = 256, 128
 LOG_EPS = 1e-6
 CLIP_NSTD = 3.0
+PEAK = 0.99  # an inverted clip louder than full scale is scaled down to this peak, never clipped (invert)
 
 
 @dataclass
@@ -67,7 +69,13 @@ def normalise(logmag: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> to
 
 
 def invert(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, n_iter: int = 16, length: int = 16384) -> torch.Tensor:
-    """Normalised spectrograms (N, 1, 128, 128) -> waveforms (N, 1, length) by Griffin-Lim."""
+    """Normalised spectrograms (N, 1, 128, 128) -> waveforms (N, 1, length) by Griffin-Lim.
+
+    Nothing bounds Griffin-Lim's output: a generated spectrogram a little louder than the data's, or with its
+    phases adding up, comes back past full scale (on the eSpeak digits most of them did, median peak 2.9). Such
+    a clip is scaled as a whole to peak ``PEAK``, keeping its waveform, where clipping it to [-1, 1] turned its
+    loudest parts into flat-topped distortion (docs/audio.md, "Over-range clips"); clips within range are
+    unchanged."""
     import torchaudio
 
     mean, std = mean.to(x.device).view(1, -1, 1), std.to(x.device).view(1, -1, 1)
@@ -76,7 +84,14 @@ def invert(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, n_iter: int =
     mag = F.pad(mag, (0, 1, 0, 1))  # put back the Nyquist bin and the last frame (zeros)
     gl = torchaudio.transforms.GriffinLim(n_fft=N_FFT, n_iter=n_iter, hop_length=hop_of(length), power=1.0,
                                           length=length).to(x.device)
-    return gl(mag).clamp(-1.0, 1.0).unsqueeze(1)
+    return fit_range(gl(mag).unsqueeze(1))
+
+
+def fit_range(waves: torch.Tensor, peak: float = PEAK) -> torch.Tensor:
+    """(N, 1, T) waveforms, each clip whose peak exceeds ``peak`` scaled to exactly that peak; others as they are."""
+    loudest = waves.abs().flatten(1).amax(dim=1)
+    scale = torch.where(loudest > peak, peak / loudest, torch.ones_like(loudest))
+    return waves * scale.view(-1, *([1] * (waves.dim() - 1)))
 
 
 class UpConv2d(nn.Module):

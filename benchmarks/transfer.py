@@ -8,7 +8,7 @@ recipe, conditional (same class count, so every shape matches), and are scored e
 by the target's own refnet (the same classifier for both arms).
 
     python benchmarks/transfer.py                                   # image, about 6 minutes
-    python benchmarks/transfer.py --domain audio --data ../shared/data/fsdd-3spk --speaker lucas --steps 1500
+    python benchmarks/transfer.py --domain audio --data ../shared/data/fsdd-3spk --speaker lucas --steps 1000
     python benchmarks/transfer.py --out docs/images/transfer.png --keep /tmp/transfer
 
 Prints a markdown table (FD per step for both arms) and writes a PNG plot. A benchmark, not a test.
@@ -67,9 +67,20 @@ def audio_sets(work: Path, data: Path, speaker: str) -> tuple[str, str]:
     return str(work / "source"), str(work / "target")
 
 
-def fd_curve(run: Path) -> list[tuple[int, float]]:
+def evaluations(run: Path) -> dict[int, dict]:
+    """The run's evaluations by step (metrics.jsonl rows that carry refnet_fd)."""
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return [(r["step"], r["refnet_fd"]) for r in rows if "refnet_fd" in r]
+    return {r["step"]: r for r in rows if "refnet_fd" in r}
+
+
+def cell(row: dict | None) -> str:
+    """FD, then IS as a share of the real clips' and the classes covered, where the run reports them."""
+    if row is None:
+        return "-"
+    text = f"{row['refnet_fd']:.1f}"
+    if row.get("refnet_is_real"):
+        text += f" / {row['refnet_is'] / row['refnet_is_real']:.2f} / {row.get('refnet_classes', float('nan')):.0f}"
+    return text
 
 
 def main() -> None:
@@ -105,14 +116,14 @@ def main() -> None:
         run = work / ("scratch" if not extra else "init-from")
         print(f"{arm} on {target} -> {run}", file=sys.stderr)
         genkit("run", args.domain, "--out", str(run), *common, *extra)
-        curves[arm] = fd_curve(run)
-    steps = sorted({s for c in curves.values() for s, _ in c})
-    print("| step | " + " | ".join(f"FD {arm}" for arm in curves) + " |")
+        curves[arm] = evaluations(run)
+    steps = sorted({s for c in curves.values() for s in c})
+    print("| step | " + " | ".join(f"FD / IS x real / classes, {arm}" for arm in curves) + " |")
     print("| --- | " + " | ".join("---" for _ in curves) + " |")
     for s in steps:
-        cells = [f"{dict(c).get(s, float('nan')):.1f}" for c in curves.values()]
-        print(f"| {s} | " + " | ".join(cells) + " |")
-    line_plot({f"{args.domain}: refnet FD on the target set": {a: [(float(s), f) for s, f in c] for a, c in curves.items()}},
+        print(f"| {s} | " + " | ".join(cell(c.get(s)) for c in curves.values()) + " |")
+    line_plot({f"{args.domain}: refnet FD on the target set":
+               {a: [(float(s), r["refnet_fd"]) for s, r in sorted(c.items())] for a, c in curves.items()}},
               args.out, "training steps on the target", "refnet FD")
     print(f"plot: {args.out}", file=sys.stderr)
 

@@ -208,6 +208,46 @@ def test_mle_loss_is_the_mean_nll_up_to_the_first_eos():
     assert G.mle_loss(x).item() == pytest.approx((-(logp * mask).sum() / mask.sum()).item(), rel=1e-6)
 
 
+def test_a_from_scratch_gpt2_scores_only_the_counted_positions_to_the_same_loss_gradients_and_nll():
+    """The output layer runs only where a position counts (up to each row's first EOS: the padding of a corpus's
+    short sentences is about half of its positions) and gives the loss and gradients of the full [B, T, V] logits,
+    and the held-out NLL of ``token_log_probs`` at any temperature; a model that is not a plain GPT-2 (a pretrained
+    one, LoRA) takes the full path, to the same value."""
+    import torch.nn.functional as F
+    from transformers import GPT2LMHeadModel
+
+    from genkit_text.metrics import model_nll
+    from genkit_text.model import NEG_INF, after_eos
+
+    G = tiny_generator(vocab=50, seq_len=8, eos=1, bos=0)
+    x = torch.randint(2, 50, (5, 8), generator=torch.Generator().manual_seed(0))
+    x[0, 2:] = 1
+    x[3, 4:] = 1
+    assert G._counted_logits(x).shape == (3 + 8 + 8 + 5 + 8, 50)
+    fast = G.mle_loss(x)
+    fast.backward()
+    grads = {n: p.grad.clone() for n, p in G.named_parameters()}
+    G.zero_grad()
+    inputs = G._inputs(x)
+    logits = G.lm(input_ids=inputs, attention_mask=torch.ones_like(inputs)).logits.float()
+    logits[..., G.banned] = NEG_INF
+    full = F.cross_entropy(logits.flatten(0, 1), x.masked_fill(after_eos(x, 1), -100).flatten())
+    full.backward()
+    assert float(fast.detach()) == pytest.approx(float(full.detach()), rel=1e-6)
+    for n, p in G.named_parameters():
+        assert torch.allclose(grads[n], p.grad, atol=1e-6), n
+    for t in (1.0, 0.8):
+        logp, mask = G.token_log_probs(x, t)
+        total, count = G.nll_sum(x, t)
+        assert count == int(mask.sum()) and total == pytest.approx(-float((logp * mask).sum()), rel=1e-6)
+    before = model_nll(G, x, 0.8, batch_size=2)
+
+    G.lm.__class__ = type("OtherLM", (GPT2LMHeadModel,), {})  # not a plain GPT-2: the full path
+    assert G._counted_logits(x) is None
+    assert float(G.mle_loss(x).detach()) == pytest.approx(float(full.detach()), rel=1e-6)
+    assert model_nll(G, x, 0.8, batch_size=2) == pytest.approx(before, rel=1e-6)
+
+
 def test_mle_early_stopping_keeps_the_best_held_out_weights():
     from genkit_text import EarlyStop
 

@@ -199,14 +199,10 @@ def word_perplexity(nll_per_token: float, tokens, eos_id: int | None, texts: Seq
 
 def model_nll(generator, tokens, temperature: float = 1.0, batch_size: int = 1000) -> float:
     """The generator's mean NLL per token of ``tokens`` [N, T] (positions up to the first EOS), at ``temperature``."""
-    import torch
-
     total, count = 0.0, 0
     device = generator.lm.get_input_embeddings().weight.device
-    with torch.no_grad():
-        for i in range(0, len(tokens), batch_size):
-            chunk = tokens[i:i + batch_size].to(device)
-            logp, mask = generator.token_log_probs(chunk, temperature)
-            total += -(logp * mask).sum().item()
-            count += int(mask.sum().item())
+    for i in range(0, len(tokens), batch_size):
+        chunk_total, chunk_count = generator.nll_sum(tokens[i:i + batch_size].to(device), temperature)
+        total += chunk_total
+        count += chunk_count
     return total / max(count, 1)

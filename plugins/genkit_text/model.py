@@ -182,17 +182,52 @@ class TextGenerator(nn.Module):
         logp = logits.log_softmax(dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
         return logp, ~after_eos(tokens, self.eos_id)
 
+    def _counted_logits(self, tokens: torch.Tensor) -> torch.Tensor | None:
+        """Next-token logits [N, V] at only the positions that count (up to and including each row's first EOS),
+        in row-major order; None unless ``self.lm`` is a plain GPT-2, whose output layer is a bare linear map of
+        the last hidden states. The output layer dominates a step on a large vocabulary, and a corpus's sentences
+        are padded to ``seq_len`` (docstrings and fortunes: about a third of the positions), so this is the same
+        loss for about three quarters of the time."""
+        from transformers import GPT2LMHeadModel
+
+        if type(self.lm) is not GPT2LMHeadModel:
+            return None
+        inputs = self._inputs(tokens)
+        hidden = self.lm.transformer(input_ids=inputs, attention_mask=torch.ones_like(inputs)).last_hidden_state
+        return self.lm.lm_head(hidden[~after_eos(tokens, self.eos_id)]).float()
+
     def mle_loss(self, tokens: torch.Tensor) -> torch.Tensor:
         """Mean negative log-likelihood per token (the positions up to and including the first EOS).
 
         The same value as ``token_log_probs`` gives, computed by one fused cross-entropy with the banned tokens
-        masked in place: no copies of the [B, T, V] logits, which dominate a step on a large vocabulary."""
+        masked in place: no copies of the [B, T, V] logits, which dominate a step on a large vocabulary (and, for
+        a from-scratch GPT-2, no logits at the padding: ``_counted_logits``)."""
+        logits = self._counted_logits(tokens)
+        if logits is not None:
+            if self.banned:
+                logits[:, self.banned] = NEG_INF  # in place: the output layer's backward does not need its output
+            return F.cross_entropy(logits, tokens[~after_eos(tokens, self.eos_id)])
         inputs = self._inputs(tokens)
         logits = self.lm(input_ids=inputs, attention_mask=torch.ones_like(inputs)).logits.float()
         if self.banned:
             logits[..., self.banned] = NEG_INF  # in place: the output layer's backward does not need its output
         targets = tokens.masked_fill(after_eos(tokens, self.eos_id), -100)  # -100: ignored (cross_entropy's default)
         return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+
+    def nll_sum(self, tokens: torch.Tensor, temperature: float = 1.0) -> tuple[float, int]:
+        """The summed negative log-likelihood of ``tokens`` [B, T] at ``temperature`` and the number of positions
+        it sums over (those of ``token_log_probs``'s mask), without gradients."""
+        with torch.no_grad():
+            logits = self._counted_logits(tokens)
+            if logits is None:
+                logp, mask = self.token_log_probs(tokens, temperature)
+                return -float((logp * mask).sum()), int(mask.sum())
+            if self.banned:
+                logits[:, self.banned] = NEG_INF
+            if temperature != 1.0:
+                logits = logits / temperature
+            targets = tokens[~after_eos(tokens, self.eos_id)]
+            return float(F.cross_entropy(logits, targets, reduction="sum")), int(targets.numel())
 
     # -- sampling -----------------------------------------------------------------------------------
     def _step_logits(self, inputs_ids=None, inputs_embeds=None, cache=None, seen: int = 0):

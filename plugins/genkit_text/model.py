@@ -186,8 +186,8 @@ class TextGenerator(nn.Module):
         """Next-token logits [N, V] at only the positions that count (up to and including each row's first EOS),
         in row-major order; None unless ``self.lm`` is a plain GPT-2, whose output layer is a bare linear map of
         the last hidden states. The output layer dominates a step on a large vocabulary, and a corpus's sentences
-        are padded to ``seq_len`` (docstrings and fortunes: about a third of the positions), so this is the same
-        loss for about three quarters of the time."""
+        are padded to ``seq_len`` (fortunes + docstrings: half of the positions), so this is the same loss in
+        about three quarters of the time (an MLE step 0.26 -> 0.20 s on 2 cores; docs/text.md)."""
         from transformers import GPT2LMHeadModel
 
         if type(self.lm) is not GPT2LMHeadModel:

@@ -613,3 +613,21 @@ def test_plugin_import_does_not_import_torch():
     code = "import sys, genkit_text; print('torch' in sys.modules, 'transformers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_nll_samples_auto_scores_a_corpus_first_2000_held_out_sentences_and_all_of_the_oracle():
+    """--nll-samples auto (recorded in config.toml when resolved): a corpus's first 2,000 held-out sentences, all of
+    the oracle's (SeqGAN's benchmark), 256 for a pretrained --model, never more than there are; a flag wins."""
+    from types import SimpleNamespace
+
+    dom = domain()
+
+    def resolved(kind, n, **options):
+        data = SimpleNamespace(extra={"test_ids": list(range(n))}, state={"kind": kind})
+        return dom.resolve_options(dom.Options(**options), data).nll_samples
+
+    assert resolved("text", 9868) == 2000
+    assert resolved("text", 221) == 221
+    assert resolved("oracle", 9868) == 9868
+    assert resolved("text", 9868, model="smollm2") == 256
+    assert resolved("text", 9868, nll_samples=5000) == 5000

@@ -258,6 +258,32 @@ def test_load_folder_mixed_rates_channels_and_broken_files(tmp_path, capsys):
     assert "3 sample rates (8000 Hz, 16000 Hz, 44100 Hz); resampling all to 44100 Hz" in capsys.readouterr().err
 
 
+def test_specgan_auto_rate_keeps_a_whole_word_of_44_1_khz_speech_and_a_cut_is_warned_about(tmp_path, cache, capsys):
+    """SpecGAN's 16,384-sample clips hold 0.37 s at 44.1 kHz: auto resamples such data to 16 kHz (1.02 s), so a
+    0.6 s word is kept whole; asking for 44.1 kHz keeps the rate and warns, naming the folder, that the clips are cut.
+    WaveGAN, which makes longer clips, keeps the data's own rate."""
+    root = tmp_path / "speech44"
+    t = np.arange(int(0.6 * 44100)) / 44100
+    word = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)  # a 0.6 s "word" at 44.1 kHz
+    for name in ("1_ann_0.wav", "1_ann_1.wav", "2_ann_0.wav", "2_ann_1.wav"):
+        _write(root / name, word, 44100)
+    dom = AudioDomain()
+    data = dom.load_data(str(root), dom.Options(model="specgan"), cache_dir=tmp_path / "c")
+    assert (data.extra["sample_rate"], data.extra["length"]) == (16000, 16384)
+    assert "4 clips at 16000 Hz from 44100 Hz files" in data.source
+    clip = data.train.tensors[0][0, 0].float() / 32768
+    assert clip[int(0.55 * 16000):int(0.59 * 16000)].abs().max() > 0.4  # the word's end is there
+    assert clip[int(0.61 * 16000):].abs().max() < 0.01  # then the padding
+    assert "cut" not in capsys.readouterr().err
+    data = dom.load_data(str(root), dom.Options(model="specgan", sample_rate=44100), cache_dir=tmp_path / "c")
+    assert (data.extra["sample_rate"], data.extra["length"]) == (44100, 16384)
+    assert (f"{root}: 4 of 4 clips (100%) are longer than 16384 samples (0.37 s at 44100 Hz) and were cut to their "
+            "start") in capsys.readouterr().err
+    data = dom.load_data(str(root), dom.Options(model="wavegan"), cache_dir=tmp_path / "c")
+    assert (data.extra["sample_rate"], data.extra["length"]) == (44100, 32768)  # 0.74 s: the word fits
+    assert "cut" not in capsys.readouterr().err
+
+
 def test_load_folder_label_prefix_and_errors(tmp_path, monkeypatch):
     root = tmp_path / "fsdd"
     tone = (0.2 * np.sin(np.arange(3000) / 5)).astype(np.float32)

@@ -23,7 +23,8 @@ class AudioOptions:
     model: Literal["wavegan", "specgan"] = option("wavegan", "wavegan (raw waveform) or specgan (spectrogram + "
                                                              "Griffin-Lim).")
     sample_rate: Literal[8000, 16000, 22050, 44100] | None = option(
-        None, "Sample rate in Hz of training and output (auto: the data's own; other rates are resampled).")
+        None, "Sample rate in Hz of training and output (auto: the data's own, at most 16000 for SpecGAN, whose "
+              "16,384-sample clips last 1.02 s at 16 kHz and 0.37 s at 44.1 kHz; other rates are resampled).")
     length: Literal[8192, 16384, 32768, 65536] | None = option(
         None, "Samples per clip (auto: about a second: 8192 at 8 kHz, 16384 at 16 or 22.05 kHz, 32768 at 44.1 kHz; "
               "SpecGAN 8192 or 16384, WaveGAN 16384 or more).")
@@ -84,6 +85,14 @@ def lengths_of(model: str) -> tuple[int, ...]:
 def default_length(model: str, rate: int) -> int:
     """About one second of audio: the power of two nearest ``rate`` samples that ``model`` can make."""
     return min(lengths_of(model), key=lambda n: (abs(math.log2(n / rate)), n))
+
+
+def auto_rate_cap(model: str) -> int | None:
+    """The highest rate ``--sample-rate auto`` gives ``model``. SpecGAN's 128 x 128 grid holds at most 16,384
+    samples: 1.02 s at 16 kHz (the paper's rate), but 0.74 s at 22.05 kHz and 0.37 s at 44.1 kHz, which cuts most
+    spoken words (the Free Spoken Digit Dataset's median clip is 0.50 s), so data above 16 kHz is resampled to
+    16 kHz. WaveGAN makes up to 65,536 samples and keeps the data's own rate."""
+    return 16000 if model == "specgan" else None
 
 
 # The CPU recipe's small-data additions, which the papers' presets switch off again.
@@ -161,7 +170,7 @@ class AudioDomain(Domain):
                 raise GenkitError(f"--data {spec}: expected a folder of WAV/FLAC/OGG files")
             x, y, names, source, rate = audata.load_folder(path, length, rate,
                                                            lambda r: default_length(options.model, r),
-                                                           {"model": options.model})
+                                                           {"model": options.model}, auto_rate_cap(options.model))
             length = x.shape[-1]
         labelled = y is not None and len(names) >= 2
         conditional = labelled if options.conditional is None else options.conditional
@@ -199,9 +208,10 @@ class AudioDomain(Domain):
             if wave.numel() == 0 or not torch.isfinite(wave).all():
                 raise GenkitError(f"{path}: not readable audio (no samples, or non-finite ones)")
             read.append((wave, rate))
-        rate = options.sample_rate or audata.data_rate(Path("--pairs"), [r for _, r in read])
+        rate = options.sample_rate or min(audata.data_rate(Path("--pairs"), [r for _, r in read]),
+                                          auto_rate_cap(options.model) or audata.RATES[-1])
         length = options.length or default_length(options.model, rate)
-        x = audata.to_clips(read, rate, length)
+        x = audata.to_clips(read, rate, length, name="--pairs")
         y = torch.as_tensor(labels, dtype=torch.int64)
         data = Data(train=TensorDataset(x, y), conditional=True, num_classes=len(class_names),
                     class_names=list(class_names), source=f"{len(x)} listed clips at {rate} Hz",

@@ -184,24 +184,27 @@ def read_audio(path: Path) -> tuple[torch.Tensor, int]:
 
 
 def load_folder(root: Path, length: int | None, rate: int | None, choose_length=None,
-                cache_params: dict | None = None) -> tuple[torch.Tensor, torch.Tensor | None, list[str], str, int]:
+                cache_params: dict | None = None,
+                max_rate: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None, list[str], str, int]:
     """Every readable audio file under ``root`` as int16 (N, 1, length) at ``rate`` Hz, with labels if the names
-    carry them. ``rate=None``: the rate most files have (others are resampled to it); ``length=None``:
-    ``choose_length(rate)``. Returns (clips, labels or None, class names, a description, rate). Decoded once: later
-    runs read it from the decoded-data cache (genkit.datacache), keyed also by ``cache_params`` (what
-    ``choose_length`` depends on)."""
+    carry them. ``rate=None``: the rate most files have (others are resampled to it), at most ``max_rate``;
+    ``length=None``: ``choose_length(rate)``. Returns (clips, labels or None, class names, a description, rate).
+    Decoded once: later runs read it from the decoded-data cache (genkit.datacache), keyed also by
+    ``cache_params`` (what ``choose_length`` depends on)."""
     from genkit.datacache import cached
 
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
     if not files:
         raise GenkitError(f"{root}: no audio files found (looked for {', '.join(sorted(AUDIO_EXTENSIONS))}, recursively)")
     x, y, classes, source, rate = cached("audio-folder", root, files,
-                                         {"length": length, "rate": rate, **(cache_params or {})},
-                                         lambda: _decode_folder(root, files, length, rate, choose_length))
+                                         {"length": length, "rate": rate, "max_rate": max_rate,
+                                          **(cache_params or {})},
+                                         lambda: _decode_folder(root, files, length, rate, choose_length, max_rate))
     return x, y, list(classes), source, int(rate)
 
 
-def _decode_folder(root: Path, files: list[Path], length: int | None, rate: int | None, choose_length):
+def _decode_folder(root: Path, files: list[Path], length: int | None, rate: int | None, choose_length,
+                   max_rate: int | None = None):
     scheme = ""
     if all(len(p.relative_to(root).parts) > 1 for p in files):
         scheme = "folder"
@@ -226,21 +229,34 @@ def _decode_folder(root: Path, files: list[Path], length: int | None, rate: int 
         warn(f"{root}: skipped {bad} bad file(s) of {len(files)}")
     if not read:
         raise GenkitError(f"{root}: none of the {len(files)} audio files could be read")
+    resampled = ""
     if rate is None:
         rate = data_rate(root, [r for _, r in read])
+        if max_rate and rate > max_rate:
+            resampled, rate = f" from {rate} Hz files", max_rate
     if length is None:
         length = choose_length(rate)
-    x = to_clips(read, rate, length)
+    x = to_clips(read, rate, length, name=root)
     classes = sorted(set(names)) if scheme else []
     y = torch.tensor([classes.index(n) for n in names], dtype=torch.int64) if scheme else None
     how = {"folder": ", labels from sub-folders", "prefix": ", labels from file-name prefixes", "": ""}[scheme]
-    return x, y, classes, f"{root} ({len(x)} clips at {rate} Hz{how})", rate
+    return x, y, classes, f"{root} ({len(x)} clips at {rate} Hz{resampled}{how})", rate
 
 
-def to_clips(read: list[tuple[torch.Tensor, int]], rate: int, length: int) -> torch.Tensor:
+CUT_WARNING = 0.25  # warn when more than this share of the clips is cut to the run's length
+
+
+def to_clips(read: list[tuple[torch.Tensor, int]], rate: int, length: int, name=None) -> torch.Tensor:
     """Mono float waves at their own rates as int16 clips (N, 1, length) at ``rate``: resampled, cut or
-    zero-padded, clamped to [-1, 1]."""
+    zero-padded, clamped to [-1, 1]. With ``name`` (the folder), a warning naming it when more than a quarter of
+    the clips are longer than ``length`` and lose their end."""
     import torchaudio.functional as AF
+
+    cut = sum(len(x) * rate / r > length * 1.01 for x, r in read)  # 1 %: a resampler's rounding is not a cut
+    if name is not None and cut > CUT_WARNING * len(read):
+        warn(f"{name}: {cut} of {len(read)} clips ({cut / len(read):.0%}) are longer than {length} samples "
+             f"({length / rate:.2f} s at {rate} Hz) and were cut to their start; a lower --sample-rate holds more "
+             "of each clip")
 
     waves = [fit_length(AF.resample(x, r, rate) if r != rate else x, length) for x, r in read]
     return torch.round(torch.stack(waves)[:, None].clamp(-1.0, 1.0) * 32767).to(torch.int16)

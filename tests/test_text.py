@@ -267,6 +267,75 @@ def test_mle_early_stopping_keeps_the_best_held_out_weights():
     assert EarlyStop(G, None, domain().Options(mle_patience=1)).finish(10) == {}  # no held-out data: off
 
 
+def test_weight_average_is_the_bias_corrected_mean_of_the_steps_weights_and_swaps_back():
+    from genkit_text import WeightAverage
+
+    G = tiny_generator()
+    w = G.lm.lm_head.weight
+    avg = WeightAverage(G, 0.5)
+    start = w.detach().clone()
+    avg.apply()  # no update yet: the weights stay as they are
+    assert torch.equal(w, start)
+    values = (1.0, -2.0, 3.0, 0.5)
+    for value in values:
+        with torch.no_grad():
+            w.fill_(value)
+        avg.update()
+    # weights 1, 2, 4, 8 (halving backwards from the last step), normalised; nothing of the initial weights
+    expected = (1 * 1.0 + 2 * -2.0 + 4 * 3.0 + 8 * 0.5) / 15
+    with avg.swapped():
+        assert torch.allclose(w, torch.full_like(w, expected))
+    assert torch.equal(w, torch.full_like(w, 0.5))  # the live weights are back after the block
+    avg.apply()
+    assert torch.allclose(w, torch.full_like(w, expected))
+
+
+def test_mle_ema_keeps_the_average_of_the_weights_it_went_through(monkeypatch):
+    """--mle-ema: the MLE phase ends with the moving average of the weights after each Adam step, not the last
+    ones; with early stopping, the check scores the average and restores the best average."""
+    from types import SimpleNamespace
+
+    import genkit_text
+    from genkit_text import EarlyStop, WeightAverage
+
+    G = tiny_generator(vocab=50, seq_len=8)
+    seen = []
+    update = WeightAverage.update
+
+    def recording(self):
+        seen.append([p.detach().clone() for p in self.params])  # the live weights after this step
+        update(self)
+
+    monkeypatch.setattr(WeightAverage, "update", recording)
+    dom = domain()
+    monkeypatch.setattr(dom, "temperature_sweep", lambda *a, **k: {})
+    opts = dom.Options(mle_ema=0.8, mle_lr=1e-2, mle_patience=0)
+    ids = torch.randint(2, 50, (8, 8), generator=torch.Generator().manual_seed(0))
+    ctx = SimpleNamespace(generator=G, options=opts, data=SimpleNamespace(extra={}, state={}), device=torch.device("cpu"))
+    control = SimpleNamespace(stop_requested=False, step=lambda n, stats: None)
+    params = [p for p in G.parameters() if p.requires_grad]
+    dom.pretrain(ctx, lambda: (ids,), 6, control)
+    assert len(seen) == 6
+    weights = [0.8 ** (5 - k) for k in range(6)]  # the last step's weights count most
+    expected = [sum(c * live[i] for c, live in zip(weights, seen)) / sum(weights) for i in range(len(params))]
+    assert all(torch.allclose(p, e, atol=1e-6) for p, e in zip(params, expected))
+    assert not torch.allclose(params[0], seen[-1][0])  # not the last step's weights
+
+    # Early stopping scores the average: live weights made worse, the average kept good, the good ones come back.
+    monkeypatch.setattr(WeightAverage, "update", update)
+    held_out = torch.randint(2, 50, (16, 8), generator=torch.Generator().manual_seed(1))
+    avg = WeightAverage(G, 0.9)
+    avg.update()  # the average: these weights
+    good = {k: v.clone() for k, v in G.state_dict().items()}
+    with torch.no_grad():
+        G.lm.lm_head.weight.mul_(30.0)  # the live model: a sharper, wrong distribution
+    stop = EarlyStop(G, held_out, dom.Options(mle_patience=1, mle_check_sentences=16), avg)
+    assert stop.check(100) is False
+    stats = stop.finish(200)
+    assert stats["mle_best_nll_heldout"] == pytest.approx(genkit_text.metrics.model_nll(G, held_out))
+    assert all(torch.allclose(v, good[k]) for k, v in G.state_dict().items())
+
+
 def test_reinforce_loss_known_case():
     logp = torch.log(torch.tensor([[0.5, 0.25], [0.5, 0.5]])).requires_grad_(True)
     mask = torch.ones(2, 2, dtype=torch.bool)
@@ -465,6 +534,8 @@ def test_recipes_for_a_corpus_the_oracle_and_a_pretrained_model(tmp_path):
     # sampling: nucleus 0.9 for a corpus; the full distribution for the oracle (NLL_oracle) and a pretrained model
     assert (corpus.options.top_p, oracle.options.top_p, pretrained.options.top_p) == (0.9, 1.0, 1.0)
     assert resolve(text, losses, data="my.txt", flags={"top_p": 1.0}).options.top_p == 1.0
+    # averaged MLE weights for a corpus only: the oracle and a pretrained model keep their measured recipes
+    assert (corpus.options.mle_ema, oracle.options.mle_ema, pretrained.options.mle_ema) == (0.995, 0.0, 0.0)
 
 
 def test_real_batches_are_token_ids_and_penalties_still_work(tmp_path, invoke, corpus):

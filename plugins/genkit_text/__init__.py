@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -64,6 +64,9 @@ class TextOptions:
                                                                      "last --pretrain-steps step.")
     mle_patience: int = option(0, "MLE early stopping: stop after N held-out checks without a better NLL, and keep "
                                   "the best check's weights (0 = off; on a corpus: 4).", ge=0)
+    mle_ema: float = option(0.0, "MLE pre-training: an exponential moving average of the weights with this decay "
+                                 "(Polyak averaging) is what early stopping checks and the phase keeps (0 = off; "
+                                 "on a corpus: 0.995).", ge=0, lt=1)
     mle_check_every: int = option(100, "MLE early stopping: steps between held-out checks.", gt=0)
     mle_check_sentences: int = option(500, "MLE early stopping: held-out sentences scored at each check.", gt=0)
     mle_batch: int = option(0, "MLE pre-training: sequences per Adam step, taken from the run's batches "
@@ -120,7 +123,7 @@ ORACLE_RECIPE = {"steps": 100, "pretrain_steps": 1500, "batch_size": 64, "loss":
                  "lr_d": 1e-4, "beta1": 0.9, "beta2": 0.999, "n_critic": 1, "checkpoint_every": 50,
                  "sample_every": 50, "log_every": 10, "eval_every": 50,
                  "n_layer": 1, "n_embd": 32, "n_head": 2, "dropout": 0.1, "init_std": 0.1, "mle_lr": 1e-2,
-                 "mle_warmup": 0, "mle_schedule": "constant", "top_p": 1.0}
+                 "mle_warmup": 0, "mle_schedule": "constant", "mle_ema": 0.0, "top_p": 1.0}
 # A real corpus (10k-100k sentences) in under 10 minutes on 2 CPU cores (docs/text.md has the measurements):
 # a 4-block GPT-2 of width 128 over an 8,000-word vocabulary (GPT-2's pre-tokenizer, so every generated word
 # is a real one), 1,800 MLE steps (warm-up and cosine decay from 2e-3), then RelGAN's adversarial phase at a
@@ -128,13 +131,15 @@ ORACLE_RECIPE = {"steps": 100, "pretrain_steps": 1500, "batch_size": 64, "loss":
 CORPUS_RECIPE = {**ORACLE_RECIPE, "pretrain_steps": 1800, "lr_g": 1e-5, "mle_patience": 4,
                  "n_layer": 4, "n_embd": 128, "n_head": 4, "dropout": 0.1, "init_std": 0.02, "mle_lr": 2e-3,
                  "mle_warmup": 100, "mle_schedule": "cosine", "tokenizer": "word", "vocab_size": 8000, "max_len": 32,
+                 # the MLE weights averaged (WeightAverage): held-out ppl/word 92 -> 84 on the docstrings, 51 -> 46 on pydoc
+                 "mle_ema": 0.995,
                  # nucleus sampling (Holtzman et al., ICLR 2020) for samples and evaluation: docs/text.md
                  "top_p": 0.9}
 # A pretrained --model (SmolLM2-135M: 30 blocks of width 576) fine-tuned with LoRA: see docs/text.md.
 PRETRAINED_RECIPE = {"batch_size": 16, "pretrain_steps": 100, "steps": 20, "mle_lr": 5e-4, "mle_warmup": 20,
                      "mle_schedule": "cosine", "lr_g": 1e-4, "max_len": 32, "bleu_samples": 200, "sweep": "1.0",
                      "checkpoint_every": 0, "sample_every": 25, "eval_every": 0, "keep_checkpoints": 1,
-                     "mle_patience": 0, "top_p": 1.0}
+                     "mle_patience": 0, "mle_ema": 0.0, "top_p": 1.0}
 
 
 class TextDomain(Domain):
@@ -152,7 +157,8 @@ class TextDomain(Domain):
     legacy_weight_keys = ("mle_sweep",)
     # Runs saved before these options existed trained a tied GPT-2 at GPT-2's own initialisation.
     # Runs saved before --finetune trained every weight.
-    legacy_defaults = {"tie_embeddings": True, "init_std": 0.02, "finetune": "full"}
+    # Runs saved before --mle-ema kept the MLE phase's last (or best-checked) live weights.
+    legacy_defaults = {"tie_embeddings": True, "init_std": 0.02, "finetune": "full", "mle_ema": 0.0}
     # The recipe for a corpus (pydoc, or --data FILE): see CORPUS_RECIPE. The oracle and a pretrained --model
     # get their own (recipe_for).
     recipe = CORPUS_RECIPE
@@ -362,7 +368,9 @@ class TextDomain(Domain):
         mle_batch = ctx.options.mle_batch
         pending: list = []  # token ids of the run's batches not yet used, split into --mle-batch rows
         running = None
-        stopper = EarlyStop(G, ctx.data.extra.get("test_ids"), ctx.options) if ctx.options.mle_patience else None
+        average = WeightAverage(G, ctx.options.mle_ema) if ctx.options.mle_ema else None
+        stopper = (EarlyStop(G, ctx.data.extra.get("test_ids"), ctx.options, average)
+                   if ctx.options.mle_patience else None)
         for step in range(steps):
             if control.stop_requested:  # Ctrl-C / SIGTERM: the engine reports the interruption
                 return {"mle_nll_train": running} if running is not None else {}
@@ -381,12 +389,16 @@ class TextDomain(Domain):
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if average is not None:
+                average.update()
             value = loss.item()
             running = value if running is None else 0.98 * running + 0.02 * value
             control.step(1, {"nll": running})
         stats: dict[str, float] = {"mle_nll_train": running} if running is not None else {}
         if stopper is not None:
-            stats.update(stopper.finish(steps))  # back to the weights of the best held-out NLL
+            stats.update(stopper.finish(steps))  # back to the (averaged) weights of the best held-out NLL
+        elif average is not None:
+            average.apply()
         G.eval()
         with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):
             sweep = self.temperature_sweep(G, ctx.data, ctx.options)
@@ -525,14 +537,58 @@ class TextDomain(Domain):
             data.extra["lm_config_dir"] = str(run_dir / "lm_config")
         return data
 
+class WeightAverage:
+    """An exponential moving average of a module's trainable weights (Polyak & Juditsky 1992; the averaged
+    weights of Izmailov et al.'s SWA and of modern LM recipes' EMA), updated after each optimiser step with a
+    constant ``decay`` and read with Adam's bias correction: after n updates it is
+    ``sum_k (1 - decay) decay^(n-k) w_k / (1 - decay^n)``, a weighted mean of the weights the steps went through
+    (none of the initial ones), whose weights fall by ``decay`` a step. On pydoc the averaged MLE model predicted
+    the held-out sentences far better than the live one at the same step (docs/text.md)."""
+
+    def __init__(self, module, decay: float):
+        import torch
+
+        self.params = [p for p in module.parameters() if p.requires_grad]
+        self.sum = [torch.zeros_like(p, dtype=torch.float32) for p in self.params]
+        self.decay, self.updates = float(decay), 0
+        self._torch = torch
+
+    def update(self) -> None:
+        self.updates += 1
+        with self._torch.no_grad():
+            self._torch._foreach_lerp_(self.sum, [p.detach().float() for p in self.params], 1.0 - self.decay)
+
+    def apply(self) -> None:
+        """Make the averaged weights the module's (no update yet: the module is left as it is)."""
+        if not self.updates:
+            return
+        scale = 1.0 / (1.0 - self.decay ** self.updates)
+        with self._torch.no_grad():
+            for p, s in zip(self.params, self.sum):
+                p.copy_(s * scale)
+
+    @contextmanager
+    def swapped(self):
+        """The module with the averaged weights inside the block, its own weights again after it."""
+        live = [p.detach().clone() for p in self.params]
+        self.apply()
+        try:
+            yield
+        finally:
+            with self._torch.no_grad():
+                for p, w in zip(self.params, live):
+                    p.copy_(w)
+
+
 class EarlyStop:
     """MLE early stopping on held-out NLL (the test split's first ``--mle-check-sentences`` sentences, dropout
     off): checked every ``--mle-check-every`` steps; after ``--mle-patience`` checks without a better NLL the phase
-    stops, and it always ends with the weights of the best check. A small corpus would otherwise be memorised
+    stops, and it always ends with the weights of the best check (with ``--mle-ema``, the averaged weights are what
+    each check scores and keeps). A small corpus would otherwise be memorised
     (pydoc's 2,000 training sentences: 73 % of the samples were training sentences verbatim after 1,800 steps)."""
 
-    def __init__(self, generator, test_ids, options: TextOptions):
-        self.G, self.patience = generator, options.mle_patience
+    def __init__(self, generator, test_ids, options: TextOptions, average: WeightAverage | None = None):
+        self.G, self.patience, self.average = generator, options.mle_patience, average
         self.ids = test_ids[:options.mle_check_sentences] if test_ids is not None and len(test_ids) else None
         self.best: tuple[float, int, dict] | None = None  # (nll, step, weights)
         self.misses = 0
@@ -543,13 +599,13 @@ class EarlyStop:
             return False
         from .metrics import model_nll
 
-        with eval_mode(self.G):
+        with eval_mode(self.G), self.average.swapped() if self.average is not None else nullcontext():
             nll = model_nll(self.G, self.ids)
-        if self.best is None or nll < self.best[0]:
-            self.best = (nll, step, {k: v.detach().clone() for k, v in self.G.state_dict().items()})
-            self.misses = 0
-        else:
-            self.misses += 1
+            if self.best is None or nll < self.best[0]:
+                self.best = (nll, step, {k: v.detach().clone() for k, v in self.G.state_dict().items()})
+                self.misses = 0
+            else:
+                self.misses += 1
         return self.misses >= self.patience
 
     def finish(self, steps: int) -> dict[str, float]:

@@ -131,7 +131,8 @@ ORACLE_RECIPE = {"steps": 100, "pretrain_steps": 1500, "batch_size": 64, "loss":
 CORPUS_RECIPE = {**ORACLE_RECIPE, "pretrain_steps": 1800, "lr_g": 1e-5, "mle_patience": 4,
                  "n_layer": 4, "n_embd": 128, "n_head": 4, "dropout": 0.1, "init_std": 0.02, "mle_lr": 2e-3,
                  "mle_warmup": 100, "mle_schedule": "cosine", "tokenizer": "word", "vocab_size": 8000, "max_len": 32,
-                 # the MLE weights averaged (WeightAverage): held-out ppl/word 92 -> 84 on the docstrings, 51 -> 46 on pydoc
+                 # the MLE weights averaged (WeightAverage): held-out ppl/word 92 -> 83-84 on the docstrings,
+                 # 51 -> 41 on pydoc (docs/text.md)
                  "mle_ema": 0.995,
                  # nucleus sampling (Holtzman et al., ICLR 2020) for samples and evaluation: docs/text.md
                  "top_p": 0.9}

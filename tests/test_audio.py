@@ -788,3 +788,19 @@ def test_candidates_change_what_is_drawn_never_what_is_trained(cli, tmp_path):
     assert resolve(audio, reg.losses, data="../fsdd").options.candidates == 16
     assert resolve(audio, reg.losses, preset="paper").options.candidates == 1
     assert audio.upgrade_options({"aux_class": 1.0}, {})["candidates"] == 1  # a run saved before keeps its samples
+
+
+def test_48_khz_files_say_their_own_rate_and_specgan_gives_no_warning_about_a_rate_it_does_not_use(tmp_path, capsys):
+    """48 kHz is not a supported rate: WaveGAN resamples such files to 44.1 kHz and a warning says so; SpecGAN's
+    auto rate is 16 kHz whatever the files' rate, so there is nothing to warn about. Both name the files' 48 kHz."""
+    root = tmp_path / "speech48"
+    word = (0.5 * np.sin(2 * np.pi * 440 * np.arange(int(0.3 * 48000)) / 48000)).astype(np.float32)
+    for name in ("1_ann_0.wav", "2_ann_0.wav"):
+        _write(root / name, word, 48000)
+    dom = AudioDomain()
+    data = dom.load_data(str(root), dom.Options(model="specgan"), cache_dir=tmp_path / "c")
+    assert data.extra["sample_rate"] == 16000 and "2 clips at 16000 Hz from 48000 Hz files" in data.source
+    assert "not a supported rate" not in capsys.readouterr().err
+    data = dom.load_data(str(root), dom.Options(model="wavegan"), cache_dir=tmp_path / "c")
+    assert data.extra["sample_rate"] == 44100 and "2 clips at 44100 Hz from 48000 Hz files" in data.source
+    assert f"{root}: 48000 Hz is not a supported rate; resampling to 44100 Hz" in capsys.readouterr().err

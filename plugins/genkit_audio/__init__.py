@@ -208,8 +208,8 @@ class AudioDomain(Domain):
             if wave.numel() == 0 or not torch.isfinite(wave).all():
                 raise GenkitError(f"{path}: not readable audio (no samples, or non-finite ones)")
             read.append((wave, rate))
-        rate = options.sample_rate or min(audata.data_rate(Path("--pairs"), [r for _, r in read]),
-                                          auto_rate_cap(options.model) or audata.RATES[-1])
+        rate = options.sample_rate or audata.data_rate(Path("--pairs"), [r for _, r in read],
+                                                       auto_rate_cap(options.model))
         length = options.length or default_length(options.model, rate)
         x = audata.to_clips(read, rate, length, name="--pairs")
         y = torch.as_tensor(labels, dtype=torch.int64)

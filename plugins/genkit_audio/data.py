@@ -231,9 +231,11 @@ def _decode_folder(root: Path, files: list[Path], length: int | None, rate: int 
         raise GenkitError(f"{root}: none of the {len(files)} audio files could be read")
     resampled = ""
     if rate is None:
-        rate = data_rate(root, [r for _, r in read])
-        if max_rate and rate > max_rate:
-            resampled, rate = f" from {rate} Hz files", max_rate
+        rates = [r for _, r in read]
+        rate = data_rate(root, rates, max_rate)
+        common = commonest(rates)
+        if common != rate:
+            resampled = f" from {common} Hz files"
     if length is None:
         length = choose_length(rate)
     x = to_clips(read, rate, length, name=root)
@@ -262,15 +264,22 @@ def to_clips(read: list[tuple[torch.Tensor, int]], rate: int, length: int, name=
     return torch.round(torch.stack(waves)[:, None].clamp(-1.0, 1.0) * 32767).to(torch.int16)
 
 
-def data_rate(root: Path, rates: list[int]) -> int:
-    """The run's rate for files at ``rates``: the commonest, or the next supported rate up (a warning says so)."""
+def commonest(rates: list[int]) -> int:
+    """The sample rate most files have (the higher one on a tie)."""
     counts = Counter(rates)
-    common = max(counts, key=lambda r: (counts[r], r))
+    return max(counts, key=lambda r: (counts[r], r))
+
+
+def data_rate(root: Path, rates: list[int], max_rate: int | None = None) -> int:
+    """The run's rate for files at ``rates``: the commonest, at most ``max_rate`` (the model's cap: the run's
+    first line says so), otherwise the next supported rate up (a warning says so)."""
+    counts, common = Counter(rates), commonest(rates)
+    rate = min(common, max_rate) if max_rate else common
     if len(counts) > 1:
         warn(f"{root}: files at {len(counts)} sample rates ({', '.join(f'{r} Hz' for r in sorted(counts))}); "
-             f"resampling all to {common} Hz (--sample-rate to choose)")
-    if common in RATES:
-        return common
-    up = min((r for r in RATES if r >= common), default=RATES[-1])
-    warn(f"{root}: {common} Hz is not a supported rate; resampling to {up} Hz ({', '.join(map(str, RATES))})")
+             f"resampling all to {rate} Hz (--sample-rate to choose)")
+    if rate in RATES:
+        return rate
+    up = min((r for r in RATES if r >= rate), default=RATES[-1])
+    warn(f"{root}: {rate} Hz is not a supported rate; resampling to {up} Hz ({', '.join(map(str, RATES))})")
     return up

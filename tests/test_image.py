@@ -85,6 +85,12 @@ def test_folder_with_labels_and_a_broken_file(cache, tmp_path, capsys):
     assert x[0, 0].float().mean() == pytest.approx(200, abs=1) and x[3, 2].float().mean() == pytest.approx(200, abs=2)
     err = capsys.readouterr().err
     assert "broken.png" in err and "skipped 1 unreadable file(s) of 7" in err
+    assert data.source == f"{root} (6 images, 2 classes from sub-folders)"
+    (root / "birds").mkdir()
+    (root / "birds" / "broken.png").write_bytes(b"not a png either")  # a class of unreadable files only
+    data = domain().load_data(str(root), opts(size=32, conditional=True), cache_dir=cache)
+    assert data.class_names == ["cats", "dogs"] and data.train.tensors[1].tolist() == [0, 0, 0, 1, 1, 1]
+    assert f"{root}: no readable image in sub-folder(s) birds; left out of the classes" in capsys.readouterr().err
 
 
 def test_folder_grayscale_conversion_and_default_size(cache, tmp_path):
@@ -93,7 +99,7 @@ def test_folder_grayscale_conversion_and_default_size(cache, tmp_path):
     write_png(root / "b.png", size=(64, 64))
     data = domain().load_data(str(root), opts(channels=1), cache_dir=cache)
     assert data.train.tensors[0].shape == (2, 1, 64, 64)
-    assert not data.conditional
+    assert not data.conditional and data.source == f"{root} (2 images)"
     with pytest.raises(GenkitError, match="needs class labels"):
         domain().load_data(str(root), opts(conditional=True), cache_dir=cache)
 

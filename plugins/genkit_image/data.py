@@ -131,7 +131,14 @@ def _decode_folder(root: Path, files: list[Path], size: int, channels: int):
         raise GenkitError(f"{root}: none of the {len(files)} image files could be read")
     x = _to_nchw_uint8(np.stack(images), str(root))
     y = torch.tensor(labels, dtype=torch.int64) if labelled else None
-    return x, y, names, f"{root} ({len(images)} images)"
+    if labelled and len(set(labels)) < len(names):  # a class folder of unreadable files only: not a class
+        empty = [n for i, n in enumerate(names) if i not in set(labels)]
+        warn(f"{root}: no readable image in sub-folder(s) {', '.join(empty)}; left out of the classes")
+        kept = [n for n in names if n not in empty]
+        y = torch.tensor([kept.index(names[i]) for i in labels], dtype=torch.int64)
+        names = kept
+    how = f", {len(names)} classes from sub-folders" if labelled else ""  # as the audio folder's first line says
+    return x, y, names, f"{root} ({len(images)} images{how})"
 
 
 def read_image(path: Path, where: str) -> tuple[torch.Tensor, tuple[int, int, int]]:

@@ -421,7 +421,8 @@ def create_cli() -> click.Group:
                                (default ~/.cache/genkit)
           GENKIT_LOAD_PLUGINS  comma-separated third-party plugins to load ('' = none; built-ins always load)
           GENKIT_DEBUG=1       show the traceback of an unexpected error
-          GENKIT_PROGRESS=0    no progress bar (without a terminal genkit prints one line per --log-every)
+          GENKIT_PROGRESS=0    no progress bar (without a terminal genkit prints one line per --log-every,
+                               and about 20 for a pre-training phase)
           GENKIT_DATA_CACHE=0  decode data folders on every run (default: once, cached under GENKIT_CACHE)
           GENKIT_COMPILE_BACKEND  torch.compile backend for --compile (default inductor)
           OMP_NUM_THREADS      torch's CPU threads (--threads N sets them for a run)

@@ -228,6 +228,34 @@ def test_without_a_terminal_a_run_prints_one_plain_line_per_log_step(invoke, tmp
     assert quiet.stderr == ""
 
 
+def test_without_a_terminal_a_pre_training_phase_prints_plain_lines_too(invoke, tmp_path):
+    """The text domain's MLE phase (minutes on a corpus) reports like the adversarial loop: at most about 20 lines,
+    each with the phase's own loss, speed and ETA; --quiet silences it."""
+    import re
+
+    from genkit.engine import phase_log_every
+
+    assert [phase_log_every(n, k) for n, k in ((1800, 10), (5, 1), (40, 2), (100000, 50))] == [100, 1, 2, 5000]
+    args = ["run", "text", "--n-layer", "1", "--n-embd", "16", "--n-head", "2", "--d-embed", "8", "--d-filters", "4",
+            "--vocab-size", "300", "--max-len", "12", "--batch-size", "8", "--pretrain-steps", "40", "--steps", "2",
+            "--log-every", "1", "--bleu-samples", "10", "--sweep", "1.0", "--eval-every", "0",
+            "--checkpoint-every", "0", "--sample-every", "0", "--mle-patience", "0"]
+    result = invoke(*args, "--out", tmp_path / "r")
+    assert result.exit_code == 0, result.stderr
+    lines = [x for x in result.stderr.splitlines() if " mle step " in x]
+    steps = [re.match(r"genkit: text mle step (\d+)/40 nll \d+\.\d{3} \| [\d.]+ steps/s, ETA \d+m\d\ds$", x).group(1)
+             for x in lines]
+    assert steps == [str(2 * i) for i in range(1, 21)]  # every 2 steps: 20 lines, not 40
+    nll = [float(x.split(" nll ")[1].split()[0]) for x in lines]
+    assert nll[-1] < nll[0]  # the running training loss falls
+    assert invoke(*args, "--out", tmp_path / "q", "--quiet").stderr == ""
+    # with early stopping, the latest check's held-out NLL joins the line once there is one (every 10 steps here)
+    result = invoke(*args[:-1], "20", "--mle-check-every", "10", "--out", tmp_path / "e")
+    assert result.exit_code == 0, result.stderr
+    lines = [x for x in result.stderr.splitlines() if " mle step " in x]
+    assert [" heldout " in x for x in lines] == [False] * 5 + [True] * 15
+
+
 def test_threads_and_the_environment_in_help(invoke, tmp_path):
     import torch
 

@@ -394,7 +394,10 @@ class TextDomain(Domain):
                 average.update()
             value = loss.item()
             running = value if running is None else 0.98 * running + 0.02 * value
-            control.step(1, {"nll": running})
+            shown = {"nll": running}
+            if stopper is not None and stopper.last is not None:
+                shown["heldout"] = stopper.last  # the latest early-stopping check, the (averaged) weights' NLL
+            control.step(1, shown)
         stats: dict[str, float] = {"mle_nll_train": running} if running is not None else {}
         if stopper is not None:
             stats.update(stopper.finish(steps))  # back to the (averaged) weights of the best held-out NLL
@@ -593,6 +596,7 @@ class EarlyStop:
         self.ids = test_ids[:options.mle_check_sentences] if test_ids is not None and len(test_ids) else None
         self.best: tuple[float, int, dict] | None = None  # (nll, step, weights)
         self.misses = 0
+        self.last: float | None = None  # the latest check's NLL, shown with the phase's progress
 
     def check(self, step: int) -> bool:
         """Measure at ``step``; True when the phase should stop."""
@@ -601,7 +605,7 @@ class EarlyStop:
         from .metrics import model_nll
 
         with eval_mode(self.G), self.average.swapped() if self.average is not None else nullcontext():
-            nll = model_nll(self.G, self.ids)
+            nll = self.last = model_nll(self.G, self.ids)
             if self.best is None or nll < self.best[0]:
                 self.best = (nll, step, {k: v.detach().clone() for k, v in self.G.state_dict().items()})
                 self.misses = 0

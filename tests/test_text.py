@@ -536,6 +536,9 @@ def test_recipes_for_a_corpus_the_oracle_and_a_pretrained_model(tmp_path):
     assert resolve(text, losses, data="my.txt", flags={"top_p": 1.0}).options.top_p == 1.0
     # averaged MLE weights for a corpus only: the oracle and a pretrained model keep their measured recipes
     assert (corpus.options.mle_ema, oracle.options.mle_ema, pretrained.options.mle_ema) == (0.995, 0.0, 0.0)
+    # early stopping after two checks without a better average on a corpus (docs/text.md: the same kept step as 4);
+    # the oracle keeps the 4 it was measured with
+    assert (corpus.options.mle_patience, oracle.options.mle_patience, pretrained.options.mle_patience) == (2, 4, 0)
 
 
 def test_real_batches_are_token_ids_and_penalties_still_work(tmp_path, invoke, corpus):

@@ -179,6 +179,12 @@ def phase_log_every(steps: int, log_every: int) -> int:
     return every
 
 
+def _eta(steps_left: int, rate: float) -> str:
+    """``11m30s`` for ``steps_left`` steps at ``rate`` steps/s (``?`` before there is a rate)."""
+    left = steps_left / rate if rate > 0 else float("inf")
+    return f"{int(left // 60)}m{int(left % 60):02d}s" if math.isfinite(left) else "?"
+
+
 class Interrupted(Exception):
     """Raised after a Ctrl-C / SIGTERM once the checkpoint is safely written.
 
@@ -388,10 +394,8 @@ class Trainer:
 
         total = self.config.train.steps
         rate = (self.step - start_step) / max(self.elapsed - start_elapsed, 1e-9)
-        left = (total - self.step) / rate if rate > 0 else float("inf")
-        eta = f"{int(left // 60)}m{int(left % 60):02d}s" if math.isfinite(left) else "?"
         click.echo(f"genkit: {self.domain.name} step {self.step}/{total} loss_d {record['loss_d']:.3f} "
-                   f"loss_g {record['loss_g']:.3f} | {rate:.1f} steps/s, ETA {eta}", err=True)
+                   f"loss_g {record['loss_g']:.3f} | {rate:.1f} steps/s, ETA {_eta(total - self.step, rate)}", err=True)
 
     def _phase_line(self, phase: str, done: int, total: int, values, seconds: float) -> None:
         """``genkit: text mle step 300/1800 nll 4.812 | 4.9 steps/s, ETA 5m06s`` on stderr, for a phase without a
@@ -399,11 +403,9 @@ class Trainer:
         import click
 
         rate = done / max(seconds, 1e-9)
-        left = (total - done) / rate if rate > 0 else float("inf")
-        eta = f"{int(left // 60)}m{int(left % 60):02d}s" if math.isfinite(left) else "?"
         shown = "".join(f" {k} {float(v):.3f}" for k, v in values.items())
-        click.echo(f"genkit: {self.domain.name} {phase} step {done}/{total}{shown} | {rate:.1f} steps/s, ETA {eta}",
-                   err=True)
+        click.echo(f"genkit: {self.domain.name} {phase} step {done}/{total}{shown} | {rate:.1f} steps/s, "
+                   f"ETA {_eta(total - done, rate)}", err=True)
 
     def _finite(self, name: str, value: torch.Tensor) -> bool:
         """True when ``value`` is finite. Otherwise stop the run (``--on-nan stop``) or skip this update (``skip``,

@@ -20,6 +20,7 @@ from genkit_text.model import (
     Discriminator,
     LMConfig,
     TextGenerator,
+    after_eos,
     build_lm,
     reinforce_loss,
     rollout_rewards,
@@ -186,8 +187,64 @@ def test_gumbel_hard_feed_recomputes_the_sampled_logits():
     G = tiny_generator()
     tokens, logits, noise = G.sample(3, generator=torch.Generator().manual_seed(1), gumbel=True)
     assert torch.equal((logits + noise).argmax(-1), tokens)
-    tf = G._force_eos_all(G.logits(tokens), tokens)  # the teacher-forced pass gives the same logits
-    assert torch.allclose(tf, logits, atol=1e-4)
+    keep = ~after_eos(tokens, G.eos_id)  # the teacher-forced pass gives the same logits where a token counts
+    assert torch.allclose(G.logits(tokens, sampling=True)[keep], logits[keep], atol=1e-4)
+
+
+def test_gumbel_softmax_computes_only_where_tokens_count_to_relgans_output_and_gradients():
+    """The hard-feed output skips the output layer, noise and softmax after each row's first EOS, where the forced
+    logits make it EOS's one-hot vector anyway: the same output and generator gradients as RelGAN's formula over
+    every position (softmax(beta (o + g)) with the forced logits), from the same draws."""
+    G = tiny_generator(vocab=6, seq_len=8, eos=1)  # a 6-token vocabulary: most rows end early
+    draw = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    tokens, logits, noise = G.sample(16, generator=draw(), gumbel=True, batch_size=16)
+    forced = after_eos(tokens, 1)
+    assert 0.2 < forced.float().mean() < 0.8  # both kinds of position are there
+    full = G.logits(tokens, sampling=True)
+    eos_row = torch.full_like(full[0, 0], -1e9)
+    eos_row[1] = 0.0
+    full = torch.where(forced.unsqueeze(-1), eos_row, full)
+    ref = torch.softmax(4.0 * (full + noise), dim=-1)
+    ref_grads = torch.autograd.grad((ref * torch.arange(6.0)).sum(), list(G.parameters()), allow_unused=True)
+    y = G.gumbel_softmax(16, beta=4.0, generator=draw())
+    assert torch.allclose(y, ref, atol=1e-6)
+    assert torch.equal(y[forced], torch.nn.functional.one_hot(torch.ones_like(tokens[forced]), 6).float())
+    grads = torch.autograd.grad((y * torch.arange(6.0)).sum(), list(G.parameters()), allow_unused=True)
+    for a, b in zip(grads, ref_grads):
+        assert (a is None and b is None) or torch.allclose(a, b, atol=1e-6)
+    with torch.no_grad():  # the discriminator's batch: the same vectors without the teacher-forced pass
+        assert torch.allclose(G.gumbel_softmax(16, beta=4.0, generator=draw()), ref, atol=1e-6)
+
+
+def test_the_cached_gpt2_decoder_matches_transformers_forward(monkeypatch):
+    """Sampling decodes a plain GPT-2 with its own key/value buffers (CachedGPT2), computing only the rows still
+    running: its logits are the model's teacher-forced ones, its samples those of transformers' cache, and anything
+    it does not cover (dropout in training, another model) falls back to transformers."""
+    from genkit_text.model import CachedGPT2
+
+    torch.manual_seed(0)
+    lm = build_lm(LMConfig(vocab_size=30, seq_len=7, n_layer=2, n_embd=16, n_head=2, bos_id=0, eos_id=1)).eval()
+    ids = torch.randint(2, 30, (5, 7))
+    with torch.no_grad():
+        ref = lm(input_ids=ids).logits
+        dec = CachedGPT2.of(lm, 5, 8)
+        out = [dec.logits(ids[:, :3], torch.arange(5))]  # a prefix in one call, then one token at a time
+        rows = torch.arange(5)
+        for t in range(3, 7):
+            rows = rows[rows != t - 2] if t > 3 else rows  # rows drop out as they would end
+            out.append(dec.logits(ids[rows, t:t + 1], rows))
+            assert torch.allclose(out[-1], ref[rows, t], atol=1e-5)
+        assert torch.allclose(out[0], ref[:, 2], atol=1e-5)
+    assert CachedGPT2.of(lm.train(), 5, 8) is None  # dropout 0.1 in training: transformers' forward
+    assert CachedGPT2.of(lm.eval(), 5, 9) is None  # longer than its positions
+    G = TextGenerator(lm.eval(), 7, 0, 1)
+    fast = G.sample(40, top_p=0.9, generator=torch.Generator().manual_seed(5))
+    fast_g = G.sample(40, generator=torch.Generator().manual_seed(5), gumbel=True)
+    monkeypatch.setattr(CachedGPT2, "of", classmethod(lambda cls, *a: None))
+    slow = G.sample(40, top_p=0.9, generator=torch.Generator().manual_seed(5))
+    slow_g = G.sample(40, generator=torch.Generator().manual_seed(5), gumbel=True)
+    assert torch.equal(fast, slow) and (fast == 1).any()
+    assert torch.equal(fast_g[0], slow_g[0]) and torch.allclose(fast_g[1], slow_g[1], atol=1e-5)
 
 
 def test_positions_after_eos_are_forced_to_eos():

@@ -127,8 +127,12 @@ def warp_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, 
 
 
 def gumbel_noise(shape, generator: torch.Generator | None, device, dtype=torch.float32) -> torch.Tensor:
-    u = torch.rand(shape, generator=generator, device=device, dtype=dtype)
-    return -torch.log(-torch.log(u.clamp_(1e-10, 1.0 - 1e-7)))
+    return gumbel_noise_(torch.empty(shape, device=device, dtype=dtype), generator)
+
+
+def gumbel_noise_(out: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Standard Gumbel noise ``-log(-log(u))``, written into ``out`` (no temporaries: it is [B, V] per step)."""
+    return out.uniform_(generator=generator).clamp_(1e-10, 1.0 - 1e-7).log_().neg_().log_().neg_()
 
 
 def after_eos(tokens: torch.Tensor, eos_id: int | None) -> torch.Tensor:
@@ -137,6 +141,71 @@ def after_eos(tokens: torch.Tensor, eos_id: int | None) -> torch.Tensor:
         return torch.zeros_like(tokens, dtype=torch.bool)
     is_eos = (tokens == eos_id).long()
     return (is_eos.cumsum(dim=1) - is_eos) > 0
+
+
+class CachedGPT2:
+    """Incremental decoding of a plain ``GPT2LMHeadModel`` in eval mode, nanoGPT-style: the model's own weights,
+    key/value buffers allocated once for the whole sequence, and only the rows still running computed.
+
+    The same arithmetic as the model's ``forward`` with a key/value cache (the tests compare them), without its
+    per-call machinery: on 2 CPU cores a step of 64 rows took 10 ms through transformers, most of it overhead.
+    ``of`` returns None for anything else (a pretrained or LoRA model, dropout on, another attention variant),
+    which then samples through ``forward``; training mode is fine when every dropout is 0.
+    """
+
+    def __init__(self, lm, batch: int, length: int):
+        self.lm, self.batch, self.length = lm, batch, length
+        cfg = lm.config
+        self.n_head, self.head_dim = cfg.n_head, cfg.n_embd // cfg.n_head
+        self.k: list[torch.Tensor] = []
+        self.v: list[torch.Tensor] = []
+        self.t = 0
+
+    @classmethod
+    def of(cls, lm, batch: int, length: int) -> CachedGPT2 | None:
+        from transformers import GPT2LMHeadModel
+
+        if type(lm) is not GPT2LMHeadModel:
+            return None
+        cfg = lm.config
+        if lm.training and max(cfg.embd_pdrop, cfg.attn_pdrop, cfg.resid_pdrop) > 0:
+            return None
+        if (not cfg.scale_attn_weights or cfg.scale_attn_by_inverse_layer_idx or cfg.reorder_and_upcast_attn
+                or cfg.add_cross_attention or length > cfg.n_positions):
+            return None
+        return cls(lm, batch, length)
+
+    def logits(self, ids: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Feed ``ids`` [len(rows), n] at the next n positions of the batch rows ``rows`` (ascending; every step
+        feeds a subset of the previous step's rows); the next-token logits after the last one [len(rows), V]."""
+        tr, t = self.lm.transformer, self.t
+        n = ids.shape[1]
+        if n > 1 and t:
+            raise ValueError("CachedGPT2: several positions at once only in the first call")
+        every = len(rows) == self.batch
+        x = tr.wte(ids) + tr.wpe.weight[t:t + n]
+        B, H, D = len(rows), self.n_head, self.head_dim
+        for i, block in enumerate(tr.h):
+            attn = block.attn
+            q, k, v = attn.c_attn(block.ln_1(x)).view(B, n, 3, H, D).permute(2, 0, 3, 1, 4).unbind(0)  # [B, H, n, D]
+            if i == len(self.k):  # the first call: buffers in the arithmetic's dtype (autocast included)
+                self.k.append(torch.zeros(self.batch, H, self.length, D, dtype=k.dtype, device=k.device))
+                self.v.append(torch.zeros_like(self.k[-1]))
+            if every:
+                self.k[i][:, :, t:t + n] = k
+                self.v[i][:, :, t:t + n] = v
+                keys, values = self.k[i][:, :, :t + n], self.v[i][:, :, :t + n]
+            else:
+                self.k[i][rows, :, t:t + n] = k
+                self.v[i][rows, :, t:t + n] = v
+                keys, values = self.k[i][rows, :, :t + n], self.v[i][rows, :, :t + n]
+            # several new positions come only with the first call (<bos> + a prefix): causal among themselves
+            y = F.scaled_dot_product_attention(q, keys, values, is_causal=n > 1,
+                                               scale=getattr(attn, "scaling", D ** -0.5))
+            x = x + attn.c_proj(y.transpose(1, 2).reshape(B, n, H * D))
+            x = x + block.mlp(block.ln_2(x))
+        self.t += n
+        return self.lm.lm_head(tr.ln_f(x[:, -1])).float()
 
 
 class TextGenerator(nn.Module):
@@ -182,10 +251,11 @@ class TextGenerator(nn.Module):
         logp = logits.log_softmax(dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
         return logp, ~after_eos(tokens, self.eos_id)
 
-    def _counted_logits(self, tokens: torch.Tensor) -> torch.Tensor | None:
+    def _counted_logits(self, tokens: torch.Tensor, where: torch.Tensor | None = None) -> torch.Tensor | None:
         """Next-token logits [N, V] at only the positions that count (up to and including each row's first EOS),
-        in row-major order; None unless ``self.lm`` is a plain GPT-2, whose output layer is a bare linear map of
-        the last hidden states. The output layer dominates a step on a large vocabulary, and a corpus's sentences
+        in row-major order (or at the indices ``where`` of ``tokens.flatten()``); None unless ``self.lm`` is a plain
+        GPT-2, whose output layer is a bare linear map of the last hidden states. The output layer dominates a step
+        on a large vocabulary, and a corpus's sentences
         are padded to ``seq_len`` (fortunes + docstrings: half of the positions), so this is the same loss in
         about three quarters of the time (an MLE step 0.26 -> 0.20 s on 2 cores; docs/text.md)."""
         from transformers import GPT2LMHeadModel
@@ -194,7 +264,8 @@ class TextGenerator(nn.Module):
             return None
         inputs = self._inputs(tokens)
         hidden = self.lm.transformer(input_ids=inputs, attention_mask=torch.ones_like(inputs)).last_hidden_state
-        return self.lm.lm_head(hidden[~after_eos(tokens, self.eos_id)]).float()
+        hidden = hidden[~after_eos(tokens, self.eos_id)] if where is None else hidden.flatten(0, 1)[where]
+        return self.lm.lm_head(hidden).float()
 
     def mle_loss(self, tokens: torch.Tensor) -> torch.Tensor:
         """Mean negative log-likelihood per token (the positions up to and including the first EOS).
@@ -260,48 +331,87 @@ class TextGenerator(nn.Module):
         """Ancestral sampling with a key/value cache: token ids [n, seq_len].
 
         With ``gumbel=True`` tokens are ``argmax(o_t + g_t)`` (the Gumbel-max trick, same distribution) and
-        ``(tokens, logits, noise)`` are returned for the Gumbel-softmax estimator. With ``prefix`` [n, t]
+        ``(tokens, logits, noise)`` [n, seq_len, V] are returned for the Gumbel-softmax estimator (after a row's
+        first EOS: the forced logits, 0 at EOS and -1e9 elsewhere, and no noise). With ``prefix`` [n, t]
         (t < seq_len) each row continues its prefix (SeqGAN's Monte-Carlo rollouts); the prefix is returned
         as the first t tokens.
         """
-        device = self.lm.get_input_embeddings().weight.device
-        all_tokens, all_logits, all_noise = [], [], []
+        all_tokens = []
         for start in range(0, n, batch_size):
+            head = prefix[start:start + batch_size] if prefix is not None else None
             b = min(batch_size, n - start)
-            x = torch.full((b, 1), self.bos_id, dtype=torch.long, device=device)
-            done = torch.zeros(b, dtype=torch.bool, device=device)
-            cache, toks, lgs, noise = None, [], [], []
-            if prefix is not None:
-                head = prefix[start:start + b].to(device)
-                x = torch.cat([x, head], dim=1)  # one pass over <bos> + prefix fills the cache
-                toks = list(head.unbind(dim=1))
-                if self.eos_id is not None:
-                    done = (head == self.eos_id).any(dim=1)
-            seen = 0
-            for _ in range(self.seq_len - len(toks)):
-                seen += x.shape[1]
-                logits, cache = self._step_logits(inputs_ids=x, cache=cache, seen=seen)
-                if gumbel:
-                    logits = self._force_eos(logits, done)
-                    g = gumbel_noise(logits.shape, generator, device)
-                    tok = (logits + g).argmax(dim=-1)
-                    lgs.append(logits)
-                    noise.append(g)
-                else:
-                    logits = self._force_eos(warp_logits(logits, temperature, top_k, top_p, min_p), done)
-                    tok = sample_categorical(logits, generator)
-                if self.eos_id is not None:
-                    done = done | (tok == self.eos_id)
-                toks.append(tok)
-                x = tok.unsqueeze(1)
-            all_tokens.append(torch.stack(toks, dim=1))
-            if gumbel:
-                all_logits.append(torch.stack(lgs, dim=1))
-                all_noise.append(torch.stack(noise, dim=1))
-        tokens = torch.cat(all_tokens)
+            if not gumbel:
+                warp = lambda logits: warp_logits(logits, temperature, top_k, top_p, min_p)  # noqa: E731
+                all_tokens.append(self._draw(b, generator, head, warp=warp))
+                continue
+            tokens, logits, noise, where = self._draw(b, generator, head, gumbel=True)
+            full = torch.full((tokens.numel(), self.vocab_size), NEG_INF, device=tokens.device)
+            if self.eos_id is not None:
+                full[:, self.eos_id] = 0.0
+            full[where] = logits
+            all_noise = torch.zeros_like(full)
+            all_noise[where] = noise
+            shape = (*tokens.shape, self.vocab_size)
+            all_tokens.append((tokens, full.view(shape), all_noise.view(shape)))
         if gumbel:
-            return tokens, torch.cat(all_logits), torch.cat(all_noise)
-        return tokens
+            return tuple(torch.cat(parts) for parts in zip(*all_tokens))
+        return torch.cat(all_tokens)
+
+    def _draw(self, b: int, generator: torch.Generator | None, head: torch.Tensor | None = None, *,
+              gumbel: bool = False, warp=None):
+        """``b`` rows of ``<bos>`` [+ ``head``] + sampled tokens, ``seq_len`` in all, EOS after each row's first EOS.
+
+        Only the rows still running get an output layer, noise and a draw at each step (a corpus's sentences end
+        early: about half of its positions are padding). With ``gumbel``: ``(tokens, logits, noise, where)``: the
+        logits and noise [N, V] at the N positions that count (``~after_eos(tokens)``), in the order they were drawn,
+        and each one's index in ``tokens.flatten()`` [N]; otherwise the tokens."""
+        device = self.lm.get_input_embeddings().weight.device
+        T, eos = self.seq_len, self.eos_id
+        tokens = torch.full((b, T), eos if eos is not None else 0, dtype=torch.long, device=device)
+        x = torch.full((b, 1), self.bos_id, dtype=torch.long, device=device)
+        running = torch.ones(b, dtype=torch.bool, device=device)
+        t0 = 0
+        if head is not None:
+            head = head.to(device)
+            t0 = head.shape[1]
+            tokens[:, :t0] = head
+            x = torch.cat([x, head], dim=1)  # one pass over <bos> + prefix fills the cache
+            if eos is not None:
+                running = ~(head == eos).any(dim=1)
+        decoder = CachedGPT2.of(self.lm, b, T + 1)
+        cache, seen, rows, n = None, 0, torch.arange(b, device=device), 0
+        if gumbel:  # filled in step order; memory is only touched where written (the counted positions)
+            logits_at = torch.empty(b * T, self.vocab_size, device=device)
+            noise_at = torch.empty_like(logits_at)
+            where = torch.empty(b * T, dtype=torch.long, device=device)
+        for t in range(t0, T):
+            live = rows[running] if eos is not None else rows
+            if len(live) == 0:
+                break
+            seen += x.shape[1]
+            if decoder is not None:
+                logits = decoder.logits(x[live] if len(live) < b else x, live)
+                if self.suppressed:
+                    logits[:, self.suppressed] = NEG_INF
+            else:
+                logits, cache = self._step_logits(inputs_ids=x, cache=cache, seen=seen)
+                logits = logits[live] if len(live) < b else logits
+            if gumbel:
+                k = len(live)
+                logits_at[n:n + k] = logits
+                g = gumbel_noise_(noise_at[n:n + k], generator)
+                where[n:n + k] = live * T + t
+                n += k
+                tok = logits.add_(g).argmax(dim=-1)
+            else:
+                tok = sample_categorical(warp(logits), generator)
+            tokens[live, t] = tok
+            if eos is not None:
+                running[live] = tok != eos
+            x = tokens[:, t:t + 1]
+        if not gumbel:
+            return tokens
+        return tokens, logits_at[:n], noise_at[:n], where[:n]
 
     @torch.no_grad()
     def generate(self, n: int, *, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0,
@@ -331,22 +441,25 @@ class TextGenerator(nn.Module):
     def gumbel_softmax(self, n: int, beta: float, generator: torch.Generator | None, feed: str = "hard"):
         """RelGAN's generator output: soft one-hot vectors ``softmax(beta (o_t + g_t))`` [n, seq_len, V].
 
-        Differentiable with respect to the LM's parameters when grad is enabled.
+        Differentiable with respect to the LM's parameters when grad is enabled. After a row's first EOS the
+        output is EOS's one-hot vector, as the forced logits make it: no output layer, noise or softmax there.
         """
         if feed == "soft":
             return self._gumbel_soft_feed(n, beta, generator)
-        tokens, logits, noise = self.sample(n, generator=generator, gumbel=True, batch_size=n)
-        if torch.is_grad_enabled():
-            logits = self._force_eos_all(self.logits(tokens, sampling=True), tokens)
-        return torch.softmax(beta * (logits + noise), dim=-1)
-
-    def _force_eos_all(self, logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        forced = after_eos(tokens, self.eos_id)
-        if not bool(forced.any()):
-            return logits
-        eos_row = torch.full_like(logits[:1, :1], NEG_INF)
-        eos_row[..., self.eos_id] = 0.0
-        return torch.where(forced.unsqueeze(-1), eos_row.expand_as(logits), logits)
+        tokens, logits, noise, where = self._draw(n, generator, gumbel=True)
+        if torch.is_grad_enabled():  # the same logits again, teacher-forced, with gradients
+            logits = self._counted_logits(tokens, where)
+            if logits is None:
+                logits = self.logits(tokens).flatten(0, 1)[where]
+            if self.suppressed:
+                logits[:, self.suppressed] = NEG_INF  # in place: the output layer's backward does not need its output
+            soft = torch.softmax(beta * (logits + noise), dim=-1)
+        else:
+            soft = torch.softmax(logits.add_(noise).mul_(beta), dim=-1)
+        out = torch.zeros(tokens.numel(), self.vocab_size, device=soft.device, dtype=soft.dtype)
+        if self.eos_id is not None:
+            out[after_eos(tokens, self.eos_id).flatten(), self.eos_id] = 1.0
+        return out.index_put((where,), soft).view(*tokens.shape, self.vocab_size)
 
     def _gumbel_soft_feed(self, n: int, beta: float, generator):
         emb = self.lm.get_input_embeddings().weight

@@ -487,6 +487,22 @@ def test_warp_logits_top_k_and_top_p():
     assert torch.allclose(warp_logits(logits, temperature=2.0), logits / 2)
 
 
+def test_top_p_through_topk_keeps_the_tokens_a_full_sort_keeps():
+    """Nucleus filtering decides a row from its k most likely tokens when they hold more than top-p, and sorts the
+    other rows in full: the same kept tokens and logits as sorting every row, in a batch with both kinds of row."""
+    from genkit_text.model import _nucleus, _nucleus_sorted
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 40, 100, generator=g) * torch.tensor([0.1, 4.0, 12.0]).view(3, 1, 1)  # flat .. peaked
+    for top_p in (0.5, 0.9, 0.99):
+        fast, full = _nucleus(logits, top_p, k=8), _nucleus_sorted(logits.reshape(-1, 100), top_p).view_as(logits)
+        assert torch.equal(fast, full)
+        kept = (fast > -1e8).sum(-1)
+        assert (kept[0] > 8).all()  # the flat rows were sorted
+        assert top_p > 0.9 or (kept[2] <= 8).all()  # the peaked ones were not
+    assert torch.equal(_nucleus(logits[:, 0], 0.9, k=8), _nucleus_sorted(logits[:, 0], 0.9))
+
+
 def test_min_p_keeps_tokens_relative_to_the_most_likely_and_agrees_with_generate():
     # min-p 0.5: keep p >= 0.5 x p_max; a peaked row keeps one token, a flat row keeps all four
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05], [0.28, 0.26, 0.24, 0.22], [0.9, 0.04, 0.03, 0.03]]))

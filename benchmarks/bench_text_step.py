@@ -8,7 +8,7 @@ machine hits each alike:
 - ``cached-gpt2``: sampling through ``genkit_text.model.CachedGPT2`` (the model's own weights, key/value buffers
   allocated once, only the rows still running computed): what genkit uses for a from-scratch GPT-2;
 - ``transformers``: sampling through the model's ``forward`` with transformers' key/value cache: what genkit uses
-  for a pretrained or LoRA model, and what every model used before genkit 0.4.
+  for a pretrained or LoRA model, and what every model used before.
 
 Both compute the output layer, noise and softmax only where a token counts. Reports the median seconds of one
 training step (``Trainer.train_step``: the discriminator's batch of fakes, its update, the generator's batch with

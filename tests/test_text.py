@@ -208,6 +208,7 @@ def test_gumbel_softmax_computes_only_where_tokens_count_to_relgans_output_and_g
     ref_grads = torch.autograd.grad((ref * torch.arange(6.0)).sum(), list(G.parameters()), allow_unused=True)
     y = G.gumbel_softmax(16, beta=4.0, generator=draw())
     assert torch.allclose(y, ref, atol=1e-6)
+    assert not G._draw(4, draw(), gumbel=True)[1].requires_grad  # the draw itself records no graph
     assert torch.equal(y[forced], torch.nn.functional.one_hot(torch.ones_like(tokens[forced]), 6).float())
     grads = torch.autograd.grad((y * torch.arange(6.0)).sum(), list(G.parameters()), allow_unused=True)
     for a, b in zip(grads, ref_grads):
@@ -296,7 +297,7 @@ def test_a_from_scratch_gpt2_scores_only_the_counted_positions_to_the_same_loss_
     for t in (1.0, 0.8):
         logp, mask = G.token_log_probs(x, t)
         total, count = G.nll_sum(x, t)
-        assert count == int(mask.sum()) and total == pytest.approx(-float((logp * mask).sum()), rel=1e-6)
+        assert count == int(mask.sum()) and float(total) == pytest.approx(-float((logp * mask).sum().detach()), rel=1e-6)
     before = model_nll(G, x, 0.8, batch_size=2)
 
     G.lm.__class__ = type("OtherLM", (GPT2LMHeadModel,), {})  # not a plain GPT-2: the full path

@@ -389,6 +389,7 @@ class TextGenerator(nn.Module):
             return tuple(torch.cat(parts) for parts in zip(*all_tokens))
         return torch.cat(all_tokens)
 
+    @torch.no_grad()
     def _draw(self, b: int, generator: torch.Generator | None, head: torch.Tensor | None = None, *,
               gumbel: bool = False, warp=None):
         """``b`` rows of ``<bos>`` [+ ``head``] + sampled tokens, ``seq_len`` in all, EOS after each row's first EOS.

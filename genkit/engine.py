@@ -85,7 +85,8 @@ class Batches:
         self.dataset = dataset
         self.n = len(dataset)
         if self.n < batch_size:
-            raise GenkitError(f"the data holds {self.n} examples, fewer than --batch-size {batch_size}")
+            raise GenkitError(f"the data holds {self.n} examples, fewer than --batch-size {batch_size}; "
+                              f"pass --batch-size {self.n} or less, or add examples")
         self.batch_size = batch_size
         self.seed = seed
         self.device = device

@@ -300,7 +300,7 @@ def test_batches_from_a_plain_dataset_resume_in_place():
     b = Batches(Squares(), 4, seed=1, device=torch.device("cpu"))
     b.load_state_dict(a.state_dict())
     assert torch.equal(a.next()[0], b.next()[0])
-    with pytest.raises(Exception, match="fewer than --batch-size 11"):
+    with pytest.raises(Exception, match="fewer than --batch-size 11; pass --batch-size 10 or less"):
         Batches(Squares(), 11, seed=1, device=torch.device("cpu"))
 
 

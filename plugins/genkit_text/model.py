@@ -210,6 +210,10 @@ class CachedGPT2:
     def logits(self, ids: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """Feed ``ids`` [len(rows), n] at the next n positions of the batch rows ``rows`` (ascending; every step
         feeds a subset of the previous step's rows); the next-token logits after the last one [len(rows), V]."""
+        return self.lm.lm_head(self.hidden(ids, rows)).float()
+
+    def hidden(self, ids: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """As ``logits``, the last hidden state (after the final layer norm) instead [len(rows), d]."""
         tr, t = self.lm.transformer, self.t
         n = ids.shape[1]
         if n > 1 and t:
@@ -237,7 +241,7 @@ class CachedGPT2:
             x = x + attn.c_proj(y.transpose(1, 2).reshape(B, n, H * D))
             x = x + block.mlp(block.ln_2(x))
         self.t += n
-        return self.lm.lm_head(tr.ln_f(x[:, -1])).float()
+        return tr.ln_f(x[:, -1])
 
 
 class TextGenerator(nn.Module):
@@ -333,8 +337,9 @@ class TextGenerator(nn.Module):
             return float(F.cross_entropy(logits, targets, reduction="sum")), int(targets.numel())
 
     # -- sampling -----------------------------------------------------------------------------------
-    def _step_logits(self, inputs_ids=None, inputs_embeds=None, cache=None, seen: int = 0):
-        """Logits after the last input, and the cache; ``seen`` counts the tokens so far, these included."""
+    def _step_logits(self, inputs_ids=None, inputs_embeds=None, cache=None, seen: int = 0, hidden: bool = False):
+        """Logits after the last input, and the cache; ``seen`` counts the tokens so far, these included. With
+        ``hidden``: ``(logits, hidden state, cache)``, the last layer's output (after its final norm) [B, d]."""
         # transformers 5 names the key/value cache ``cache``; 4.x named it ``past_key_values``.
         if _CACHE_ARG.get(type(self.lm)) is None:
             import inspect
@@ -346,7 +351,9 @@ class TextGenerator(nn.Module):
         first = inputs_ids if inputs_ids is not None else inputs_embeds
         mask = torch.ones(first.shape[0], seen, dtype=torch.long, device=first.device) if seen else None
         out = self.lm(input_ids=inputs_ids, inputs_embeds=inputs_embeds, attention_mask=mask, use_cache=True,
-                      **{name: cache})
+                      output_hidden_states=hidden, **{name: cache})
+        if hidden:
+            return self._mask(out.logits[:, -1].float()), out.hidden_states[-1][:, -1], out[name]
         return self._mask(out.logits[:, -1].float()), out[name]
 
     def _force_eos(self, logits: torch.Tensor, done: torch.Tensor) -> torch.Tensor:
@@ -359,22 +366,27 @@ class TextGenerator(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, *, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0,
                generator: torch.Generator | None = None, gumbel: bool = False, batch_size: int = 1000,
-               prefix: torch.Tensor | None = None):
+               prefix: torch.Tensor | None = None, memory=None):
         """Ancestral sampling with a key/value cache: token ids [n, seq_len].
 
         With ``gumbel=True`` tokens are ``argmax(o_t + g_t)`` (the Gumbel-max trick, same distribution) and
         ``(tokens, logits, noise)`` [n, seq_len, V] are returned for the Gumbel-softmax estimator (after a row's
         first EOS: the forced logits, 0 at EOS and -1e9 elsewhere, and no noise). With ``prefix`` [n, t]
         (t < seq_len) each row continues its prefix (SeqGAN's Monte-Carlo rollouts); the prefix is returned
-        as the first t tokens.
+        as the first t tokens. ``memory`` ``(Memory, lambda)``: each token from the kNN-LM mixture (``knn.py``)
+        instead of the LM alone, then warped as the LM's would be (not with ``gumbel`` or ``prefix``).
         """
+        if memory is not None and (gumbel or prefix is not None):
+            raise ValueError("sample: a memory applies to plain sampling only")
+        if memory is not None:
+            memory[0].refresh(self)
         all_tokens = []
         for start in range(0, n, batch_size):
             head = prefix[start:start + batch_size] if prefix is not None else None
             b = min(batch_size, n - start)
             if not gumbel:
                 warp = lambda logits: warp_logits(logits, temperature, top_k, top_p, min_p)  # noqa: E731
-                all_tokens.append(self._draw(b, generator, head, warp=warp))
+                all_tokens.append(self._draw(b, generator, head, warp=warp, memory=memory))
                 continue
             tokens, logits, noise, where = self._draw(b, generator, head, gumbel=True)
             full = torch.full((tokens.numel(), self.vocab_size), NEG_INF, device=tokens.device)
@@ -391,7 +403,7 @@ class TextGenerator(nn.Module):
 
     @torch.no_grad()
     def _draw(self, b: int, generator: torch.Generator | None, head: torch.Tensor | None = None, *,
-              gumbel: bool = False, warp=None):
+              gumbel: bool = False, warp=None, memory=None):
         """``b`` rows of ``<bos>`` [+ ``head``] + sampled tokens, ``seq_len`` in all, EOS after each row's first EOS.
 
         Only the rows still running get an output layer, noise and a draw at each step (a corpus's sentences end
@@ -423,12 +435,21 @@ class TextGenerator(nn.Module):
                 break
             seen += x.shape[1]
             if decoder is not None:
-                logits = decoder.logits(x[live] if len(live) < b else x, live)
+                h = decoder.hidden(x[live] if len(live) < b else x, live)
+                logits = self.lm.lm_head(h).float()
                 if self.suppressed:
                     logits[:, self.suppressed] = NEG_INF
             else:
-                logits, cache = self._step_logits(inputs_ids=x, cache=cache, seen=seen)
+                if memory is not None:
+                    logits, h, cache = self._step_logits(inputs_ids=x, cache=cache, seen=seen, hidden=True)
+                    h = h[live] if len(live) < b else h
+                else:
+                    logits, cache = self._step_logits(inputs_ids=x, cache=cache, seen=seen)
                 logits = logits[live] if len(live) < b else logits
+            if memory is not None:
+                logits = memory[0].mix(h, logits, memory[1])
+                if self.suppressed:
+                    logits[:, self.suppressed] = NEG_INF
             if gumbel:
                 k = len(live)
                 logits_at[n:n + k] = logits

@@ -1,0 +1,207 @@
+"""A nearest-neighbour memory of the training text, mixed into the generator's next-token distribution.
+
+Paper: Khandelwal, Levy, Jurafsky, Zettlemoyer & Lewis, "Generalization through Memorization: Nearest Neighbor
+Language Models" (kNN-LM), ICLR 2020.
+
+    keys    k_i = f(c_i)       the LM's last hidden state after each training prefix c_i
+    values  v_i = w_i          the token that followed it
+    p_kNN(w | c) ∝ sum over the k nearest keys with v_i = w of exp(-||f(c) - k_i||^2 / T)
+    p(w | c) = lambda p_kNN(w | c) + (1 - lambda) p_LM(w | c)
+
+What this file follows: the paper's keys (the final layer's output, after GPT-2's last layer norm, which is what
+the output layer reads), squared L2 distances, exact search, and lambda chosen by held-out perplexity.
+
+Where it departs:
+- Exact search with a matrix product instead of FAISS: a corpus of 100k sentences has about 1.5M training
+  positions, and at most ``MAX_KEYS`` of them (a seeded random subset) are kept, so one query costs about
+  ``MAX_KEYS`` x 128 multiply-adds.
+- ``k`` and ``T`` are chosen with ``lambda`` on held-out sentences (the paper tuned them once on WikiText-103's
+  validation set): a grid of ``KS`` x ``TEMPERATURES`` x ``LAMBDAS``, the same sentences early stopping checks.
+- The datastore is rebuilt from the current weights whenever they changed since it was built (the adversarial
+  phase trains the LM; a checkpoint is loaded), so it is never stale; training itself (MLE, Gumbel, REINFORCE)
+  uses the LM alone, as top-p does.
+- Positions whose target is a token that is never sampled (the word tokenizer's ``<unk>``) are left out of the
+  datastore, so the mixture puts no mass there when sampling.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+
+from .model import NEG_INF, after_eos
+
+MAX_KEYS = 300_000
+KS = (16, 64, 256, 1024)
+TEMPERATURES = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0)
+LAMBDAS = tuple(round(0.05 * i, 2) for i in range(1, 19))  # 0.05 .. 0.9
+QUERY_BYTES = 200e6  # the distance matrix of one chunk of queries
+
+
+@torch.no_grad()
+def hidden_states(generator, ids: torch.Tensor, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """The LM's last hidden state before each counted position of ``ids`` [N, T] (``<bos>`` + prefix) and the
+    token there: ``(keys [M, d], values [M])``, in row-major order."""
+    lm = generator.lm
+    base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm  # under peft's LoRA
+    backbone = base.base_model  # the decoder without its output layer (GPT2Model, LlamaModel, ...)
+    device = lm.get_input_embeddings().weight.device
+    keys, values = [], []
+    for start in range(0, len(ids), batch):
+        t = ids[start:start + batch].to(device).long()
+        inputs = generator._inputs(t)
+        out = backbone(input_ids=inputs, attention_mask=torch.ones_like(inputs))
+        counted = ~after_eos(t, generator.eos_id)
+        keys.append(out.last_hidden_state[counted].float())
+        values.append(t[counted])
+    return torch.cat(keys), torch.cat(values)
+
+
+def neighbours(queries: torch.Tensor, keys: torch.Tensor, key_norms: torch.Tensor, k: int):
+    """Squared L2 distances to the ``k`` nearest keys of each query, ascending, and their indices: [Q, k] each."""
+    k = min(k, len(keys))
+    chunk = max(16, int(QUERY_BYTES / 4 / max(len(keys), 1)))
+    dist, index = [], []
+    for start in range(0, len(queries), chunk):
+        q = queries[start:start + chunk]
+        d = torch.addmm(key_norms, q, keys.T, alpha=-2.0).add_((q * q).sum(1, keepdim=True))
+        dk, ik = d.topk(k, dim=1, largest=False)
+        dist.append(dk.clamp_min_(0.0))
+        index.append(ik)
+    return torch.cat(dist), torch.cat(index)
+
+
+class Memory:
+    """The datastore of one generator: ``choice`` (``lambda``, ``k``, ``temperature``) from ``choose``, the
+    training ids [N, T] it is built from, and the tokens never sampled. Rebuilt lazily when the weights change."""
+
+    def __init__(self, ids: torch.Tensor, choice: Mapping[str, float], never: list[int], seed: int = 0):
+        self.ids, self.choice, self.never, self.seed = ids, dict(choice), list(never), seed
+        self._built_for: tuple | None = None
+        self.keys = self.values = self.key_norms = None
+
+    def __deepcopy__(self, memo):  # a copied generator builds its own datastore from its own weights
+        return Memory(self.ids, self.choice, self.never, self.seed)
+
+    @staticmethod
+    def _weights_version(generator) -> tuple:
+        return tuple((id(p), p._version) for p in generator.lm.parameters())
+
+    def refresh(self, generator) -> None:
+        version = self._weights_version(generator)
+        if version == self._built_for:
+            return
+        was_training = generator.training
+        generator.eval()
+        try:
+            keys, values = hidden_states(generator, self.ids)
+        finally:
+            generator.train(was_training)
+        keep = ~torch.isin(values, torch.tensor(self.never, dtype=values.dtype, device=values.device)) \
+            if self.never else torch.ones_like(values, dtype=torch.bool)
+        keys, values = keys[keep], values[keep]
+        if len(keys) > MAX_KEYS:
+            pick = torch.randperm(len(keys), generator=torch.Generator().manual_seed(self.seed))[:MAX_KEYS]
+            keys, values = keys[pick.to(keys.device)], values[pick.to(values.device)]
+        self.keys, self.values, self.key_norms = keys, values, (keys * keys).sum(1)
+        self._built_for = self._weights_version(generator)
+
+    def mix(self, hidden: torch.Tensor, logits: torch.Tensor, lam: float) -> torch.Tensor:
+        """Log-probabilities [B, V] of ``lam`` p_kNN + (1 - ``lam``) softmax(``logits``) at hidden states [B, d]."""
+        assert self.keys is not None, "Memory.refresh first"
+        k, temperature = int(self.choice["k"]), float(self.choice["temperature"])
+        dist, index = neighbours(hidden.float(), self.keys, self.key_norms, k)
+        weights = torch.softmax(-dist / temperature, dim=1)
+        p = torch.zeros_like(logits, dtype=torch.float32).scatter_add_(1, self.values[index], weights) * lam
+        p.add_(torch.softmax(logits.float(), dim=1), alpha=1.0 - lam)
+        out = p.log_()
+        return out.clamp_min_(NEG_INF)
+
+
+@torch.no_grad()
+def choose(generator, train_ids: torch.Tensor, check_ids: torch.Tensor, never: list[int], seed: int = 0,
+           lam: float | None = None) -> dict[str, float]:
+    """``k``, ``T`` and (unless given) ``lambda`` of the lowest held-out NLL of ``check_ids`` under the mixture;
+    with the LM's own NLL and the mixture's, per token. ``lambda`` 0 when no mixture beats the LM."""
+    memory = Memory(train_ids, {"k": 1, "temperature": 1.0}, never, seed)
+    memory.refresh(generator)
+    was_training = generator.training
+    generator.eval()
+    try:
+        queries, targets = hidden_states(generator, check_ids)
+        logits = generator.lm.get_output_embeddings()(queries.to(generator.lm.get_output_embeddings().weight.dtype))
+    finally:
+        generator.train(was_training)
+    logits = logits.float()
+    if generator.banned:
+        logits[:, generator.banned] = NEG_INF
+    p_lm = torch.softmax(logits, dim=1).gather(1, targets[:, None]).squeeze(1)
+    nll_lm = float(-p_lm.clamp_min(1e-30).log().mean())
+    dist, index = neighbours(queries, memory.keys, memory.key_norms, max(KS))
+    hit = memory.values[index] == targets[:, None]  # [Q, k]: the neighbour's token is the target
+    best = {"lambda": 0.0, "k": float(KS[0]), "temperature": TEMPERATURES[0], "nll_lm": nll_lm, "nll_knn": nll_lm}
+    lambdas = LAMBDAS if lam is None else (lam,)
+    for k in KS:
+        for temperature in TEMPERATURES:
+            w = torch.softmax(-dist[:, :k] / temperature, dim=1)
+            p_knn = (w * hit[:, :k]).sum(1)
+            for share in lambdas:
+                nll = float(-(share * p_knn + (1 - share) * p_lm).clamp_min(1e-30).log().mean())
+                if nll < best["nll_knn"] - 1e-4 or (lam is not None and best["lambda"] == 0.0):
+                    best = {**best, "lambda": share, "k": float(k), "temperature": temperature, "nll_knn": nll}
+    best["keys"] = float(len(memory.keys))
+    if not math.isfinite(best["nll_knn"]):
+        best["lambda"] = 0.0
+    return best
+
+
+class StateLink:
+    """The run's state (``Data.state``) as the generator sees it: a reference that a copy of the generator (an EMA
+    copy, say) shares rather than copies, so a choice made later reaches every copy."""
+
+    def __init__(self, state: dict):
+        self.state = state
+
+    def __deepcopy__(self, memo):
+        return self
+
+
+def memory_of(generator) -> tuple[Memory, float] | None:
+    """``(Memory, lambda)`` for ``generator`` from its run's state (``knn_state``: the choice and the training ids),
+    or None when there is no choice yet, the choice is lambda 0, or the run keeps no training ids."""
+    link = getattr(generator, "knn_state", None)
+    state = link.state if link is not None else None
+    if not state:
+        return None
+    choice, ids = state.get("knn"), state.get("knn_ids")
+    if not choice or not choice.get("lambda") or ids is None:
+        return None
+    memory = getattr(generator, "knn_memory", None)
+    if memory is None or memory.choice != dict(choice) or memory.ids is not ids:
+        memory = Memory(ids, choice, never=generator.suppressed)
+        generator.knn_memory = memory  # a plain attribute: rebuilt, never saved
+    return memory, float(choice["lambda"])
+
+
+@torch.no_grad()
+def mixture_nll(generator, mixture: tuple[Memory, float], ids: torch.Tensor) -> float:
+    """The held-out NLL per token of ``ids`` [N, T] under the kNN-LM mixture (the LM's own: ``model_nll``)."""
+    memory, lam = mixture
+    memory.refresh(generator)
+    was_training = generator.training
+    generator.eval()
+    try:
+        total, count = 0.0, 0
+        for start in range(0, len(ids), 256):
+            queries, targets = hidden_states(generator, ids[start:start + 256])
+            head = generator.lm.get_output_embeddings()
+            logits = head(queries.to(head.weight.dtype)).float()
+            if generator.banned:
+                logits[:, generator.banned] = NEG_INF
+            logp = memory.mix(queries, logits, lam).gather(1, targets[:, None])
+            total, count = total - float(logp.sum()), count + len(targets)
+    finally:
+        generator.train(was_training)
+    return total / max(count, 1)

@@ -59,6 +59,15 @@ def hidden_states(generator, ids: torch.Tensor, batch: int = 256) -> tuple[torch
     return torch.cat(keys), torch.cat(values)
 
 
+def output_logits(generator, hidden: torch.Tensor) -> torch.Tensor:
+    """The LM's next-token logits [M, V] at hidden states [M, d], as scoring sees them (``<bos>`` masked)."""
+    head = generator.lm.get_output_embeddings()
+    logits = head(hidden.to(head.weight.dtype)).float()
+    if generator.banned:
+        logits[:, generator.banned] = NEG_INF
+    return logits
+
+
 def neighbours(queries: torch.Tensor, keys: torch.Tensor, key_norms: torch.Tensor, k: int):
     """Squared L2 distances to the ``k`` nearest keys of each query, ascending, and their indices: [Q, k] each."""
     k = min(k, len(keys))
@@ -131,12 +140,9 @@ def choose(generator, train_ids: torch.Tensor, check_ids: torch.Tensor, never: l
     generator.eval()
     try:
         queries, targets = hidden_states(generator, check_ids)
-        logits = generator.lm.get_output_embeddings()(queries.to(generator.lm.get_output_embeddings().weight.dtype))
+        logits = output_logits(generator, queries)
     finally:
         generator.train(was_training)
-    logits = logits.float()
-    if generator.banned:
-        logits[:, generator.banned] = NEG_INF
     p_lm = torch.softmax(logits, dim=1).gather(1, targets[:, None]).squeeze(1)
     nll_lm = float(-p_lm.clamp_min(1e-30).log().mean())
     dist, index = neighbours(queries, memory.keys, memory.key_norms, max(KS))
@@ -196,10 +202,7 @@ def mixture_nll(generator, mixture: tuple[Memory, float], ids: torch.Tensor) -> 
         total, count = 0.0, 0
         for start in range(0, len(ids), 256):
             queries, targets = hidden_states(generator, ids[start:start + 256])
-            head = generator.lm.get_output_embeddings()
-            logits = head(queries.to(head.weight.dtype)).float()
-            if generator.banned:
-                logits[:, generator.banned] = NEG_INF
+            logits = output_logits(generator, queries)
             logp = memory.mix(queries, logits, lam).gather(1, targets[:, None])
             total, count = total - float(logp.sum()), count + len(targets)
     finally:

@@ -31,6 +31,7 @@ from collections.abc import Mapping
 
 import torch
 
+from . import eval_mode
 from .model import NEG_INF, after_eos
 
 MAX_KEYS = 300_000
@@ -102,12 +103,8 @@ class Memory:
         version = self._weights_version(generator)
         if version == self._built_for:
             return
-        was_training = generator.training
-        generator.eval()
-        try:
+        with eval_mode(generator):
             keys, values = hidden_states(generator, self.ids)
-        finally:
-            generator.train(was_training)
         keep = ~torch.isin(values, torch.tensor(self.never, dtype=values.dtype, device=values.device)) \
             if self.never else torch.ones_like(values, dtype=torch.bool)
         keys, values = keys[keep], values[keep]
@@ -136,13 +133,9 @@ def choose(generator, train_ids: torch.Tensor, check_ids: torch.Tensor, never: l
     with the LM's own NLL and the mixture's, per token. ``lambda`` 0 when no mixture beats the LM."""
     memory = Memory(train_ids, {"k": 1, "temperature": 1.0}, never, seed)
     memory.refresh(generator)
-    was_training = generator.training
-    generator.eval()
-    try:
+    with eval_mode(generator):
         queries, targets = hidden_states(generator, check_ids)
         logits = output_logits(generator, queries)
-    finally:
-        generator.train(was_training)
     p_lm = torch.softmax(logits, dim=1).gather(1, targets[:, None]).squeeze(1)
     nll_lm = float(-p_lm.clamp_min(1e-30).log().mean())
     dist, index = neighbours(queries, memory.keys, memory.key_norms, max(KS))
@@ -196,15 +189,10 @@ def mixture_nll(generator, mixture: tuple[Memory, float], ids: torch.Tensor) -> 
     """The held-out NLL per token of ``ids`` [N, T] under the kNN-LM mixture (the LM's own: ``model_nll``)."""
     memory, lam = mixture
     memory.refresh(generator)
-    was_training = generator.training
-    generator.eval()
-    try:
-        total, count = 0.0, 0
-        for start in range(0, len(ids), 256):
+    total, count = 0.0, 0
+    with eval_mode(generator):
+        for start in range(0, len(ids), 256):  # 256 sentences' logits [M, V] at a time
             queries, targets = hidden_states(generator, ids[start:start + 256])
-            logits = output_logits(generator, queries)
-            logp = memory.mix(queries, logits, lam).gather(1, targets[:, None])
+            logp = memory.mix(queries, output_logits(generator, queries), lam).gather(1, targets[:, None])
             total, count = total - float(logp.sum()), count + len(targets)
-    finally:
-        generator.train(was_training)
     return total / max(count, 1)

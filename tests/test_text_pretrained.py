@@ -145,6 +145,19 @@ def test_top_block_finetuning_trains_only_the_top(tmp_path, invoke, corpus, tiny
     assert any(k.startswith("model.layers.1.mlp") for k in changed)
 
 
+def test_knn_memory_works_with_a_lora_finetuned_pretrained_model(tmp_path, invoke, corpus, tiny_gguf, cache):
+    """--knn is off for --model by default; asked for, the memory reads the peft-wrapped backbone's hidden states."""
+    out = tmp_path / "run"
+    metrics = run(invoke, out, corpus, tiny_gguf, "--knn")["metrics"]
+    assert metrics["knn_lambda"] > 0
+    assert metrics["nll_gen_knn"] < metrics["nll_gen"]  # the memory of the training text predicts held-out text better
+    assert metrics["ppl_word_knn"] < metrics["ppl_word"]
+    for name in ("a", "b"):
+        assert invoke("sample", out, "-n", "20", "--out", tmp_path / name).exit_code == 0
+    a = (tmp_path / "a" / "samples.txt").read_text(encoding="utf-8")
+    assert a == (tmp_path / "b" / "samples.txt").read_text(encoding="utf-8") and len(a.splitlines()) == 20
+
+
 def test_missing_extras_are_one_line_errors(tmp_path, invoke, corpus, tiny_gguf, monkeypatch):
     real_find_spec = importlib.util.find_spec
 

@@ -110,9 +110,10 @@ class TrainConfig:
                                                                "scaler); the gradient penalty and R1 stay fp32.")
     compile: bool = option(False, "torch.compile the generator and the discriminator (the first steps are slow while "
                                   "it compiles; the penalties' double backward runs eagerly).", resumable=True)
-    channels_last: bool = option(False, "Keep image models' 4-D weights and batches in channels-last memory order "
-                                        "(faster convolutions on GPUs with tensor cores; no effect on models without "
-                                        "4-D weights).", resumable=True)
+    channels_last: bool = option(False, "Keep the models' 4-D weights and batches in channels-last memory order "
+                                        "(faster convolutions on GPUs with tensor cores and on CPUs; the audio "
+                                        "recipe's for SpecGAN; no effect on models without 4-D weights).",
+                                 resumable=True)
     sync_bn: bool = option(False, "Under --nproc: synchronise batch-norm statistics across processes "
                                   "(torch.nn.SyncBatchNorm; CUDA only).")
     tensorboard: bool = option(False, "Also write losses, metrics, learning rates, speed and snapshots for "

@@ -159,7 +159,7 @@ def test_a_cross_modal_audio_run_gets_the_longer_recipe_unless_told_otherwise():
 
     reg = registry()
     audio = reg.domain("audio")
-    assert resolve(audio, reg.losses).train.steps == 1000  # the label-conditioned default
+    assert resolve(audio, reg.losses).train.steps == 1500  # the label-conditioned default (built-in digits)
     crossmodal = resolve(audio, reg.losses, flags={"condition": "text"}).train
     assert (crossmodal.steps, crossmodal.eval_every, crossmodal.checkpoint_every) == (3000, 1000, 1000)
     assert crossmodal.condition_gain == 1.0  # audio's own; an image target takes the engine's 3

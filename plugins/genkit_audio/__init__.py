@@ -231,7 +231,7 @@ class AudioDomain(Domain):
                          "augment": "", "aux_class": 0.0, "lecam": 0.0, "candidates": 1}
 
     # The built-in digits (2,000 clips of many synthetic voices) train for 1,500 steps: from step 1,000 to 1,500 the
-    # label was followed more at 6 GPU runs and 5 CPU runs and FD fell at most (GPU means: FD 180 -> 130, IS / real
+    # label was followed more at 5 of 6 GPU runs and all 5 CPU runs and FD fell at most (GPU means: FD 180 -> 130, IS / real
     # 0.74 -> 0.83), the digits covered about the same; on real speech (1,500 clips of three speakers) the
     # discriminator overfits and most runs lost (docs/audio.md).
     data_recipes = {"espeak-digits": {"steps": 1500}}

@@ -697,6 +697,86 @@ def test_aux_class_teaches_d_the_real_classes_and_makes_g_follow_its_label():
     assert domain.generator_loss(z, y, SimpleNamespace(**{**vars(ctx), "discriminator": off})) is None
 
 
+def test_aux_fake_class_teaches_d_to_tell_fakes_from_every_class_and_g_to_leave_that_class():
+    """--aux-fake-class W: D's auxiliary classifier has K + 1 outputs; in D's update as the engine makes it (the fakes
+    drawn without gradients) it learns the real batch's classes plus W x the fakes' cross-entropy for the last class,
+    so that clips made to fool a K-way classifier are named as generated; the generator's term moves its fakes out of
+    that class to the one they were generated for. Off (0), the classifier keeps K outputs and D's term is the real
+    batch's alone."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    import torch.nn.functional as F
+
+    from genkit.losses import BUILTIN_LOSSES
+    from genkit_audio.specgan import SpecGANConfig, SpecGANDiscriminator, SpecGANGenerator
+
+    torch.manual_seed(0)
+    cfg = SpecGANConfig(d=2, num_classes=2, upsample="nn", g_norm="batch", d_norm="spectral", aux_class=1.0,
+                        aux_fake_class=0.5)
+    G, D = SpecGANGenerator(cfg), SpecGANDiscriminator(cfg)
+    assert D.aux_classifier.out_features == 3
+    y = torch.arange(16) % 2
+    real = torch.full((16, 1, 128, 128), -0.8)
+    real[y == 0, :, 8:40] = 0.6
+    real[y == 1, :, 88:120] = 0.6
+    real = real + 0.05 * torch.randn_like(real)
+    hinge = next(loss for loss in BUILTIN_LOSSES if loss.name == "hinge")
+    domain = AudioDomain()
+    ctx = SimpleNamespace(generator=G, discriminator=D, loss=hinge, real=real, cond=y)
+    fake_class = torch.full((16,), 2)
+
+    opt_d = torch.optim.Adam(D.parameters(), lr=2e-3, betas=(0.5, 0.999))
+    for _ in range(15):
+        with torch.no_grad():
+            fake = domain.fake(G, torch.rand(16, 100) * 2 - 1, y, ctx)  # names the real and the fake batch to D
+        d_real = D(real, y)
+        real_logits = D.class_logits
+        d_fake = D(fake, y)
+        fake_logits = D.class_logits
+        term = D.auxiliary_loss()
+        expected = F.cross_entropy(real_logits, y) + 0.5 * F.cross_entropy(fake_logits, fake_class)
+        assert float(term.detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
+        opt_d.zero_grad()
+        (hinge.discriminator(d_real, d_fake) + term).backward()
+        opt_d.step()
+    with torch.no_grad():
+        D(real, y)
+        assert bool((D.class_logits.argmax(1) == y).all())  # the real clips: their own class
+        D(fake, y)
+        assert bool((D.class_logits.argmax(1) == 2).all())  # G's clips: the generated class
+    D(fake.clone(), y)
+    assert D.auxiliary_loss() is None  # only the marked batches add a term
+    with torch.enable_grad():  # a generator update's fakes are never learnt as generated
+        domain.fake(G, torch.rand(16, 100) * 2 - 1, y, ctx)
+    assert D._aux_fake is fake
+
+    D.requires_grad_(False)
+    z = torch.rand(16, 100) * 2 - 1
+
+    def p_fake_class():
+        with torch.no_grad():
+            D(G(z, y), y)
+            return float(D.class_logits.softmax(1)[:, 2].mean())
+
+    G.eval()
+    before = p_fake_class()
+    G.train()
+    opt_g = torch.optim.Adam(G.parameters(), lr=2e-3, betas=(0.5, 0.999))
+    for _ in range(15):
+        loss_g = domain.generator_loss(z, y, ctx)
+        opt_g.zero_grad()
+        loss_g.backward()
+        opt_g.step()
+    G.eval()
+    assert before > 0.5 and p_fake_class() < 0.5 * before, (before, p_fake_class())
+
+    off = SpecGANDiscriminator(dataclasses.replace(cfg, aux_fake_class=0.0))
+    assert off.aux_classifier.out_features == 2
+    off.mark_fake(fake)
+    assert off._aux_fake is None
+
+
 def test_the_cpu_recipe_regularises_for_small_data_and_the_papers_presets_do_not():
     """The default trains with DiffAugment, AC-GAN and LeCam (docs/audio.md); the authors' presets and a cross-modal
     run (measured without them) do not, and a flag still overrides the recipe."""
@@ -711,7 +791,13 @@ def test_the_cpu_recipe_regularises_for_small_data_and_the_papers_presets_do_not
         cfg = resolve(audio, reg.losses, preset=preset)
         assert (cfg.options.augment, cfg.options.aux_class, cfg.train.lecam, cfg.train.standing_stats) == ("", 0.0, 0.0, 0)
     cfg = resolve(audio, reg.losses, flags={"condition": "image"})
-    assert (cfg.options.augment, cfg.train.lecam, cfg.train.steps) == ("", 0.0, 3000)
+    assert (cfg.options.augment, cfg.train.lecam, cfg.train.steps, cfg.options.aux_fake_class) == ("", 0.0, 3000, 0.0)
+    # the generated class of D's classifier: the built-in digits' recipe (given or by default), not a folder's
+    assert resolve(audio, reg.losses, data="../fsdd").options.aux_fake_class == 0.0
+    for data in ("espeak-digits", None):
+        assert resolve(audio, reg.losses, data=data).options.aux_fake_class == 0.25
+        assert resolve(audio, reg.losses, data=data, preset="paper").options.aux_fake_class == 0.0
+    assert resolve(audio, reg.losses, flags={"aux_fake_class": 0.0}).options.aux_fake_class == 0.0
     assert resolve(audio, reg.losses, flags={"lecam": 0.0}).train.lecam == 0.0
 
 

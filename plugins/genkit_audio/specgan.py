@@ -45,6 +45,7 @@ class SpecGANConfig:
     d_norm: str = "none"  # "batch" | "spectral" | "layer" | "none" (paper) in D's hidden layers
     augment: tuple[str, ...] = ()  # DiffAugment policies (augment.py) on all D sees while training (a genkit addition)
     aux_class: float = 0.0  # > 0 (conditional): AC-GAN's auxiliary classifier in D, this weight (a genkit addition)
+    aux_fake_class: float = 0.0  # > 0: the classifier's K + 1-th class, generated clips, this weight (genkit)
     cond_dim: int = 0  # > 0: conditioned on a (B, cond_dim) vector, another domain's embedding (--condition)
 
 
@@ -166,7 +167,7 @@ class SpecGANDiscriminator(ProjectionCritic):
         self.norms = nn.ModuleList(_norm(cfg.d_norm, ch[i + 1]) if i else nn.Identity() for i in range(5))
         # The auxiliary classifier (--aux-class) gets no spectral norm: it is not part of the logit, whose
         # Lipschitz bound spectral norm is for, and a unit-norm classifier of these features could barely be sure.
-        self._head(16 * ch[-1], cfg.num_classes, cfg.aux_class, cfg.cond_dim)
+        self._head(16 * ch[-1], cfg.num_classes, cfg.aux_class, cfg.cond_dim, cfg.aux_fake_class)
         if cfg.d_norm == "spectral":
             for m in [*self.convs, self.out] + [m for m in (self.embed, self.project) if m is not None]:
                 nn.utils.parametrizations.spectral_norm(m)

@@ -50,6 +50,7 @@ class WaveGANConfig:
     num_classes: int = 0  # > 0: class-conditional (a genkit addition)
     augment: tuple[str, ...] = ()  # DiffAugment policies (augment.py) on all D sees while training (a genkit addition)
     aux_class: float = 0.0  # > 0 (conditional): AC-GAN's auxiliary classifier in D, this weight (a genkit addition)
+    aux_fake_class: float = 0.0  # > 0: the classifier's K + 1-th class, generated clips, this weight (genkit)
     cond_dim: int = 0  # > 0: conditioned on a (B, cond_dim) vector, another domain's embedding (--condition)
 
     def __post_init__(self) -> None:
@@ -245,30 +246,43 @@ class ProjectionCritic(nn.Module):
     ``auxiliary_loss``); the generator's loss gets the cross-entropy of its fakes for their intended class (the
     audio domain's ``generator_loss``). Unlike the paper, D's classifier is not trained on fakes: that term rewards
     the generator for samples that are easy to classify rather than like the data (Shu 2017; Gong et al. 2019).
+    With ``aux_fake_class`` W > 0 (``--aux-fake-class``) the classifier has a (K + 1)-th class, generated clips, as the
+    semi-supervised discriminator of Salimans et al. ("Improved Techniques for Training GANs", NeurIPS 2016) and
+    AM-GAN (Zhou et al., ICLR 2018) have: D's term adds W x the cross-entropy of the update's fakes for that class
+    (``mark_fake``), so that features that fool a K-way classifier without making the class are learnt as generated;
+    the generator's term, over the K + 1 classes, moves its fakes out of it to their own.
     The audio domain's ``fake`` names each update's real batch to the discriminator (``mark_real``) before the
     engine shows it to D, so that only that forward call adds a term. Measured on both spoken-digit sets in
     docs/audio.md (What was tried): alone it helped real speech and not the eSpeak digits; the CPU recipe has it
     on, with DiffAugment and LeCam, and samples choose among candidates with it (``--candidates``)."""
 
-    def _head(self, feature_dim: int, num_classes: int, aux_weight: float = 0.0, cond_dim: int = 0) -> None:
+    def _head(self, feature_dim: int, num_classes: int, aux_weight: float = 0.0, cond_dim: int = 0,
+              aux_fake_class: float = 0.0) -> None:
         self.feature_dim = feature_dim
         self.out = nn.Linear(feature_dim, 1)
         self.embed = nn.Embedding(num_classes, feature_dim) if num_classes else None
         self.project = nn.Linear(cond_dim, feature_dim, bias=False) if cond_dim and not num_classes else None
         self.aux_weight = float(aux_weight) if num_classes else 0.0
-        self.aux_classifier = nn.Linear(feature_dim, num_classes) if self.aux_weight > 0 else None
+        self.aux_fake_weight = float(aux_fake_class) if self.aux_weight > 0 else 0.0
+        self.aux_classifier = nn.Linear(feature_dim, num_classes + (self.aux_fake_weight > 0)) \
+            if self.aux_weight > 0 else None
         if self.aux_classifier is None:
             self.auxiliary_loss = None  # no term: the engine then logs no "penalty" column either
         glorot_(self)
         if self.embed is not None:
             nn.init.normal_(self.embed.weight, 0.0, 0.02)
         self._aux_real: torch.Tensor | None = None  # the batch D's classifier learns from (identity, not value)
+        self._aux_fake: torch.Tensor | None = None  # with aux_fake_class: the update's generated batch
         self._aux_terms: list[torch.Tensor] = []
         self.class_logits: torch.Tensor | None = None  # the auxiliary classifier's logits of the last forward call
 
     def mark_real(self, real: torch.Tensor | None) -> None:
         """Name the real batch of this discriminator update: its forward call adds the classification term."""
         self._aux_real = real
+
+    def mark_fake(self, fake: torch.Tensor | None) -> None:
+        """Name the generated batch of this discriminator update (a K + 1 classifier learns it as its last class)."""
+        self._aux_fake = fake if self.aux_fake_weight > 0 else None
 
     def _logit(self, h: torch.Tensor, y: torch.Tensor | None, x: torch.Tensor | None = None) -> torch.Tensor:
         h = h.flatten(1)
@@ -282,13 +296,19 @@ class ProjectionCritic(nn.Module):
             if x is not None and x is self._aux_real and y is not None and self.training and \
                     torch.is_grad_enabled() and self.aux_classifier.weight.requires_grad:  # D's update only
                 self._aux_terms.append(F.cross_entropy(self.class_logits.float(), y.long()))
+            elif x is not None and x is self._aux_fake and self.training and torch.is_grad_enabled() and \
+                    self.aux_classifier.weight.requires_grad:
+                fake_class = torch.full((len(x),), self.aux_classifier.out_features - 1, device=x.device)
+                self._aux_terms.append(self.aux_fake_weight * F.cross_entropy(self.class_logits.float(), fake_class))
         return logit
 
     def auxiliary_loss(self) -> torch.Tensor | None:
         """AC-GAN's term of D's loss: ``aux_weight`` x the classifier's cross-entropy on the real batch(es) since
-        the last call (then forgotten); None without the classifier or before any real batch."""
+        the last call (then forgotten), plus ``aux_fake_weight`` x that of the fakes for the generated class; None
+        without the classifier or before any marked batch."""
         terms, self._aux_terms = self._aux_terms, []
-        return self.aux_weight * torch.stack(terms).mean() if terms else None
+        return self.aux_weight * torch.stack(terms).sum() / max(1, len(terms) // (2 if self.aux_fake_weight > 0 else 1)) \
+            if terms else None
 
 
 class WaveGANDiscriminator(ProjectionCritic):
@@ -299,7 +319,7 @@ class WaveGANDiscriminator(ProjectionCritic):
         # Same strides as G in the same order: for 32768 samples the stride-2 layer is the last in both.
         self.convs = nn.ModuleList(Conv1dSame(ch[i], ch[i + 1], cfg.kernel, s) for i, s in enumerate(cfg.strides))
         self.shuffle = PhaseShuffle(cfg.phase_shuffle)
-        self._head(16 * ch[-1], cfg.num_classes, cfg.aux_class, cfg.cond_dim)
+        self._head(16 * ch[-1], cfg.num_classes, cfg.aux_class, cfg.cond_dim, cfg.aux_fake_class)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, *, trace: list | None = None) -> torch.Tensor:
         h = augment(x, self.cfg.augment) if self.cfg.augment and self.training else x

@@ -627,6 +627,26 @@ def test_audio_diffaugment_policies():
         parse_policy("translation,cutout")
 
 
+def _two_class_step(cfg):
+    """A seeded SpecGAN pair of ``cfg``, 16 toy spectrograms of two classes (class 0 has its energy in the low bins,
+    class 1 in the high bins), the hinge loss, the audio domain and the step context it reads."""
+    from types import SimpleNamespace
+
+    from genkit.losses import BUILTIN_LOSSES
+    from genkit_audio.specgan import SpecGANDiscriminator, SpecGANGenerator
+
+    torch.manual_seed(0)
+    G, D = SpecGANGenerator(cfg), SpecGANDiscriminator(cfg)
+    y = torch.arange(16) % 2
+    real = torch.full((16, 1, 128, 128), -0.8)
+    real[y == 0, :, 8:40] = 0.6
+    real[y == 1, :, 88:120] = 0.6
+    real = real + 0.05 * torch.randn_like(real)
+    hinge = next(loss for loss in BUILTIN_LOSSES if loss.name == "hinge")
+    ctx = SimpleNamespace(generator=G, discriminator=D, loss=hinge, real=real, cond=y)
+    return G, D, y, real, hinge, AudioDomain(), ctx
+
+
 def test_aux_class_teaches_d_the_real_classes_and_makes_g_follow_its_label():
     """--aux-class (AC-GAN, Odena et al. 2017): D's auxiliary classifier learns the classes of the real batch of each
     update (only of that batch: the fakes add no term to D's loss), and the generator's loss, with D fixed, moves each
@@ -637,20 +657,10 @@ def test_aux_class_teaches_d_the_real_classes_and_makes_g_follow_its_label():
 
     import torch.nn.functional as F
 
-    from genkit.losses import BUILTIN_LOSSES
-    from genkit_audio.specgan import SpecGANConfig, SpecGANDiscriminator, SpecGANGenerator
+    from genkit_audio.specgan import SpecGANConfig, SpecGANDiscriminator
 
-    torch.manual_seed(0)
     cfg = SpecGANConfig(d=2, num_classes=2, upsample="nn", g_norm="batch", d_norm="spectral", aux_class=1.0)
-    G, D = SpecGANGenerator(cfg), SpecGANDiscriminator(cfg)
-    y = torch.arange(16) % 2
-    real = torch.full((16, 1, 128, 128), -0.8)  # class 0 has its energy in the low bins, class 1 in the high bins
-    real[y == 0, :, 8:40] = 0.6
-    real[y == 1, :, 88:120] = 0.6
-    real = real + 0.05 * torch.randn_like(real)
-    hinge = next(loss for loss in BUILTIN_LOSSES if loss.name == "hinge")
-    domain = AudioDomain()
-    ctx = SimpleNamespace(generator=G, discriminator=D, loss=hinge, real=real, cond=y)
+    G, D, y, real, hinge, domain, ctx = _two_class_step(cfg)
 
     def classified(x):  # D's classifier on x: accuracy and cross-entropy for the classes y
         with torch.no_grad():
@@ -704,26 +714,15 @@ def test_aux_fake_class_teaches_d_to_tell_fakes_from_every_class_and_g_to_leave_
     that class to the one they were generated for. Off (0), the classifier keeps K outputs and D's term is the real
     batch's alone."""
     import dataclasses
-    from types import SimpleNamespace
 
     import torch.nn.functional as F
 
-    from genkit.losses import BUILTIN_LOSSES
-    from genkit_audio.specgan import SpecGANConfig, SpecGANDiscriminator, SpecGANGenerator
+    from genkit_audio.specgan import SpecGANConfig, SpecGANDiscriminator
 
-    torch.manual_seed(0)
     cfg = SpecGANConfig(d=2, num_classes=2, upsample="nn", g_norm="batch", d_norm="spectral", aux_class=1.0,
                         aux_fake_class=0.5)
-    G, D = SpecGANGenerator(cfg), SpecGANDiscriminator(cfg)
+    G, D, y, real, hinge, domain, ctx = _two_class_step(cfg)
     assert D.aux_classifier.out_features == 3
-    y = torch.arange(16) % 2
-    real = torch.full((16, 1, 128, 128), -0.8)
-    real[y == 0, :, 8:40] = 0.6
-    real[y == 1, :, 88:120] = 0.6
-    real = real + 0.05 * torch.randn_like(real)
-    hinge = next(loss for loss in BUILTIN_LOSSES if loss.name == "hinge")
-    domain = AudioDomain()
-    ctx = SimpleNamespace(generator=G, discriminator=D, loss=hinge, real=real, cond=y)
     fake_class = torch.full((16,), 2)
 
     opt_d = torch.optim.Adam(D.parameters(), lr=2e-3, betas=(0.5, 0.999))

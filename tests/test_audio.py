@@ -790,13 +790,11 @@ def test_the_cpu_recipe_regularises_for_small_data_and_the_papers_presets_do_not
         cfg = resolve(audio, reg.losses, preset=preset)
         assert (cfg.options.augment, cfg.options.aux_class, cfg.train.lecam, cfg.train.standing_stats) == ("", 0.0, 0.0, 0)
     cfg = resolve(audio, reg.losses, flags={"condition": "image"})
-    assert (cfg.options.augment, cfg.train.lecam, cfg.train.steps, cfg.options.aux_fake_class) == ("", 0.0, 3000, 0.0)
-    # the generated class of D's classifier: the built-in digits' recipe (given or by default), not a folder's
-    assert resolve(audio, reg.losses, data="../fsdd").options.aux_fake_class == 0.0
-    for data in ("espeak-digits", None):
-        assert resolve(audio, reg.losses, data=data).options.aux_fake_class == 0.25
-        assert resolve(audio, reg.losses, data=data, preset="paper").options.aux_fake_class == 0.0
-    assert resolve(audio, reg.losses, flags={"aux_fake_class": 0.0}).options.aux_fake_class == 0.0
+    assert (cfg.options.augment, cfg.train.lecam, cfg.train.steps) == ("", 0.0, 3000)
+    # the generated class of D's classifier (measured, within the seed noise): off unless asked for
+    for data in ("../fsdd", "espeak-digits", None):
+        assert resolve(audio, reg.losses, data=data).options.aux_fake_class == 0.0
+    assert resolve(audio, reg.losses, flags={"aux_fake_class": 0.25}).options.aux_fake_class == 0.25
     assert resolve(audio, reg.losses, flags={"lecam": 0.0}).train.lecam == 0.0
 
 

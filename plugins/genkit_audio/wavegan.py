@@ -273,7 +273,8 @@ class ProjectionCritic(nn.Module):
             nn.init.normal_(self.embed.weight, 0.0, 0.02)
         self._aux_real: torch.Tensor | None = None  # the batch D's classifier learns from (identity, not value)
         self._aux_fake: torch.Tensor | None = None  # with aux_fake_class: the update's generated batch
-        self._aux_terms: list[torch.Tensor] = []
+        self._aux_terms: list[torch.Tensor] = []  # the real batches' cross-entropies since the last auxiliary_loss
+        self._aux_fake_terms: list[torch.Tensor] = []  # the fake batches', for the generated class
         self.class_logits: torch.Tensor | None = None  # the auxiliary classifier's logits of the last forward call
 
     def mark_real(self, real: torch.Tensor | None) -> None:
@@ -299,7 +300,7 @@ class ProjectionCritic(nn.Module):
             elif x is not None and x is self._aux_fake and self.training and torch.is_grad_enabled() and \
                     self.aux_classifier.weight.requires_grad:
                 fake_class = torch.full((len(x),), self.aux_classifier.out_features - 1, device=x.device)
-                self._aux_terms.append(self.aux_fake_weight * F.cross_entropy(self.class_logits.float(), fake_class))
+                self._aux_fake_terms.append(F.cross_entropy(self.class_logits.float(), fake_class))
         return logit
 
     def auxiliary_loss(self) -> torch.Tensor | None:
@@ -307,8 +308,12 @@ class ProjectionCritic(nn.Module):
         the last call (then forgotten), plus ``aux_fake_weight`` x that of the fakes for the generated class; None
         without the classifier or before any marked batch."""
         terms, self._aux_terms = self._aux_terms, []
-        return self.aux_weight * torch.stack(terms).sum() / max(1, len(terms) // (2 if self.aux_fake_weight > 0 else 1)) \
-            if terms else None
+        fakes, self._aux_fake_terms = self._aux_fake_terms, []
+        if not terms and not fakes:
+            return None
+        real = torch.stack(terms).mean() if terms else 0.0
+        fake = self.aux_fake_weight * torch.stack(fakes).mean() if fakes else 0.0
+        return self.aux_weight * (real + fake)
 
 
 class WaveGANDiscriminator(ProjectionCritic):

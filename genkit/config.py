@@ -59,6 +59,10 @@ class TrainConfig:
     lecam: float = option(0.0, "LeCam regulariser weight (Tseng et al. 2021, for small data sets): D's outputs on "
                                "real and generated data are held near moving averages of each other (0 = off; "
                                "the paper: 0.3 with the hinge loss).", ge=0)
+    mismatch: float = option(0.0, "Matching-aware discriminator (Reed et al. 2016, labelled data): the share of D's "
+                                  "fake-side loss given to real examples shown with another example's class, so "
+                                  "that D learns to reject an example that does not fit its label (0 = off; the "
+                                  "paper: 0.5).", ge=0, le=1)
     ema: float = option(0.0, "EMA decay of the generator used for samples (0 = off, e.g. 0.999).", ge=0, lt=1)
     standing_stats: int = option(0, "Batch-norm statistics of the generator used for samples, recomputed over N "
                                     "batches of fresh latents at the weights as they are (BigGAN's standing "
@@ -129,7 +133,8 @@ class TrainConfig:
 
 TRAIN_SETTINGS: dict[str, Setting] = {s.name: s for s in settings(TrainConfig)}
 # [train] keys added since a run could have been saved, with the behaviour such a run had (not today's default)
-TRAIN_LEGACY: dict[str, Any] = {"condition_warmup": 0, "condition_gain": 1.0, "standing_stats": 0, "lecam": 0.0}
+TRAIN_LEGACY: dict[str, Any] = {"condition_warmup": 0, "condition_gain": 1.0, "standing_stats": 0, "lecam": 0.0,
+                               "mismatch": 0.0}
 PENALTIES = ("gp", "r1")  # settings whose "auto" is the loss's default_gp / default_r1
 # Names the run and info commands use for themselves; a domain option may not take them either.
 COMMAND_OPTIONS = frozenset({"config", "preset", "data", "out", "resume", "json", "quiet", "help", "verbose", "nproc"})

@@ -37,7 +37,7 @@ from .checkpoint import MODEL_FILES, check_state_value, load_state, load_weights
 from .config import RunConfig
 from .domain import Data, Domain, PhaseControl, StepContext
 from .errors import GenkitError
-from .losses import LECAM_DECAY, Loss, gradient_penalty, lecam_penalty, r1_penalty
+from .losses import LECAM_DECAY, Loss, gradient_penalty, lecam_penalty, mismatched_rows, r1_penalty
 from .progress import progress_bar
 from .provenance import stamp_snapshot
 from .run import Run
@@ -346,6 +346,10 @@ class Trainer:
             with self._autocast():
                 d_real, d_fake = D(real, cond).float(), D(fake, cond).float()
                 loss_d = loss.discriminator(d_real, d_fake)
+                rows = mismatched_rows(cond, self.rng) if cfg.mismatch else None
+                if rows is not None:  # real examples under other examples' classes, on the fake side
+                    d_mis = D(real[rows], cond).float()
+                    loss_d = (1 - cfg.mismatch) * loss_d + cfg.mismatch * loss.discriminator(d_real, d_mis)
             penalty = torch.zeros((), device=self.device)
             if (cfg.gp or cfg.r1 or loss.penalty is not None) and not real.is_floating_point():
                 # Real token ids against (soft) one-hot fakes (text): the penalties need the reals as one-hot

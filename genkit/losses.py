@@ -157,3 +157,19 @@ def lecam_penalty(d_real, d_fake, anchors):
     import torch.nn.functional as F
 
     return F.relu(d_real - anchors[1]).pow(2).mean() + F.relu(anchors[0] - d_fake).pow(2).mean()
+
+
+def mismatched_rows(cond, rng):
+    """For the matching-aware discriminator (``--mismatch``; Reed et al., "Generative Adversarial Text to Image
+    Synthesis", ICML 2016): for each row ``i`` of a batch's class labels ``cond``, a row ``j`` drawn uniformly
+    (with ``rng``) among those of another class, so that ``real[rows]`` under ``cond`` pairs every real example
+    with a label that is not its own. None when there are no class labels (``cond`` None, not one integer per
+    row) or some row has no example of another class in the batch (the term is then skipped for that update)."""
+    import torch
+
+    if cond is None or cond.dim() != 1 or cond.is_floating_point() or len(cond) < 2:
+        return None
+    other = cond.unsqueeze(0) != cond.unsqueeze(1)  # other[i, j]: row j is of another class than row i
+    if not bool(other.any(dim=1).all()):
+        return None
+    return torch.multinomial(other.float(), 1, generator=rng).squeeze(1)

@@ -311,3 +311,56 @@ def test_keep_checkpoints_prunes_old_ones_but_never_the_best(ring, tmp_path, mon
     t.run()
     kept = sorted(p.name for p in t.run_dir.checkpoints_dir.iterdir() if p.is_dir())
     assert kept == ["step-00000002", "step-00000008", "step-00000010"]
+
+
+def test_mismatch_shows_d_real_examples_under_other_classes_on_the_fake_side(ring, tmp_path):
+    """--mismatch W (Reed et al. 2016): D's loss is (1 - W) L(real, fake) + W L(real, real under another class)."""
+    t = make_trainer(tmp_path, conditional=True, loss="hinge", mismatch=0.5, steps=1)
+    calls = []
+    forward = t.D.forward
+
+    def spy(x, cond=None):
+        out = forward(x, cond)
+        if torch.is_grad_enabled() and any(p.requires_grad for p in t.D.parameters()):  # D's update only
+            calls.append((x.detach().clone(), cond.clone(), out.detach().float()))
+        return out
+
+    t.D.forward = spy
+    stats = t.train_step()
+    (real, cond, d_real), (_, fake_cond, d_fake), (mis, mis_cond, d_mis) = calls
+    assert torch.equal(fake_cond, cond) and torch.equal(mis_cond, cond)
+    # every mismatched row is one of this batch's real examples, and of another class than the label it is shown with
+    match = (mis.unsqueeze(1) == real.unsqueeze(0)).all(-1)  # match[i, j]: mismatched row i is real row j
+    assert bool(match.any(1).all())
+    assert bool((cond[match.float().argmax(1)] != cond).all())
+    hinge = t.loss.discriminator
+    expected = 0.5 * hinge(d_real, d_fake) + 0.5 * hinge(d_real, d_mis)
+    assert stats[0].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_mismatch_off_or_unconditional_adds_no_discriminator_call(ring, tmp_path):
+    for overrides in ({"conditional": True}, {"mismatch": 0.5}):  # off; on, but the data has no classes
+        t = make_trainer(tmp_path, f"run{len(overrides)}{overrides.get('mismatch', 0)}", steps=1, **overrides)
+        calls = []
+        forward = t.D.forward
+        t.D.forward = lambda x, cond=None, calls=calls, forward=forward: calls.append(1) or forward(x, cond)
+        t.train_step()
+        assert len(calls) == 3  # D's update: real, fake; G's update: fake
+
+
+def test_mismatch_teaches_d_to_score_real_examples_lower_under_a_wrong_label(ring, tmp_path):
+    """D's mean score of real points under their own mode minus under another mode, after 600 steps with and without
+    the term (the same seed): on a ring of 8 modes the gap widens at each seed (measured 0.6 -> 2.2, 4.4 -> 6.1)."""
+    def label_gap(mismatch, seed):
+        t = make_trainer(tmp_path, f"gap{mismatch}-{seed}", conditional=True, loss="hinge", mismatch=mismatch,
+                         steps=600, seed=seed, hidden=32, checkpoint_every=0, sample_every=0, log_every=100)
+        t.run()
+        x, y = t.data.train.tensors
+        x, y = x[:512].to(t.device), y[:512].to(t.device)
+        other = (y + 1 + torch.arange(len(y), device=t.device) % 7) % 8  # each of the other seven modes in turn
+        t.D.eval()
+        with torch.no_grad():
+            return (t.D(x, y).float().mean() - t.D(x, other).float().mean()).item()
+
+    for seed in (1, 2):
+        assert label_gap(0.5, seed) > label_gap(0.0, seed) + 0.5

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from genkit.losses import BUILTIN_LOSSES, gradient_penalty, lecam_penalty, r1_penalty
+from genkit.losses import BUILTIN_LOSSES, gradient_penalty, lecam_penalty, mismatched_rows, r1_penalty
 from genkit.plugins import registry
 
 LOSSES = {loss.name: loss for loss in BUILTIN_LOSSES}
@@ -83,3 +83,25 @@ def test_lecam_penalty_pulls_real_outputs_down_to_the_fake_average_and_fakes_up_
     d_fake = torch.tensor([0.0, 4.0])  # only outputs below the real average count: (1 - 0)^2 = 1, 0
     assert lecam_penalty(d_real, d_fake, anchors).item() == pytest.approx(9 / 2 + 1 / 2)
     assert lecam_penalty(torch.tensor([-2.0]), torch.tensor([3.0]), anchors).item() == 0.0
+
+
+def test_mismatched_rows_pair_every_example_with_another_class_drawn_evenly():
+    cond = torch.tensor([0, 0, 1, 2, 2, 2])
+    rng = torch.Generator().manual_seed(0)
+    counts = torch.zeros(6, 6)
+    for _ in range(600):
+        rows = mismatched_rows(cond, rng)
+        assert rows.shape == (6,) and bool((cond[rows] != cond).all())
+        counts[torch.arange(6), rows] += 1
+    # row 0 (class 0) may take rows 2-5, each about a quarter of the time; row 2 (class 1) rows 0, 1, 3, 4, 5
+    assert counts[0, :2].sum() == 0 and counts[0, 2:].min() > 0.15 * 600
+    assert counts[2, 2] == 0 and counts[2].min() == 0 and (counts[2] > 0).sum() == 5
+    again = mismatched_rows(cond, torch.Generator().manual_seed(0))
+    assert torch.equal(again, mismatched_rows(cond, torch.Generator().manual_seed(0)))  # seeded: reproducible
+
+
+@pytest.mark.parametrize("cond", [None, torch.tensor([3, 3, 3]), torch.tensor([[0.1, 0.2], [0.3, 0.4]]),
+                                  torch.tensor([0.0, 1.0]), torch.tensor([4])])
+def test_mismatched_rows_none_without_class_labels_or_without_another_class(cond):
+    """Unconditional data, vector conditions (cross-modal embeddings), float values, a batch of one class."""
+    assert mismatched_rows(cond, torch.Generator().manual_seed(0)) is None

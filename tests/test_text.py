@@ -111,6 +111,71 @@ def test_pydoc_corpus_is_english_sentences():
     assert len(test) == round(0.1 * len(sents)) and not set(test) & set(train) - set(test)
 
 
+WRAPPED = """It was the best of times, it was the worst of times, it was the age of
+wisdom, it was the age of foolishness. Mr. Lorry said "Yes." It was the
+season of Light!
+
+There were a king with a large jaw and a queen with a plain face, on the
+throne of England; there were a king with a large jaw and a queen with a
+fair face, on the throne of France. In both countries it was clearer than
+crystal to the lords of the State preserves of loaves and fishes, that
+things in general were settled for ever.
+"""
+WRAPPED_SENTENCES = [
+    "It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of foolishness.",
+    'Mr. Lorry said "Yes."', "It was the season of Light!",
+    "There were a king with a large jaw and a queen with a plain face, on the throne of England; there were a king "
+    "with a large jaw and a queen with a fair face, on the throne of France.",
+    "In both countries it was clearer than crystal to the lords of the State preserves of loaves and fishes, that "
+    "things in general were settled for ever."]
+
+
+def test_sentences_split_after_end_punctuation_not_after_abbreviations_or_initials():
+    assert tdata.split_sentences('Dr. Watson met J. R. Smith, e.g. The Times. "Why?" he asked. (It rained.) 3 left.') == [
+        "Dr. Watson met J. R. Smith, e.g. The Times.", '"Why?" he asked.', "(It rained.)", "3 left."]
+    assert tdata.split_sentences("no capital. follows here") == ["no capital. follows here"]
+
+
+def test_unit_auto_splits_wrapped_prose_and_paragraph_lines_into_sentences_and_keeps_sentence_lines():
+    assert tdata.guess_unit(WRAPPED) == "sentence"
+    assert tdata.guess_unit(" ".join(WRAPPED.split()) + "\n" + "Another paragraph. It has two sentences.\n") == "sentence"
+    assert tdata.guess_unit("\n".join(SENTENCES)) == "line"  # one sentence a line
+    assert tdata.guess_unit("\n".join(WRAPPED_SENTENCES)) == "line"
+    verse = "The woods are lovely, dark and deep,\nBut I have promises to keep,\nAnd miles to go before I sleep,\n"
+    assert tdata.guess_unit(verse * 3) == "line"  # verse: each line starts upper-case
+    # The Penn Treebank's form (lower case, no end punctuation, one sentence a line) is not wrapped prose: splitting
+    # it at sentence ends would make one example of the whole file.
+    ptb = "the company said it expects to report a loss\nmr. smith declined to comment on the report\n" * 40
+    assert tdata.guess_unit(ptb) == "line"
+
+
+def test_read_text_examples_by_unit(tmp_path):
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    (folder / "a_book.txt").write_text(WRAPPED, encoding="utf-8")
+    (folder / "b_lines.txt").write_text("\n".join(SENTENCES[:5]) + "\n", encoding="utf-8")
+    examples, source = tdata.read_text_examples(folder, "auto")
+    assert examples == WRAPPED_SENTENCES + SENTENCES[:5]
+    assert "one example per line (1 files) or sentence (1 files), by --unit auto" in source
+    lines, source = tdata.read_text_examples(folder / "a_book.txt", "line")  # asked for: kept as it is
+    assert lines == [line.strip() for line in WRAPPED.splitlines() if line.strip()] and "per line)" in source
+    paragraphs, _ = tdata.read_text_examples(folder / "a_book.txt", "paragraph")
+    assert paragraphs == [" ".join(p.split()) for p in WRAPPED.split("\n\n")]
+    sentences, source = tdata.read_text_examples(folder / "a_book.txt", "sentence")
+    assert sentences == WRAPPED_SENTENCES and source.endswith("one example per sentence)")
+
+
+def test_a_run_on_wrapped_prose_trains_on_its_sentences(tmp_path, invoke):
+    book = tmp_path / "book.txt"
+    book.write_text(WRAPPED * 6, encoding="utf-8")
+    out = tmp_path / "run"
+    result = invoke("run", "text", "--data", book, "--out", out, *TINY)
+    assert result.exit_code == 0, result.output
+    meta = json.loads((out / "data.json").read_text())
+    assert "one example per sentence, by --unit auto" in meta["source"] and "27 train / 3 test" in meta["source"]
+    assert 'unit = "auto"' in (out / "config.toml").read_text()
+
+
 def test_invalid_utf8_names_file_and_line(tmp_path, invoke):
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"first line\nsecond line\nthird \xff line\n")

@@ -89,7 +89,9 @@ class TextOptions:
     vocab_size: int = option(2000, "From-scratch tokenizer: vocabulary size.", ge=2)
     max_len: int = option(40, "Tokens per sequence, end-of-sequence included; longer examples are cut (the oracle's "
                               "is 20).", ge=2)
-    unit: Literal["line", "paragraph"] = option("line", "--data FILE|DIR: one example per line or per paragraph.")
+    unit: Literal["auto", "line", "paragraph", "sentence"] = option(
+        "auto", "--data FILE|DIR: one example per line, per blank-line-separated paragraph or per sentence; auto: per "
+                "line, unless a file's lines are hard-wrapped prose or whole paragraphs (then per sentence).")
     test_fraction: float = option(0.1, "Fraction of a corpus held out as the test split (BLEU references, NLL_gen).",
                                   gt=0, lt=1)
     split_seed: int = option(0, "Seed of the fixed train/test split.", ge=0)
@@ -170,7 +172,9 @@ class TextDomain(Domain):
     # Runs saved before --finetune trained every weight.
     # Runs saved before --mle-ema kept the MLE phase's last (or best-checked) live weights.
     # Runs saved before --knn sampled the LM alone.
-    legacy_defaults = {"tie_embeddings": True, "init_std": 0.02, "finetune": "full", "mle_ema": 0.0, "knn": False}
+    # Runs saved before --unit auto read one example per line.
+    legacy_defaults = {"unit": "line", "tie_embeddings": True, "init_std": 0.02, "finetune": "full", "mle_ema": 0.0,
+                       "knn": False}
     # The recipe for a corpus (pydoc, or --data FILE): see CORPUS_RECIPE. The oracle and a pretrained --model
     # get their own (recipe_for).
     recipe = CORPUS_RECIPE
@@ -240,7 +244,7 @@ class TextDomain(Domain):
             else:
                 examples, source = tdata.read_text_examples(Path(spec), options.unit)
                 if len(examples) < 2:
-                    raise GenkitError(f"--data {spec}: {len(examples)} {options.unit}(s) of text; the text domain "
+                    raise GenkitError(f"--data {spec}: {len(examples)} example(s) of text; the text domain "
                                       f"needs at least 2 (more for a held-out test split: 10 or more)")
             train_txt, test_txt = tdata.split(examples, options.test_fraction, options.split_seed)
             lm_config = None

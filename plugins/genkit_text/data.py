@@ -3,8 +3,9 @@
 - ``pydoc``: the default, real English that ships with every Python: the documentation topics of
   ``pydoc_data.topics`` (the text ``help("topics")`` shows), split into sentences; the train/test split is
   a fixed permutation drawn from the seed.
-- ``FILE.txt`` or a folder of ``.txt`` files: one example per line, or one per paragraph (blank-line
-  separated) with ``--unit paragraph``.
+- ``FILE.txt`` or a folder of ``.txt`` files: one example per line, per paragraph (blank-line separated) or per
+  sentence (``--unit``); by default (``auto``) per line, unless the file's lines are hard-wrapped prose or whole
+  paragraphs, which are split into sentences (``guess_unit``).
 - ``oracle``: SeqGAN's synthetic data (see ``oracle.py``).
 
 A from-scratch model gets a tokenizer trained on the training split with the ``tokenizers`` library
@@ -24,6 +25,13 @@ from genkit import GenkitError
 BOS, EOS = "<bos>", "<eos>"  # EOS doubles as padding: a sequence is text, <eos>, then <eos> to the fixed length
 UNK = "<unk>"  # the word-level tokenizer's out-of-vocabulary token
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\"'`])")
+# Where --unit sentence splits: after ., ! or ? (and a closing quote or bracket), before a capital, digit or an
+# opening quote; not after the abbreviations below ("Mr. Smith", "e.g. The").
+_SPLIT = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"'\u201d\u2019)\]]))\s+(?=[\"'\u201c\u2018(\[]?[A-Z0-9])")
+_ABBREVIATIONS = frozenset("mr mrs ms dr prof st jr sr vs etc e.g i.e cf no fig vol ch p pp mt gen col lt capt rev "
+                           "hon sgt u.s a.m p.m inc ltd co".split())
+MAX_SENTENCE_WORDS = 60  # guess_unit: longer "sentences" mean text that does not punctuate them
+_TERMINAL = tuple(".!?:;\"'\u201d\u2019)]")
 
 
 def _clean(text: str) -> str:
@@ -77,8 +85,43 @@ def pydoc_sentences() -> list[str]:
     return out
 
 
+def split_sentences(text: str) -> list[str]:
+    """``text`` (one paragraph, any line breaks) as its sentences, whitespace collapsed; a period after a common
+    abbreviation or an initial ("Mr.", "e.g.", "J. R. R.") does not end one."""
+    out: list[str] = []
+    for part in _SPLIT.split(_clean(text)):
+        if out:
+            last = out[-1].rsplit(" ", 1)[-1].lower().strip("\"'(\u201c\u2018")
+            if last.endswith(".") and (last[:-1] in _ABBREVIATIONS or (len(last) == 2 and last[0].isalpha())):
+                out[-1] += " " + part
+                continue
+        out.append(part)
+    return [p for p in out if p]
+
+
+def guess_unit(text: str) -> str:
+    """``--unit auto``: ``"sentence"`` when the lines of ``text`` are hard-wrapped prose (a tenth or more of them
+    break off mid-sentence: no closing punctuation, the next line going on in lower case) or whole paragraphs (a
+    third or more hold two sentences or more), and its sentences are sentence-sized (a median of at most
+    ``MAX_SENTENCE_WORDS`` words: lower-cased text without punctuation, such as the Penn Treebank's one sentence
+    a line, stays per line); else ``"line"`` (one sentence, title, name or verse per line)."""
+    lines = [line.strip() for line in text.splitlines()]
+    filled = [line for line in lines if line]
+    if len(filled) < 2:
+        return "line"
+    wrapped = sum(1 for a, b in zip(lines, lines[1:])
+                  if a and b and not a.endswith(_TERMINAL) and b[0].islower())
+    multi = sum(1 for line in filled if len(split_sentences(line)) >= 2)
+    if wrapped < 0.1 * len(filled) and multi < 0.3 * len(filled):
+        return "line"
+    words = sorted(len(sent.split()) for para in re.split(r"\n\s*\n", text) for sent in split_sentences(para))
+    return "sentence" if words and words[len(words) // 2] <= MAX_SENTENCE_WORDS else "line"
+
+
 def read_text_examples(path: Path, unit: str = "line") -> tuple[list[str], str]:
-    """Examples from a UTF-8 ``.txt`` file or a folder of them (sorted, recursive).
+    """Examples from a UTF-8 ``.txt`` file or a folder of them (sorted, recursive), one per ``unit``: ``line``,
+    ``paragraph`` (blank-line separated), ``sentence`` (paragraphs split into sentences, so hard-wrapped prose
+    reads as whole sentences) or ``auto`` (each file's own, by ``guess_unit``; the source says which).
 
     Invalid UTF-8 raises ``GenkitError`` naming the file and the line; no examples at all is an error too.
     """
@@ -89,6 +132,7 @@ def read_text_examples(path: Path, unit: str = "line") -> tuple[list[str], str]:
     if not files:
         raise GenkitError(f"--data {path}: the folder holds no .txt files")
     examples: list[str] = []
+    units: dict[str, int] = {}
     for file in files:
         raw = file.read_bytes()
         try:
@@ -98,14 +142,20 @@ def read_text_examples(path: Path, unit: str = "line") -> tuple[list[str], str]:
             raise GenkitError(f"{file}: line {line}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset "
                               f"{exc.start})") from None
         text = text.lstrip("\ufeff")
-        if unit == "paragraph":
-            parts = re.split(r"\n\s*\n", text)
-        else:
+        chosen = guess_unit(text) if unit == "auto" else unit
+        units[chosen] = units.get(chosen, 0) + 1
+        if chosen == "line":
             parts = text.splitlines()
+        else:
+            parts = re.split(r"\n\s*\n", text)
+            if chosen == "sentence":
+                parts = [sent for para in parts for sent in split_sentences(para)]
         examples += [e for e in (_clean(p) for p in parts) if e]
     if not examples:
         raise GenkitError(f"--data {path}: no text (the input is empty or only blank lines)")
-    return examples, f"{path} ({len(files)} file{'s' if len(files) != 1 else ''}, one example per {unit})"
+    per = " or ".join(f"{u} ({n} files)" if len(units) > 1 else u for u, n in sorted(units.items()))
+    how = f"one example per {per}" + (", by --unit auto" if unit == "auto" else "")
+    return examples, f"{path} ({len(files)} file{'s' if len(files) != 1 else ''}, {how})"
 
 
 def split(examples: list[str], test_fraction: float, seed: int) -> tuple[list[str], list[str]]:

@@ -140,7 +140,9 @@ class DomainGroup(click.Group):
     def resolve_command(self, ctx, args):
         name = args[0] if args else None
         if name is not None and not name.startswith("-") and name not in registry().domains:
-            raise GenkitError(f"unknown domain {name!r} (available: {', '.join(sorted(registry().domains)) or 'none'})")
+            from .plugins import unknown_domain
+
+            raise GenkitError(unknown_domain(name, registry().domains))
         return super().resolve_command(ctx, args)
 
 

@@ -39,6 +39,15 @@ DOMAIN_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 _versions: dict[str, str] = {}
 _builtin: set[str] = set()  # plugins shipped with genkit: on a name clash they keep the name
 RECOVERY = "GENKIT_LOAD_PLUGINS lists the plugins to load"
+
+
+def unknown_domain(name: str, domains: Any) -> str:
+    """The one line for an unknown domain name; it says when GENKIT_LOAD_PLUGINS left third-party plugins out."""
+    line = f"unknown domain {name!r} (available: {', '.join(sorted(domains)) or 'none'})"
+    allow = os.environ.get("GENKIT_LOAD_PLUGINS")
+    if allow is not None:
+        line += f"; GENKIT_LOAD_PLUGINS={allow!r} limits the third-party plugins loaded"
+    return line
 # The methods every domain must implement (genkit.Domain's raise NotImplementedError).
 REQUIRED_METHODS = ("load_data", "build_models", "sample_latent", "write_snapshot", "write_samples")
 
@@ -156,7 +165,7 @@ class Registry:
         try:
             return self.domains[name]
         except KeyError:
-            raise GenkitError(f"unknown domain {name!r} (available: {', '.join(sorted(self.domains)) or 'none'})") from None
+            raise GenkitError(unknown_domain(name, self.domains)) from None
 
     def loss(self, name: str):
         try:

@@ -127,11 +127,15 @@ class Run:
             path = base.with_name(f"{base.name}-{i}")
         return path
 
-    def check_new(self, flag: str = "--out") -> None:
-        """A new run is written only into a new or empty folder: never over a user's files or another run."""
+    def check_new(self, flag: str = "--out", what: str = "run") -> None:
+        """A new run (or ``what`` else: "samples") is written only into a new or empty folder: never over a user's
+        files or another run."""
         if self.root.exists() and not self.root.is_dir():
             raise GenkitError(f"{flag} {self.root} exists and is not a folder")
         if self.root.is_dir() and any(p.name != LOCK for p in self.root.iterdir()):
+            if self.exists() and what != "run":
+                raise GenkitError(f"{flag} {self.root} is a run folder; write the {what} elsewhere (without {flag} "
+                                  f"they go to {self.root / 'samples'}/sample-NNN)")
             if self.exists():
                 raise GenkitError(f"{flag} {self.root} already holds a run; continue it with --resume {self.root}, "
                                   "or choose another --out")
@@ -422,7 +426,7 @@ class Run:
             out = self.samples_dir / f"sample-{i:03d}"
         else:
             out = Path(out_dir)
-            Run(out).check_new()
+            Run(out).check_new(what="samples")
         loaded = self.load(best=best, device=device)
         if condition is not None:
             from .crossmodal import use_condition

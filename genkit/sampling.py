@@ -264,6 +264,12 @@ def write_walk_files(domain: Any, samples: Any, cond: Any, frames: int, out: Pat
                 [line for t in texts for line in t.splitlines()]
             target.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
             joined.append(target)
+    if not joined:
+        from .errors import warn
+
+        kinds = ", ".join(sorted(s or "extension-less" for s in _by_suffix(written))) or "no"
+        warn(f"no joined interpolation file for {kinds} files (only .png, .wav and .txt samples are joined); "
+             f"the frames are in {folder}")
     return joined, list(written)
 
 

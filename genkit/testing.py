@@ -169,6 +169,7 @@ class _Checker:
             return self.problems
         self._check_step(G, D, z, cond, loaded, options, cfg)
         self._check_output(G, z, cond, loaded, options)
+        self._check_sampling_data(G, z, cond, loaded, options)
         state = self.call("state_dict", loaded)
         if state is not None:
             from .checkpoint import check_state_value
@@ -315,6 +316,37 @@ class _Checker:
             ext = getattr(self.domain, "sample_ext", "")
             if method == "write_samples" and ext and not any(p.suffix == ext for p in paths):
                 self.fail(method, f"wrote no {ext} file, the domain's sample_ext")
+
+    def _check_sampling_data(self, G, z, cond, data, options) -> None:
+        """``genkit sample`` and ``Run.sample`` hand the writers a ``Data`` rebuilt from ``data.json``
+        (``load_data_meta``) and the checkpoint's ``state_dict``: no ``train``, no ``extra``. A writer that reads
+        anything else works in training and fails only when a user samples a finished run."""
+        import json
+
+        import torch
+
+        from .run import dumps
+
+        try:
+            meta = json.loads(dumps(self.domain.save_data_meta(data, self.folder)))
+            rebuilt = self.domain.load_data_meta(meta, self.folder)
+            self.domain.load_state_dict(rebuilt, self.domain.state_dict(data))
+        except Exception as exc:
+            self.fail("load_data_meta", f"cannot rebuild the sampling-time Data from save_data_meta and state_dict: "
+                                        f"raised {exc.__class__.__name__}: {first_line(exc)}")
+            return
+        G.eval()
+        try:
+            with torch.no_grad():
+                samples = self.domain.generate(G, z, cond, options)
+        except Exception:  # reported by _check_output
+            return
+        try:
+            self.domain.write_samples(samples, cond, self._mkdir("sampling"), options, rebuilt)
+        except Exception as exc:
+            self.fail("write_samples", f"raised {exc.__class__.__name__}: {first_line(exc)} with the Data that genkit "
+                                       "sample passes (from save_data_meta and state_dict only: no train, no extra; "
+                                       "keep what the writers need in data.state)")
 
     def _mkdir(self, name: str) -> Path:
         path = self.folder / name

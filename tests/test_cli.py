@@ -101,6 +101,12 @@ def test_bad_input_is_one_line_and_writes_nothing(invoke, tmp_path, monkeypatch,
     assert sorted(tmp_path.rglob("*")) == before  # nothing created, not even runs/
 
 
+def test_an_unknown_domain_says_when_genkit_load_plugins_left_plugins_out(invoke, monkeypatch):
+    monkeypatch.setenv("GENKIT_LOAD_PLUGINS", "")
+    assert_one_line_error(invoke("run", "sines"), "unknown domain 'sines' (available: audio, image, text); "
+                                                  "GENKIT_LOAD_PLUGINS='' limits the third-party plugins loaded")
+
+
 def test_empty_folder_is_an_error(invoke, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -59,7 +59,20 @@ def test_check_domain_reports_each_violation_in_words(ring_domain, cache):
         def fake(self, generator, z, cond, ctx):
             return generator(z, cond).detach()
 
+    class WriterReadsExtra(ring_domain):  # works while training; genkit sample's Data has no extra
+        def write_samples(self, samples, cond, out_dir, options, data):
+            scale = data.extra["scale"]
+            return super().write_samples(samples * scale, cond, out_dir, options, data)
+
+        def load_data(self, spec, options, *, cache_dir):
+            data = super().load_data(spec, options, cache_dir=cache_dir)
+            data.extra["scale"] = 2.0
+            return data
+
     [latent] = check_domain(GlobalLatent(), hidden=8, examples=64)
+    [extra] = check_domain(WriterReadsExtra(), hidden=8, examples=64)
+    assert extra.startswith("ring.write_samples: raised KeyError: 'scale' with the Data that genkit sample passes "
+                            "(from save_data_meta and state_dict only: no train, no extra;")
     assert latent.startswith("ring.sample_latent: the latent is not drawn from the given rng")
     [logits] = check_domain(TwoLogits(), hidden=8, examples=64)
     assert "ring.build_models: the discriminator must return one logit per sample, shape (4,)" in logits

@@ -277,6 +277,31 @@ def test_interpolate_audio_joins_clips_with_silence(runs, tmp_path):
     assert provenance.read(tmp_path / "walk" / "interpolation.wav")["seed"] == [0, 1]
 
 
+def test_samples_are_never_written_into_a_run_folder(runs):
+    run = runs["image"].root
+    before = sorted(run.rglob("*"))
+    one_line_error(cli("sample", run, "-n", "2", "--out", run, "--device", "cpu"), 1,
+                   f"--out {run} is a run folder; write the samples elsewhere (without --out they go to "
+                   f"{run / 'samples'}/sample-NNN)")
+    assert sorted(run.rglob("*")) == before
+
+
+def test_interpolate_warns_when_its_files_cannot_be_joined(tmp_path, capsys):
+    from genkit.sampling import write_walk_files
+
+    class CsvDomain:  # a third-party domain writing a kind of file genkit does not join
+        def write_samples(self, samples, cond, out_dir, options, data):
+            files = [out_dir / f"sample-{i:04d}.csv" for i in range(len(samples))]
+            for f, x in zip(files, samples):
+                f.write_text(",".join(map(str, x.tolist())) + "\n")
+            return files
+
+    joined, frames = write_walk_files(CsvDomain(), torch.zeros(4, 2), None, 4, tmp_path, None, None)
+    assert joined == [] and len(frames) == 4 and all(f.is_file() for f in frames)
+    assert capsys.readouterr().err == (f"genkit: warning: no joined interpolation file for .csv files (only .png, .wav "
+                                       f"and .txt samples are joined); the frames are in {tmp_path / 'frames'}\n")
+
+
 def test_interpolate_text_one_sample_per_line(runs, tmp_path):
     run, k = runs["text"].root, 2
     assert cli("sample", run, "--interpolate", k, "--out", tmp_path / "walk", "--device", "cpu").exit_code == 0

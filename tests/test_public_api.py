@@ -130,3 +130,15 @@ def test_warn_is_one_line_on_stderr(capsys):
     genkit.warn("file x.wav is empty; skipped")
     out = capsys.readouterr()
     assert out.out == "" and out.err == "genkit: warning: file x.wav is empty; skipped\n"
+
+
+def test_documented_submodules_load_on_first_use_after_a_plain_import():
+    import subprocess
+    import sys
+
+    code = ("import sys, genkit; assert 'torch' not in sys.modules; "
+            "print(genkit.metrics.frechet_distance.__name__, genkit.sampling.generate.__name__, "
+            "genkit.testing.check_domain.__name__)\n"
+            "try:\n    genkit.nothing\nexcept AttributeError as e:\n    print(e)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == ["frechet_distance generate check_domain", "module 'genkit' has no attribute 'nothing'"]

@@ -146,7 +146,7 @@ def test_a_one_line_corpus_is_one_line_error(tmp_path, invoke):
     corpus.write_text("just one line of text\n")
     result = invoke("run", "text", "--data", corpus, "--steps", "2", "--out", tmp_path / "r")
     assert result.exit_code == 1 and not (tmp_path / "r").exists()
-    assert result.stderr == (f"genkit: error: --data {corpus}: 1 line(s) of text; the text domain needs at least 2 "
+    assert result.stderr == (f"genkit: error: --data {corpus}: 1 example of text; the text domain needs at least 2 "
                              "(more for a held-out test split: 10 or more)\n")
 
 

@@ -156,7 +156,7 @@ def test_read_text_examples_by_unit(tmp_path):
     (folder / "b_lines.txt").write_text("\n".join(SENTENCES[:5]) + "\n", encoding="utf-8")
     examples, source = tdata.read_text_examples(folder, "auto")
     assert examples == WRAPPED_SENTENCES + SENTENCES[:5]
-    assert "one example per line (1 files) or sentence (1 files), by --unit auto" in source
+    assert "one example per line (1 file) or sentence (1 file), by --unit auto" in source
     lines, source = tdata.read_text_examples(folder / "a_book.txt", "line")  # asked for: kept as it is
     assert lines == [line.strip() for line in WRAPPED.splitlines() if line.strip()] and "per line)" in source
     paragraphs, _ = tdata.read_text_examples(folder / "a_book.txt", "paragraph")

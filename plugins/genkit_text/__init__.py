@@ -244,7 +244,8 @@ class TextDomain(Domain):
             else:
                 examples, source = tdata.read_text_examples(Path(spec), options.unit)
                 if len(examples) < 2:
-                    raise GenkitError(f"--data {spec}: {len(examples)} example(s) of text; the text domain "
+                    count = f"{len(examples)} example{'s' if len(examples) != 1 else ''}"
+                    raise GenkitError(f"--data {spec}: {count} of text; the text domain "
                                       f"needs at least 2 (more for a held-out test split: 10 or more)")
             train_txt, test_txt = tdata.split(examples, options.test_fraction, options.split_seed)
             lm_config = None

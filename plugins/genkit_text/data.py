@@ -153,7 +153,8 @@ def read_text_examples(path: Path, unit: str = "line") -> tuple[list[str], str]:
         examples += [e for e in (_clean(p) for p in parts) if e]
     if not examples:
         raise GenkitError(f"--data {path}: no text (the input is empty or only blank lines)")
-    per = " or ".join(f"{u} ({n} files)" if len(units) > 1 else u for u, n in sorted(units.items()))
+    per = " or ".join(f"{u} ({n} file{'s' if n != 1 else ''})" if len(units) > 1 else u
+                      for u, n in sorted(units.items()))
     how = f"one example per {per}" + (", by --unit auto" if unit == "auto" else "")
     return examples, f"{path} ({len(files)} file{'s' if len(files) != 1 else ''}, {how})"
 

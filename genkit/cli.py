@@ -110,7 +110,8 @@ def _common_decorators(domain) -> list:
         default = domain.default_data(domain.Options())
     except Exception:  # a plugin's default_data needs more than the defaults: say nothing rather than fail
         default = ""
-    data_help = "Training data: a folder or a file" + (f", or a built-in name: {names}" if names else "") + \
+    takes = getattr(domain, "data_help", "") or "a folder or a file"
+    data_help = f"Training data: {takes}" + (f", or a built-in name: {names}" if names else "") + \
         (f" [default: {default}]" if default else "")
     return [
         click.option("--config", "config_file", type=click.Path(path_type=Path),

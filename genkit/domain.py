@@ -168,6 +168,7 @@ class Domain:
     data_recipes: dict[str, dict[str, Any]] = {}
     presets: dict[str, dict[str, Any]] = {}
     data_names: tuple[str, ...] = ()  # built-in --data names, listed in --help
+    data_help: str = ""  # what --data takes besides the built-in names, for --help (default: "a folder or a file")
     phases: tuple[Phase, ...] = ()  # run in order before adversarial training, --pretrain-steps steps each
     evaluates: bool = False  # evaluate() returns metrics: genkit eval, --eval-every, best_metric
     best_metric: tuple[str, str] | None = None  # (metric from evaluate, "min" or "max"): marks checkpoints/best

@@ -312,3 +312,24 @@ def test_new_plugin_refuses_bad_names_and_never_overwrites(tmp_path, invoke):
     assert result.exit_code == 2 and "a domain named 'image' is already registered" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "genkit-mine"] or \
         sorted(p.name for p in tmp_path.iterdir()) == ["genkit-mine"]
+
+
+def test_a_domain_says_what_its_data_option_takes(ring_domain):
+    from genkit.cli import _common_decorators
+
+    def data_help(domain):
+        import click
+
+        @click.command()
+        def cmd(**kwargs):
+            pass
+
+        for decorate in _common_decorators(domain):
+            cmd = decorate(cmd)
+        return next(p.help for p in cmd.params if p.name == "data")
+
+    class NpyRing(ring_domain):
+        data_help = "a .npy file of points"
+
+    assert data_help(ring_domain()).startswith("Training data: a folder or a file, or a built-in name: ")
+    assert data_help(NpyRing()).startswith("Training data: a .npy file of points, or a built-in name: ")

@@ -48,6 +48,8 @@ def unknown_domain(name: str, domains: Any) -> str:
     if allow is not None:
         line += f"; GENKIT_LOAD_PLUGINS={allow!r} limits the third-party plugins loaded"
     return line
+
+
 # The methods every domain must implement (genkit.Domain's raise NotImplementedError).
 REQUIRED_METHODS = ("load_data", "build_models", "sample_latent", "write_snapshot", "write_samples")
 

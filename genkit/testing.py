@@ -168,8 +168,9 @@ class _Checker:
             self.fail("snapshot_conditions", f"must return one condition per sample ({self.n}), got {_describe(cond)}")
             return self.problems
         self._check_step(G, D, z, cond, loaded, options, cfg)
-        self._check_output(G, z, cond, loaded, options)
-        self._check_sampling_data(G, z, cond, loaded, options)
+        samples = self._check_output(G, z, cond, loaded, options)
+        if samples is not None:
+            self._check_sampling_data(samples, cond, loaded, options)
         state = self.call("state_dict", loaded)
         if state is not None:
             from .checkpoint import check_state_value
@@ -285,14 +286,15 @@ class _Checker:
             self.fail("fake", "the discriminator's verdict on generated samples does not depend on the generator's "
                               "weights (no gradient reaches them)")
 
-    def _check_output(self, G, z, cond, data, options) -> None:
+    def _check_output(self, G, z, cond, data, options) -> Any:
+        """``generate`` and the writers; returns the samples (None when ``generate`` failed)."""
         import torch
 
         G.eval()
         with torch.no_grad():
             samples = self.call("generate", G, z, cond, options)
         if samples is None:
-            return
+            return None
         if len(samples) != self.n:
             self.fail("generate", f"returned {len(samples)} samples for {self.n} latents")
         shape = self.call("sample_shape", options, data)
@@ -316,14 +318,13 @@ class _Checker:
             ext = getattr(self.domain, "sample_ext", "")
             if method == "write_samples" and ext and not any(p.suffix == ext for p in paths):
                 self.fail(method, f"wrote no {ext} file, the domain's sample_ext")
+        return samples
 
-    def _check_sampling_data(self, G, z, cond, data, options) -> None:
+    def _check_sampling_data(self, samples, cond, data, options) -> None:
         """``genkit sample`` and ``Run.sample`` hand the writers a ``Data`` rebuilt from ``data.json``
         (``load_data_meta``) and the checkpoint's ``state_dict``: no ``train``, no ``extra``. A writer that reads
         anything else works in training and fails only when a user samples a finished run."""
         import json
-
-        import torch
 
         from .run import dumps
 
@@ -334,12 +335,6 @@ class _Checker:
         except Exception as exc:
             self.fail("load_data_meta", f"cannot rebuild the sampling-time Data from save_data_meta and state_dict: "
                                         f"raised {exc.__class__.__name__}: {first_line(exc)}")
-            return
-        G.eval()
-        try:
-            with torch.no_grad():
-                samples = self.domain.generate(G, z, cond, options)
-        except Exception:  # reported by _check_output
             return
         try:
             self.domain.write_samples(samples, cond, self._mkdir("sampling"), options, rebuilt)

@@ -5,14 +5,19 @@
   aphorisms, conversational English far from Python's documentation.
 - ``docstrings.txt``: sentences of the docstrings of Python's own standard library (``ast`` over the ``.py``
   files under ``sysconfig.get_paths()["stdlib"]``), technical English, about five times the pydoc corpus.
+- ``perlpod.txt``: sentences of the documentation that ships inside Debian's ``perl`` (the POD of its modules
+  under ``/usr/share/perl``, rendered by ``pod2text``): longer sentences than the other two, and the licence and
+  support boilerplate that many modules repeat (kept here, as a user's folder would have it; genkit's ``--dedup``
+  drops the repeats).
 
-Both use the pydoc corpus's rules: prose paragraphs only, split into sentences, 20 to 200 characters, starting
-upper-case and ending with ``.``, ``!`` or ``?``; duplicates dropped, order stable.
+All use the pydoc corpus's rules: prose paragraphs only, split into sentences, 20 to 200 characters (300 for
+``perlpod.txt``), starting upper-case and ending with ``.``, ``!`` or ``?``, order stable; the first two with
+duplicates dropped.
 
-    python benchmarks/text_corpora.py --out /tmp/corpora          # writes fortunes.txt and docstrings.txt
+    python benchmarks/text_corpora.py --out /tmp/corpora   # writes fortunes.txt, docstrings.txt and perlpod.txt
     genkit run text --data /tmp/corpora/fortunes.txt
 
-Neither file is committed: they are rebuilt from the machine's own packages.
+No file is committed: they are rebuilt from the machine's own packages.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import argparse
 import ast
 import re
+import subprocess
 import sys
 import sysconfig
 from collections.abc import Iterable
@@ -28,11 +34,12 @@ from pathlib import Path
 from genkit_text.data import SENTENCE_END
 
 FORTUNES = Path("/usr/share/games/fortunes")
+PERL = Path("/usr/share/perl")
 
 
-def sentences(paragraphs: Iterable[str]) -> list[str]:
-    """Prose sentences of ``paragraphs`` (the pydoc corpus's rules), duplicates dropped, order kept."""
-    out: dict[str, None] = {}
+def sentences(paragraphs: Iterable[str], *, longest: int = 200, unique: bool = True) -> list[str]:
+    """Prose sentences of ``paragraphs`` (the pydoc corpus's rules), duplicates dropped (``unique``), order kept."""
+    out: list[str] = []
     for para in paragraphs:
         lines = [line.strip() for line in para.splitlines()]
         if not lines or any(line.startswith((">>>", "...", "+--", "===", "---", "%")) for line in lines):
@@ -42,9 +49,9 @@ def sentences(paragraphs: Iterable[str]) -> list[str]:
             continue
         for sent in SENTENCE_END.split(text):
             sent = sent.strip()
-            if 20 <= len(sent) <= 200 and sent[0].isupper() and sent[-1] in ".!?":
-                out[sent] = None
-    return list(out)
+            if 20 <= len(sent) <= longest and sent[0].isupper() and sent[-1] in ".!?":
+                out.append(sent)
+    return list(dict.fromkeys(out)) if unique else out
 
 
 def fortunes(root: Path = FORTUNES) -> list[str]:
@@ -81,12 +88,29 @@ def docstrings(root: Path | None = None) -> list[str]:
     return sentences(paragraphs)
 
 
+def perlpod(root: Path = PERL) -> list[str]:
+    """Sentences of the POD documentation of Perl's modules, rendered as text by ``pod2text`` (part of perl)."""
+    files = sorted(p for p in root.rglob("*") if p.suffix in (".pm", ".pod") and p.is_file())
+    if not files:
+        raise SystemExit(f"{root}: no Perl modules (apt-get install perl)")
+    paragraphs: list[str] = []
+    for file in files:
+        text = subprocess.run(["pod2text", "-w", "10000", str(file)], capture_output=True, text=True,
+                              errors="replace").stdout
+        for para in re.split(r"\n\s*\n", text):
+            lines = [line for line in para.splitlines() if line.strip()]
+            # pod2text indents prose by 4 and verbatim code by 8 or more; headings start at the margin
+            if lines and all(line.startswith("    ") and not line.startswith("        ") for line in lines):
+                paragraphs.append(para)
+    return sentences(paragraphs, longest=300, unique=False)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, required=True, help="folder to write fortunes.txt and docstrings.txt")
+    parser.add_argument("--out", type=Path, required=True, help="folder to write the corpora to")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    for name, build in (("fortunes", fortunes), ("docstrings", docstrings)):
+    for name, build in (("fortunes", fortunes), ("docstrings", docstrings), ("perlpod", perlpod)):
         lines = build()
         (args.out / f"{name}.txt").write_text("".join(s + "\n" for s in lines), encoding="utf-8")
         print(f"{args.out / name}.txt: {len(lines)} sentences", file=sys.stderr)

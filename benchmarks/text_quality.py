@@ -10,6 +10,7 @@ rows share one MLE model. ``--model smollm2`` adds the SmolLM2-135M LoRA row (ne
 
     python benchmarks/text_corpora.py --out /tmp/corpora
     python benchmarks/text_quality.py --data pydoc /tmp/corpora/fortunes.txt /tmp/corpora/docstrings.txt \\
+        /tmp/corpora/perlpod.txt \\
         --work /tmp/text-quality [--model smollm2]
 
 A benchmark, not a test: each default run takes up to 10 minutes on 2 CPU cores.

@@ -6,7 +6,7 @@ import torch.
 
 from __future__ import annotations
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 from .api import train
 from .domain import Data, Domain, NoOptions, Option, Phase, PhaseControl, StepContext

@@ -165,11 +165,54 @@ def test_read_text_examples_by_unit(tmp_path):
     assert sentences == WRAPPED_SENTENCES and source.endswith("one example per sentence)")
 
 
+def test_max_len_auto_holds_most_examples_whole_within_its_bounds(tmp_path, capsys):
+    """--max-len auto: long enough for 95 % of the training examples (tokens and EOS), never under the measured
+    32, never over 40; the run's config.toml records the length in use, and an explicit --max-len wins."""
+    short = tdata.train_tokenizer(SENTENCES, "word", 300)
+    assert tdata.whole_len(short, SENTENCES) < 10 and tdata.auto_max_len(tdata.whole_len(short, SENTENCES)) == 32
+    sizes = [6] * 90 + [1] * 10  # 90 examples of 6 sentences (about 36 tokens), 10 of one
+    long_ones = [" ".join(s.rstrip(".!?") for s in SENTENCES[i:i + k]) + "." for i, k in zip(range(100), sizes)]
+    tok = tdata.train_tokenizer(long_ones, "word", 300)
+    lengths = sorted(len(ids) + 1 for ids in tok(long_ones, add_special_tokens=False)["input_ids"])
+    assert tdata.whole_len(tok, long_ones) == lengths[94] and 32 < lengths[94] < 40
+    assert tdata.whole_len(tok, long_ones, 0.5) == lengths[49] and tdata.whole_len(tok, []) == 0
+    assert tdata.auto_max_len(lengths[94]) == lengths[94] and tdata.auto_max_len(90) == 40  # the upper bound
+    corpus = tmp_path / "long.txt"
+    corpus.write_text("\n".join(long_ones) + "\n", encoding="utf-8")
+    text = domain()
+    data = text.load_data(str(corpus), text.Options(tokenizer="word", vocab_size=300), cache_dir=tmp_path)
+    n = data.state["seq_len"]
+    assert 32 < n < 40 and data.train[0][0].shape == (n,)
+    assert text.resolve_options(text.Options(), data).max_len == n
+    assert "were cut" not in capsys.readouterr().err  # 5 % cut
+    cut = text.load_data(str(corpus), text.Options(tokenizer="word", vocab_size=300, max_len=12), cache_dir=tmp_path)
+    assert cut.state["seq_len"] == 12 and cut.train[0][0].shape == (12,)
+    assert f"were cut; --max-len {n} keeps 95 % whole, at about" in capsys.readouterr().err
+
+
+def test_repeated_examples_are_dropped_before_the_split_so_nothing_held_out_was_trained_on(tmp_path):
+    text = domain()
+    corpus = tmp_path / "boilerplate.txt"
+    lines = SENTENCES[:60] + ["This program is free software."] * 30 + SENTENCES[:10]  # 30 + 10 repeats
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    data = text.load_data(str(corpus), text.Options(tokenizer="word", vocab_size=300), cache_dir=tmp_path)
+    train, test = data.extra["train_texts"], data.extra["test_texts"]
+    assert len(train) + len(test) == 61 and not set(train) & set(test) and len(set(train)) == len(train)
+    assert "39 repeated examples dropped; 55 train / 6 test" in data.source
+    kept = text.load_data(str(corpus), text.Options(tokenizer="word", vocab_size=300, dedup=False), cache_dir=tmp_path)
+    assert len(kept.extra["train_texts"]) + len(kept.extra["test_texts"]) == 100 and "dropped" not in kept.source
+    with pytest.raises(GenkitError, match="1 distinct example of text"):
+        corpus.write_text("Same line.\n" * 20, encoding="utf-8")
+        text.load_data(str(corpus), text.Options(tokenizer="word", vocab_size=300), cache_dir=tmp_path)
+    pydoc = text.load_data("pydoc", text.Options(tokenizer="word", vocab_size=8000), cache_dir=tmp_path)
+    assert not set(pydoc.extra["train_texts"]) & set(pydoc.extra["test_texts"])  # 83 of its 221 were, before
+
+
 def test_a_run_on_wrapped_prose_trains_on_its_sentences(tmp_path, invoke):
     book = tmp_path / "book.txt"
     book.write_text(WRAPPED * 6, encoding="utf-8")
     out = tmp_path / "run"
-    result = invoke("run", "text", "--data", book, "--out", out, *TINY)
+    result = invoke("run", "text", "--data", book, "--out", out, *TINY, "--no-dedup")  # the book 6 times over
     assert result.exit_code == 0, result.output
     meta = json.loads((out / "data.json").read_text())
     assert "one example per sentence, by --unit auto" in meta["source"] and "27 train / 3 test" in meta["source"]
@@ -667,6 +710,7 @@ def test_recipes_for_a_corpus_the_oracle_and_a_pretrained_model(tmp_path):
     assert resolve(text, losses, data="oracle", flags={"n_embd": 64}).options.n_embd == 64  # flags over it
     pretrained = resolve(text, losses, data="my.txt", flags={"model": "smollm2"})
     assert pretrained.train.batch_size == 16 and pretrained.options.max_len == 32
+    assert corpus.options.max_len is None and corpus.options.dedup  # auto: from the training examples (load_data)
     cfg = tmp_path / "c.toml"
     cfg.write_text('[text]\nmodel = "smollm2"\n')
     assert resolve(text, losses, file=cfg).train.batch_size == 16  # a --config value counts as given

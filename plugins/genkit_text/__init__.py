@@ -87,11 +87,15 @@ class TextOptions:
                                                       "GPT-2's pre-tokenizer cuts them; rarer ones are <unk>, never "
                                                       "sampled) or bpe (byte-level).")
     vocab_size: int = option(2000, "From-scratch tokenizer: vocabulary size.", ge=2)
-    max_len: int = option(40, "Tokens per sequence, end-of-sequence included; longer examples are cut (the oracle's "
-                              "is 20).", ge=2)
+    max_len: int | None = option(None, "Tokens per sequence, end-of-sequence included; longer examples are cut (auto: "
+                                       "enough for 95 % of a corpus's training examples whole, 32 to 40; the oracle's "
+                                       "is 20).", ge=2)
     unit: Literal["auto", "line", "paragraph", "sentence"] = option(
         "auto", "--data FILE|DIR: one example per line, per blank-line-separated paragraph or per sentence; auto: per "
                 "line, unless a file's lines are hard-wrapped prose or whole paragraphs (then per sentence).")
+    dedup: bool = option(True, "--data FILE|DIR and pydoc: drop an example that repeats an earlier one (whitespace "
+                               "collapsed) before the split, so that no held-out sentence is a training one and the "
+                               "model is not taught repeated boilerplate by heart (Lee et al., ACL 2022).")
     test_fraction: float = option(0.1, "Fraction of a corpus held out as the test split (BLEU references, NLL_gen).",
                                   gt=0, lt=1)
     split_seed: int = option(0, "Seed of the fixed train/test split.", ge=0)
@@ -139,7 +143,7 @@ ORACLE_RECIPE = {"steps": 100, "pretrain_steps": 1500, "batch_size": 64, "loss":
 # and on pydoc, the docstrings and fortunes 2 keeps the step that 20 keeps, 200 MLE steps (about a minute) before 4.
 CORPUS_RECIPE = {**ORACLE_RECIPE, "pretrain_steps": 1800, "lr_g": 1e-5, "mle_patience": 2,
                  "n_layer": 4, "n_embd": 128, "n_head": 4, "dropout": 0.1, "init_std": 0.02, "mle_lr": 2e-3,
-                 "mle_warmup": 100, "mle_schedule": "cosine", "tokenizer": "word", "vocab_size": 8000, "max_len": 32,
+                 "mle_warmup": 100, "mle_schedule": "cosine", "tokenizer": "word", "vocab_size": 8000,
                  # the MLE weights averaged (WeightAverage): held-out ppl/word 92 -> 83-84 on the docstrings,
                  # 51 -> 41 on pydoc (docs/text.md)
                  "mle_ema": 0.995,
@@ -172,9 +176,9 @@ class TextDomain(Domain):
     # Runs saved before --finetune trained every weight.
     # Runs saved before --mle-ema kept the MLE phase's last (or best-checked) live weights.
     # Runs saved before --knn sampled the LM alone.
-    # Runs saved before --unit auto read one example per line.
-    legacy_defaults = {"unit": "line", "tie_embeddings": True, "init_std": 0.02, "finetune": "full", "mle_ema": 0.0,
-                       "knn": False}
+    # Runs saved before --unit auto read one example per line; before --dedup they kept repeated examples.
+    legacy_defaults = {"unit": "line", "dedup": False, "tie_embeddings": True, "init_std": 0.02, "finetune": "full",
+                       "mle_ema": 0.0, "knn": False}
     # The recipe for a corpus (pydoc, or --data FILE): see CORPUS_RECIPE. The oracle and a pretrained --model
     # get their own (recipe_for).
     recipe = CORPUS_RECIPE
@@ -206,7 +210,8 @@ class TextDomain(Domain):
         # evaluation here, five times a run (docs/text.md). The oracle keeps all of its (SeqGAN's benchmark).
         cap = 256 if options.model else n_test if data.state.get("kind") == "oracle" else NLL_SENTENCES
         nll = options.nll_samples or min(cap, n_test) or None
-        return dataclasses.replace(options, finetune=finetune, nll_samples=nll)
+        return dataclasses.replace(options, finetune=finetune, nll_samples=nll,
+                                   max_len=options.max_len or data.state.get("seq_len"))
 
     # -- data ---------------------------------------------------------------------------------------
     def load_data(self, spec: str, options: TextOptions, *, cache_dir: Path) -> Data:
@@ -247,6 +252,14 @@ class TextDomain(Domain):
                     count = f"{len(examples)} example{'s' if len(examples) != 1 else ''}"
                     raise GenkitError(f"--data {spec}: {count} of text; the text domain "
                                       f"needs at least 2 (more for a held-out test split: 10 or more)")
+            if options.dedup and spec != "digits":
+                unique = list(dict.fromkeys(examples))
+                if len(unique) < len(examples):
+                    source += f"; {len(examples) - len(unique)} repeated examples dropped"
+                    examples = unique
+                if len(examples) < 2:
+                    raise GenkitError(f"--data {spec}: {len(examples)} distinct example of text; the text domain "
+                                      f"needs at least 2 (more for a held-out test split: 10 or more)")
             train_txt, test_txt = tdata.split(examples, options.test_fraction, options.split_seed)
             lm_config = None
             if model_dir:
@@ -255,14 +268,17 @@ class TextDomain(Domain):
             else:
                 tokenizer = tdata.train_tokenizer(train_txt, options.tokenizer, options.vocab_size)
                 vocab_size = len(tokenizer)
-            ids, cut = tdata.encode(tokenizer, train_txt, options.max_len, spec)
-            test_ids, _ = tdata.encode(tokenizer, test_txt, options.max_len, spec)
-            if cut > 0.25:
-                warn(f"{cut:.0%} of the training examples are longer than --max-len {options.max_len} tokens "
-                     "and were cut")
+            whole = tdata.whole_len(tokenizer, train_txt)
+            max_len = options.max_len or tdata.auto_max_len(whole)
+            ids, cut = tdata.encode(tokenizer, train_txt, max_len, spec)
+            test_ids, _ = tdata.encode(tokenizer, test_txt, max_len, spec)
+            if cut > 0.1:
+                more = (f"; --max-len {whole} keeps 95 % whole, at about {whole / max_len:.1f} x the time a step"
+                        if whole > max_len else "")
+                warn(f"{cut:.0%} of the training examples are longer than --max-len {max_len} tokens and were cut{more}")
             bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
             state = {"kind": "text", "vocab_size": vocab_size, "bos_id": bos, "eos_id": tokenizer.eos_token_id,
-                     "seq_len": options.max_len}
+                     "seq_len": max_len}
             unk = tokenizer.get_vocab().get(tdata.UNK) if not model_dir else None
             if unk is not None:  # the word-level tokenizer's out-of-vocabulary token: trained on, never generated
                 state["suppress"] = [unk]

@@ -169,13 +169,15 @@ def test_max_len_auto_holds_most_examples_whole_within_its_bounds(tmp_path, caps
     """--max-len auto: long enough for 95 % of the training examples (tokens and EOS), never under the measured
     32, never over 40; the run's config.toml records the length in use, and an explicit --max-len wins."""
     short = tdata.train_tokenizer(SENTENCES, "word", 300)
-    assert tdata.whole_len(short, SENTENCES) < 10 and tdata.auto_max_len(tdata.whole_len(short, SENTENCES)) == 32
+    whole = tdata.whole_len(tdata.tokenize(short, SENTENCES))
+    assert whole < 10 and tdata.auto_max_len(whole) == 32
     sizes = [6] * 90 + [1] * 10  # 90 examples of 6 sentences (about 36 tokens), 10 of one
     long_ones = [" ".join(s.rstrip(".!?") for s in SENTENCES[i:i + k]) + "." for i, k in zip(range(100), sizes)]
     tok = tdata.train_tokenizer(long_ones, "word", 300)
     lengths = sorted(len(ids) + 1 for ids in tok(long_ones, add_special_tokens=False)["input_ids"])
-    assert tdata.whole_len(tok, long_ones) == lengths[94] and 32 < lengths[94] < 40
-    assert tdata.whole_len(tok, long_ones, 0.5) == lengths[49] and tdata.whole_len(tok, []) == 0
+    tokens = tdata.tokenize(tok, long_ones)
+    assert tdata.whole_len(tokens) == lengths[94] and 32 < lengths[94] < 40
+    assert tdata.whole_len(tokens, 0.5) == lengths[49] and tdata.whole_len([]) == 0
     assert tdata.auto_max_len(lengths[94]) == lengths[94] and tdata.auto_max_len(90) == 40  # the upper bound
     corpus = tmp_path / "long.txt"
     corpus.write_text("\n".join(long_ones) + "\n", encoding="utf-8")

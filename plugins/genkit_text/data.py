@@ -242,11 +242,17 @@ def deserialise_tokenizer(saved: dict[str, Any]):
 MAX_LEN_QUANTILE, MAX_LEN_BOUNDS = 0.95, (32, 40)
 
 
-def whole_len(tokenizer, texts: list[str], quantile: float = MAX_LEN_QUANTILE) -> int:
-    """The length (tokens and an EOS) that holds ``quantile`` of ``texts`` whole; 0 for no texts."""
-    if not texts:
+def tokenize(tokenizer, texts: list[str]) -> list[list[int]]:
+    """Each text's token ids, no special tokens."""
+    return tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+
+
+def whole_len(tokens: list[list[int]], quantile: float = MAX_LEN_QUANTILE) -> int:
+    """The length (tokens and an EOS) that holds ``quantile`` of the examples ``tokens`` (``tokenize``) whole; 0 for
+    none."""
+    if not tokens:
         return 0
-    lengths = sorted(len(ids) + 1 for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
+    lengths = sorted(len(ids) + 1 for ids in tokens)
     return lengths[math.ceil(quantile * len(lengths)) - 1]
 
 
@@ -256,8 +262,9 @@ def auto_max_len(whole: int) -> int:
     return min(max(whole, lo), hi)
 
 
-def encode(tokenizer, texts: list[str], max_len: int, source: str):
-    """Token ids [N, max_len]: each text's tokens, then EOS, padded with EOS; longer texts are cut.
+def encode(tokenizer, texts: list[str], max_len: int, source: str, tokens: list[list[int]] | None = None):
+    """Token ids [N, max_len]: each text's tokens, then EOS, padded with EOS; longer texts are cut. ``tokens``: the
+    texts already tokenized (``tokenize``).
 
     Returns the ids and the fraction of examples that were cut.
     """
@@ -266,15 +273,10 @@ def encode(tokenizer, texts: list[str], max_len: int, source: str):
     eos = tokenizer.eos_token_id
     if eos is None:
         raise GenkitError(f"{source}: the tokenizer has no end-of-sequence token")
-    ids = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
-    out = torch.full((len(ids), max_len), eos, dtype=torch.long)
-    cut = 0
-    for i, seq in enumerate(ids):
-        seq = seq[:max_len - 1]
-        if len(ids[i]) > max_len - 1:
-            cut += 1
-        if seq:
-            out[i, :len(seq)] = torch.tensor(seq, dtype=torch.long)
+    ids = tokenize(tokenizer, texts) if tokens is None else tokens
+    cut = sum(len(seq) > max_len - 1 for seq in ids)
+    rows = [seq[:max_len - 1] + [eos] * (max_len - min(len(seq), max_len - 1)) for seq in ids]
+    out = torch.tensor(rows, dtype=torch.long) if rows else torch.full((0, max_len), eos, dtype=torch.long)
     return out, cut / max(len(ids), 1)
 
 

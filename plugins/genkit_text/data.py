@@ -237,8 +237,8 @@ def deserialise_tokenizer(saved: dict[str, Any]):
 
 # --max-len auto: long enough for this share of a corpus's training examples whole (EOS included), within the bounds.
 # 32 was the measured corpus default (pydoc, the docstrings, fortunes: 5-13 % cut); a corpus of longer sentences gets
-# at most 40, about 1.25 x the step time (Perl's documentation: 22 % cut at 32, 12 % at 40; 52 would keep 95 % whole
-# at 1.7 x the time; docs/text.md).
+# at most 40, about 1.25 x the step time (Perl's documentation: 19 % cut at 32, 8 % at 40; keeping 95 % of a first
+# build of it whole took 52 tokens and 1.5 x the step time; docs/text.md).
 MAX_LEN_QUANTILE, MAX_LEN_BOUNDS = 0.95, (32, 40)
 
 

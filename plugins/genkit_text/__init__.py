@@ -248,18 +248,16 @@ class TextDomain(Domain):
                 source = f"{len(examples)} phrases naming the digits zero..nine"
             else:
                 examples, source = tdata.read_text_examples(Path(spec), options.unit)
-                if len(examples) < 2:
-                    count = f"{len(examples)} example{'s' if len(examples) != 1 else ''}"
-                    raise GenkitError(f"--data {spec}: {count} of text; the text domain "
-                                      f"needs at least 2 (more for a held-out test split: 10 or more)")
+            dropped = 0
             if options.dedup and spec != "digits":
                 unique = list(dict.fromkeys(examples))
-                if len(unique) < len(examples):
-                    source += f"; {len(examples) - len(unique)} repeated examples dropped"
-                    examples = unique
-                if len(examples) < 2:
-                    raise GenkitError(f"--data {spec}: {len(examples)} distinct example of text; the text domain "
-                                      f"needs at least 2 (more for a held-out test split: 10 or more)")
+                dropped, examples = len(examples) - len(unique), unique
+                if dropped:
+                    source += f"; {dropped} repeated examples dropped"
+            if len(examples) < 2:
+                count = f"{len(examples)} {'distinct ' if dropped else ''}example{'s' if len(examples) != 1 else ''}"
+                raise GenkitError(f"--data {spec}: {count} of text; the text domain "
+                                  f"needs at least 2 (more for a held-out test split: 10 or more)")
             train_txt, test_txt = tdata.split(examples, options.test_fraction, options.split_seed)
             lm_config = None
             if model_dir:

@@ -215,7 +215,8 @@ def load_source(name: str, data_spec: str, cache_dir: Any, labelled: bool = True
     if not callable(getattr(domain, "condition_encoder", None)):
         raise GenkitError(f"--condition {name}: domain {name!r} offers no condition encoder (docs/plugins.md: "
                           "Cross-modal conditions)", exit_code=2)
-    cfg = resolve(domain, reg.losses, data=data_spec or None)
+    cfg = resolve(domain, reg.losses, data=data_spec or None, flags=dict(domain.source_options),
+                  flags_source=f"{name}'s source_options")
     data = domain.load_data(cfg.data, cfg.options, cache_dir=cache_dir)
     options = domain.resolve_options(cfg.options, data)
     if labelled and (not data.class_names or data.train is None):

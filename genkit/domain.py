@@ -175,6 +175,10 @@ class Domain:
     # Values for options added after a run was saved: a saved config.toml that lacks one of these keys was
     # written when the option did not exist, and the old behaviour is this value, not today's default.
     legacy_defaults: dict[str, Any] = {}
+    # Option values the domain keeps as the SOURCE of another run's --condition: a source's data is rebuilt from its
+    # --condition-data at every load of that run, so a later change of default must not reach it (its vocabulary,
+    # its sequence length) and break a saved cross-modal run.
+    source_options: dict[str, Any] = {}
     # Tensors that weights files of an earlier version hold and today's models do not: skipped when loading.
     legacy_weight_keys: tuple[str, ...] = ()
     sample_ext: str = ""  # extension of the per-sample files genkit sample writes (".png", ".wav", ".txt")

@@ -245,3 +245,20 @@ def test_the_generator_takes_the_embedding_times_the_gain_and_the_discriminator_
     ConditionedDiscriminator(inner, encoder, pairs, dim=4, num_keys=2)(torch.randn(3, 2), keys)
     assert torch.allclose(seen["c"].norm(dim=1), torch.ones(3))
     assert torch.allclose(G.embed(keys).norm(dim=1), torch.ones(3))  # what genkit sample and the docs call the embedding
+
+
+def test_a_text_source_keeps_the_data_pipeline_saved_cross_modal_runs_were_trained_with(tmp_path):
+    """A --condition source's data is rebuilt at every load of the run, so the text domain's later defaults
+    (--dedup, --max-len auto) do not reach it: its tokenizer and phrase length stay those of the saved encoder."""
+    from genkit.crossmodal import load_source
+    from genkit_text import data as tdata
+
+    phrases = tmp_path / "phrases.txt"
+    long_line = " ".join(["a handwritten seven drawn slowly with a thick pen"] * 6) + "."
+    lines = ["a seven", "a seven", "a seven", "an eight", "a nine", long_line] * 5
+    phrases.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    source = load_source("text", str(phrases), tmp_path, labelled=False)
+    assert source.options.dedup is False and source.options.max_len == 32 and source.data.state["seq_len"] == 32
+    train, test = source.data.extra["train_texts"], source.data.extra["test_texts"]
+    assert len(train) + len(test) == 30  # every copy kept, as before --dedup
+    assert tdata.whole_len(tdata.tokenize(source.data.extra["tokenizer"], train)) > 40  # auto would have said 40

@@ -179,6 +179,9 @@ class TextDomain(Domain):
     # Runs saved before --unit auto read one example per line; before --dedup they kept repeated examples.
     legacy_defaults = {"unit": "line", "dedup": False, "tie_embeddings": True, "init_std": 0.02, "finetune": "full",
                        "mle_ema": 0.0, "knn": False}
+    # As another run's --condition source (its tokenizer and phrase length rebuilt at every load of that run), the
+    # data pipeline that cross-modal runs were trained with: every copy kept, 32 tokens.
+    source_options = {"dedup": False, "max_len": 32}
     # The recipe for a corpus (pydoc, or --data FILE): see CORPUS_RECIPE. The oracle and a pretrained --model
     # get their own (recipe_for).
     recipe = CORPUS_RECIPE
@@ -271,7 +274,7 @@ class TextDomain(Domain):
             max_len = options.max_len or tdata.auto_max_len(whole)
             ids, cut = tdata.encode(tokenizer, train_txt, max_len, spec, tokens)
             test_ids, _ = tdata.encode(tokenizer, test_txt, max_len, spec)
-            if cut > 0.1:
+            if cut > (0.1 if options.max_len is None else 0.25):  # auto, capped at 40; or a length the user gave
                 more = (f"; --max-len {whole} keeps 95 % whole, at about {whole / max_len:.1f} x the time a step"
                         if whole > max_len else "")
                 warn(f"{cut:.0%} of the training examples are longer than --max-len {max_len} tokens and were cut{more}")

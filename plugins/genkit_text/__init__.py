@@ -93,7 +93,7 @@ class TextOptions:
     unit: Literal["auto", "line", "paragraph", "sentence"] = option(
         "auto", "--data FILE|DIR: one example per line, per blank-line-separated paragraph or per sentence; auto: per "
                 "line, unless a file's lines are hard-wrapped prose or whole paragraphs (then per sentence).")
-    dedup: bool = option(True, "--data FILE|DIR and pydoc: drop an example that repeats an earlier one (whitespace "
+    dedup: bool = option(True, "A corpus: drop an example that repeats an earlier one (whitespace "
                                "collapsed) before the split, so that no held-out sentence is a training one and the "
                                "model is not taught repeated boilerplate by heart (Lee et al., ACL 2022).")
     test_fraction: float = option(0.1, "Fraction of a corpus held out as the test split (BLEU references, NLL_gen).",
@@ -252,7 +252,7 @@ class TextDomain(Domain):
             else:
                 examples, source = tdata.read_text_examples(Path(spec), options.unit)
             dropped = 0
-            if options.dedup and spec != "digits":
+            if options.dedup:  # (the digit phrases are distinct: a no-op there)
                 unique = list(dict.fromkeys(examples))
                 dropped, examples = len(examples) - len(unique), unique
                 if dropped:

@@ -12,7 +12,7 @@ import torch
 from test_text import SENTENCES, TINY
 
 from genkit.checkpoint import load_state
-from genkit_text.knn import Memory, choose, hidden_states, memory_of, mixture_nll
+from genkit_text.knn import Memory, StateLink, choose, hidden_states, memory_of, mixture_nll
 from genkit_text.metrics import model_nll
 from genkit_text.model import LMConfig, TextGenerator, build_lm
 
@@ -45,6 +45,39 @@ def test_the_mixture_is_lambda_knn_plus_one_minus_lambda_lm():
     knn = torch.tensor([[0.0, 0.0, 0.0, 0.5, 0.5]])
     assert torch.allclose(got, 0.25 * knn + 0.75 * torch.softmax(logits, 1), atol=1e-6)
     assert got.sum().item() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_each_query_gets_the_lambda_of_its_nearest_keys_group():
+    """--knn-buckets: the choice's ``edges`` split queries by the squared distance to their nearest key; a choice
+    without them (one lambda, as every run saved before) mixes as it always did."""
+    memory = Memory(torch.zeros(1, 1, dtype=torch.long), {"k": 1, "temperature": 1.0, "lambda": 0.3}, never=[])
+    memory.keys, memory.values = torch.tensor([[0.0, 0.0], [10.0, 0.0]]), torch.tensor([3, 4])
+    memory.key_norms = (memory.keys ** 2).sum(1)
+    hidden = torch.tensor([[0.5, 0.0], [5.0, 4.0], [10.0, 0.2]])  # nearest at 0.25, 41 and 0.04
+    logits = torch.zeros(3, 5)
+    assert torch.allclose(memory.mix(hidden, logits), memory.mix(hidden, logits, 0.3))
+    memory.choice.update(edges=[1.0], lambdas=[0.8, 0.1])
+    assert memory.lambdas(torch.tensor([0.25, 41.0, 0.04, 1.0])).squeeze(1).tolist() == pytest.approx([0.8, 0.1, 0.8, 0.8])
+    got = memory.mix(hidden, logits).exp()
+    uniform = torch.full((5,), 0.2)
+    assert torch.allclose(got[0], 0.8 * torch.tensor([0, 0, 0, 1.0, 0]) + 0.2 * uniform, atol=1e-6)
+    assert torch.allclose(got[1], 0.1 * torch.tensor([0, 0, 0, 1.0, 0]) + 0.9 * uniform, atol=1e-6)
+    assert torch.allclose(got[2], 0.8 * torch.tensor([0, 0, 0, 0, 1.0]) + 0.2 * uniform, atol=1e-6)
+
+
+def test_choose_with_groups_is_at_least_as_good_as_one_lambda_and_is_what_sampling_mixes():
+    G, ids = generator(), sequences(64)
+    held_out = torch.cat([ids[:8], sequences(8, tokens=range(20, 30), seed=5)])  # half the memory holds, half not
+    one = choose(G, ids, held_out, never=[])
+    four = choose(G, ids, held_out, never=[], buckets=4)
+    assert "edges" not in one and len(four["edges"]) == 3 and four["edges"] == sorted(four["edges"])
+    assert len(four["lambdas"]) == 4 and four["lambdas"][0] > four["lambdas"][-1]  # the nearest trust the memory more
+    assert four["nll_knn"] <= one["nll_knn"] + 1e-4 and four["nll_lm"] == one["nll_lm"]
+    G.knn_state = StateLink({"knn": four, "knn_ids": ids})
+    mixture = memory_of(G)
+    assert mixture[1] is None and mixture[0].choice == four
+    assert mixture_nll(G, mixture, held_out) == pytest.approx(four["nll_knn"], rel=1e-5)
+    assert choose(G, ids, held_out, never=[], lam=0.1, buckets=4)["lambda"] == 0.1  # a lambda given: one group
 
 
 def test_choose_finds_a_memory_of_text_it_has_seen_and_reports_the_lms_own_nll():
@@ -118,6 +151,7 @@ def test_a_corpus_run_samples_through_its_memory_and_genkit_sample_needs_no_data
     state = load_state(out / "checkpoints" / "step-00000003")["domain_state"]
     choice = state["knn"]
     assert choice["lambda"] > 0 and metrics["knn_lambda"] == choice["lambda"]
+    assert len(choice["lambdas"]) == 4 and len(choice["edges"]) == 3  # --knn-buckets 4, the default
     assert state["knn_ids"].shape[0] == 108 and state["knn_ids"].dtype == torch.int32  # 120 sentences, 10 % held out
     assert metrics["nll_gen_knn"] < metrics["nll_gen"]  # on held-out text the mixture predicts better than the LM
     assert metrics["ppl_word_knn"] < metrics["ppl_word"]

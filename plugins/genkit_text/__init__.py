@@ -109,6 +109,9 @@ class TextOptions:
     knn: bool = option(False, "Sampling: mix a nearest-neighbour memory of the training text into each next-token "
                               "distribution (kNN-LM, Khandelwal et al. 2020; lambda, k and the temperature chosen by "
                               "held-out NLL after the MLE phase); a corpus recipe's default.", resumable=True)
+    knn_buckets: int = option(4, "--knn: held-out positions in this many equally sized groups by their nearest "
+                                 "neighbour's distance, each with its own lambda (Drozdov et al. 2022; 1 = one "
+                                 "lambda, the paper's).", ge=1, le=64)
     nll_samples: int | None = option(None, "Held-out sentences scored by NLL_gen and ppl_word (auto: the first 2,000 "
                                            "of a corpus, all of the oracle's, 256 for --model).", gt=0,
                                      resumable=True)
@@ -177,8 +180,9 @@ class TextDomain(Domain):
     # Runs saved before --mle-ema kept the MLE phase's last (or best-checked) live weights.
     # Runs saved before --knn sampled the LM alone.
     # Runs saved before --unit auto read one example per line; before --dedup they kept repeated examples.
+    # Runs saved before --knn-buckets chose one lambda.
     legacy_defaults = {"unit": "line", "dedup": False, "tie_embeddings": True, "init_std": 0.02, "finetune": "full",
-                       "mle_ema": 0.0, "knn": False}
+                       "mle_ema": 0.0, "knn": False, "knn_buckets": 1}
     # As another run's --condition source (its tokenizer and phrase length rebuilt at every load of that run), the
     # data pipeline that cross-modal runs were trained with: every copy kept, 32 tokens.
     source_options = {"dedup": False, "max_len": 32}
@@ -476,7 +480,7 @@ class TextDomain(Domain):
         if "knn_ids" not in data.state:  # --knn given on --resume: the run's data is loaded
             data.state["knn_ids"] = data.train.tensors[0].int()
         choice = choose(generator, data.state["knn_ids"], test_ids[:options.mle_check_sentences],
-                        never=generator.suppressed, seed=0)
+                        never=generator.suppressed, seed=0, buckets=options.knn_buckets)
         data.state["knn"] = choice
         return {"knn_lambda": choice["lambda"], "knn_k": choice["k"], "knn_temperature": choice["temperature"],
                 "knn_nll_heldout": choice["nll_knn"]}
@@ -525,7 +529,7 @@ class TextDomain(Domain):
                     n_knn = min(len(test_ids), KNN_NLL_SENTENCES)
                     out["ppl_word_knn"] = word_perplexity(out["nll_gen_knn"], test_ids[:n_knn], eos,
                                                           ex["test_decoded"][:n_knn])
-                    out["knn_lambda"] = mixture[1]
+                    out["knn_lambda"] = float(mixture[0].choice["lambda"])  # the mean over the groups' lambdas
         return out
 
     def evaluate(self, ctx):

@@ -6,16 +6,24 @@ Language Models" (kNN-LM), ICLR 2020.
     keys    k_i = f(c_i)       the LM's last hidden state after each training prefix c_i
     values  v_i = w_i          the token that followed it
     p_kNN(w | c) ∝ sum over the k nearest keys with v_i = w of exp(-||f(c) - k_i||^2 / T)
-    p(w | c) = lambda p_kNN(w | c) + (1 - lambda) p_LM(w | c)
+    p(w | c) = lambda(c) p_kNN(w | c) + (1 - lambda(c)) p_LM(w | c)
 
 What this file follows: the paper's keys (the final layer's output, after GPT-2's last layer norm, which is what
 the output layer reads), squared L2 distances, exact search, and lambda chosen by held-out perplexity.
+
+lambda(c) follows the retrieval's quality (Drozdov, Wang, Rahimi, McCallum, Zamani & Iyyer, "You can't pick your
+neighbors, or can you? When and how to rely on retrieval in the kNN-LM", Findings of EMNLP 2022): the held-out
+queries are split into ``buckets`` equally sized groups by the distance to their nearest key, and each group gets
+its own lambda, so a context close to one of the training text's trusts the memory more than one far from all of
+them. ``buckets = 1`` is the paper's one constant lambda (and the choice of runs saved before, which hold no
+``edges``). The paper's proxy for quality is a separate encoder's similarity; here it is the nearest squared
+distance that the search computes anyway.
 
 Where it departs:
 - Exact search with a matrix product instead of FAISS: a corpus of 100k sentences has about 1.5M training
   positions, and at most ``MAX_KEYS`` of them (a seeded random subset) are kept, so one query costs about
   ``MAX_KEYS`` x 128 multiply-adds.
-- ``k`` and ``T`` are chosen with ``lambda`` on held-out sentences (the paper tuned them once on WikiText-103's
+- ``k`` and ``T`` are chosen with the lambdas on held-out sentences (the paper tuned them once on WikiText-103's
   validation set): a grid of ``KS`` x ``TEMPERATURES`` x ``LAMBDAS``, the same sentences early stopping checks.
 - The datastore is rebuilt from the current weights whenever they changed since it was built (the adversarial
   phase trains the LM; a checkpoint is loaded), so it is never stale; training itself (MLE, Gumbel, REINFORCE)
@@ -38,6 +46,7 @@ MAX_KEYS = 300_000
 KS = (16, 64, 256, 1024)
 TEMPERATURES = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0)
 LAMBDAS = tuple(round(0.05 * i, 2) for i in range(1, 19))  # 0.05 .. 0.9
+BUCKETS = 4  # lambda's groups by the nearest key's distance (--knn-buckets; 1: one constant lambda, the paper's)
 QUERY_BYTES = 200e6  # the distance matrix of one chunk of queries
 
 
@@ -114,23 +123,41 @@ class Memory:
         self.keys, self.values, self.key_norms = keys, values, (keys * keys).sum(1)
         self._built_for = self._weights_version(generator)
 
-    def mix(self, hidden: torch.Tensor, logits: torch.Tensor, lam: float) -> torch.Tensor:
-        """Log-probabilities [B, V] of ``lam`` p_kNN + (1 - ``lam``) softmax(``logits``) at hidden states [B, d]."""
+    def lambdas(self, nearest: torch.Tensor) -> torch.Tensor:
+        """lambda [Q, 1] for queries whose nearest key is at squared distance ``nearest`` [Q]: the choice's one
+        ``lambda``, or with ``edges`` (B - 1 ascending distances) the ``lambdas`` of the B groups they bound."""
+        edges = self.choice.get("edges")
+        if not edges:
+            return torch.full((len(nearest), 1), float(self.choice["lambda"]), device=nearest.device)
+        table = torch.tensor(self.choice["lambdas"], dtype=torch.float32, device=nearest.device)
+        group = torch.bucketize(nearest.contiguous(), torch.tensor(edges, dtype=nearest.dtype, device=nearest.device))
+        return table[group].unsqueeze(1)
+
+    def mix(self, hidden: torch.Tensor, logits: torch.Tensor, lam: float | None = None) -> torch.Tensor:
+        """Log-probabilities [B, V] of lambda p_kNN + (1 - lambda) softmax(``logits``) at hidden states [B, d]:
+        lambda is ``lam`` when given, else the choice's for each row (``lambdas``)."""
         assert self.keys is not None, "Memory.refresh first"
         k, temperature = int(self.choice["k"]), float(self.choice["temperature"])
         dist, index = neighbours(hidden.float(), self.keys, self.key_norms, k)
-        weights = torch.softmax(-dist / temperature, dim=1)
-        p = torch.zeros_like(logits, dtype=torch.float32).scatter_add_(1, self.values[index], weights) * lam
-        p.add_(torch.softmax(logits.float(), dim=1), alpha=1.0 - lam)
+        share = self.lambdas(dist[:, 0]) if lam is None else torch.full((len(dist), 1), float(lam), device=dist.device)
+        weights = torch.softmax(-dist / temperature, dim=1) * share
+        p = torch.zeros_like(logits, dtype=torch.float32).scatter_add_(1, self.values[index], weights)
+        p.add_(torch.softmax(logits.float(), dim=1) * (1.0 - share))
         out = p.log_()
         return out.clamp_min_(NEG_INF)
 
 
 @torch.no_grad()
 def choose(generator, train_ids: torch.Tensor, check_ids: torch.Tensor, never: list[int], seed: int = 0,
-           lam: float | None = None) -> dict[str, float]:
-    """``k``, ``T`` and (unless given) ``lambda`` of the lowest held-out NLL of ``check_ids`` under the mixture;
-    with the LM's own NLL and the mixture's, per token. ``lambda`` 0 when no mixture beats the LM."""
+           lam: float | None = None, buckets: int = 1) -> dict[str, float]:
+    """``k``, ``T`` and (unless given) lambda of the lowest held-out NLL of ``check_ids`` under the mixture;
+    with the LM's own NLL and the mixture's, per token. lambda 0 when no mixture beats the LM.
+
+    ``buckets`` > 1 (and no ``lam``): the held-out positions are split into that many equally sized groups by
+    their nearest key's distance, and each group gets the lambda of its own lowest NLL (the NLL is a sum over
+    positions, so the groups are chosen independently for each ``k`` and ``T``): the choice then holds
+    ``edges`` (the B - 1 distances between groups) and ``lambdas``, and ``lambda`` is their mean over the held-out
+    positions (0 only when every group's is)."""
     memory = Memory(train_ids, {"k": 1, "temperature": 1.0}, never, seed)
     memory.refresh(generator)
     with eval_mode(generator):
@@ -141,18 +168,39 @@ def choose(generator, train_ids: torch.Tensor, check_ids: torch.Tensor, never: l
     dist, index = neighbours(queries, memory.keys, memory.key_norms, max(KS))
     hit = memory.values[index] == targets[:, None]  # [Q, k]: the neighbour's token is the target
     best = {"lambda": 0.0, "k": float(KS[0]), "temperature": TEMPERATURES[0], "nll_lm": nll_lm, "nll_knn": nll_lm}
-    lambdas = LAMBDAS if lam is None else (lam,)
-    for k in KS:
-        for temperature in TEMPERATURES:
-            w = torch.softmax(-dist[:, :k] / temperature, dim=1)
-            p_knn = (w * hit[:, :k]).sum(1)
-            for share in lambdas:
-                nll = float(-(share * p_knn + (1 - share) * p_lm).clamp_min(1e-30).log().mean())
-                if nll < best["nll_knn"] - 1e-4 or (lam is not None and best["lambda"] == 0.0):
-                    best = {**best, "lambda": share, "k": float(k), "temperature": temperature, "nll_knn": nll}
+    buckets = 1 if lam is not None else max(1, min(int(buckets), len(p_lm)))
+    if buckets == 1:  # the paper's one lambda (or the one given)
+        for k in KS:
+            for temperature in TEMPERATURES:
+                w = torch.softmax(-dist[:, :k] / temperature, dim=1)
+                p_knn = (w * hit[:, :k]).sum(1)
+                for share in (LAMBDAS if lam is None else (lam,)):
+                    nll = float(-(share * p_knn + (1 - share) * p_lm).clamp_min(1e-30).log().mean())
+                    if nll < best["nll_knn"] - 1e-4 or (lam is not None and best["lambda"] == 0.0):
+                        best = {**best, "lambda": share, "k": float(k), "temperature": temperature, "nll_knn": nll}
+    else:
+        edges = torch.quantile(dist[:, 0], torch.linspace(0, 1, buckets + 1, dtype=dist.dtype)[1:-1])
+        group = torch.bucketize(dist[:, 0].contiguous(), edges)  # [Q]: each position's group, 0 = the nearest
+        members = [group == b for b in range(buckets)]
+        grid = (0.0,) + LAMBDAS  # 0, the LM alone, first
+        shares = torch.tensor(grid, dtype=p_lm.dtype)  # [L]
+        for k in KS:
+            for temperature in TEMPERATURES:
+                w = torch.softmax(-dist[:, :k] / temperature, dim=1)
+                p_knn = (w * hit[:, :k]).sum(1)
+                nll = -(shares * p_knn[:, None] + (1 - shares) * p_lm[:, None]).clamp_min(1e-30).log()  # [Q, L]
+                sums = torch.stack([nll[m].sum(0) for m in members])  # [B, L]: the groups are independent
+                chosen = sums.argmin(dim=1)
+                mean_nll = float(sums.gather(1, chosen[:, None]).sum()) / len(p_lm)
+                if mean_nll < best["nll_knn"] - 1e-4:
+                    lambdas = [grid[i] for i in chosen.tolist()]
+                    best = {**best, "lambda": round(float(shares[chosen][group].mean()), 4), "k": float(k),
+                            "temperature": temperature, "nll_knn": mean_nll,
+                            "edges": [float(e) for e in edges], "lambdas": lambdas}
     best["keys"] = float(len(memory.keys))
     if not math.isfinite(best["nll_knn"]):
         best["lambda"] = 0.0
+        best.pop("edges", None), best.pop("lambdas", None)
     return best
 
 
@@ -167,9 +215,10 @@ class StateLink:
         return self
 
 
-def memory_of(generator) -> tuple[Memory, float] | None:
+def memory_of(generator) -> tuple[Memory, float | None] | None:
     """``(Memory, lambda)`` for ``generator`` from its run's state (``knn_state``: the choice and the training ids),
-    or None when there is no choice yet, the choice is lambda 0, or the run keeps no training ids."""
+    lambda None when the choice has one for each group of queries (``Memory.lambdas``); or None when there is no
+    choice yet, every lambda of the choice is 0, or the run keeps no training ids."""
     link = getattr(generator, "knn_state", None)
     state = link.state if link is not None else None
     if not state:
@@ -181,11 +230,11 @@ def memory_of(generator) -> tuple[Memory, float] | None:
     if memory is None or memory.choice != dict(choice) or memory.ids is not ids:
         memory = Memory(ids, choice, never=generator.suppressed)
         generator.knn_memory = memory  # a plain attribute: rebuilt, never saved
-    return memory, float(choice["lambda"])
+    return memory, (None if choice.get("edges") else float(choice["lambda"]))
 
 
 @torch.no_grad()
-def mixture_nll(generator, mixture: tuple[Memory, float], ids: torch.Tensor) -> float:
+def mixture_nll(generator, mixture: tuple[Memory, float | None], ids: torch.Tensor) -> float:
     """The held-out NLL per token of ``ids`` [N, T] under the kNN-LM mixture (the LM's own: ``model_nll``)."""
     memory, lam = mixture
     memory.refresh(generator)

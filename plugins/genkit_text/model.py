@@ -373,8 +373,9 @@ class TextGenerator(nn.Module):
         ``(tokens, logits, noise)`` [n, seq_len, V] are returned for the Gumbel-softmax estimator (after a row's
         first EOS: the forced logits, 0 at EOS and -1e9 elsewhere, and no noise). With ``prefix`` [n, t]
         (t < seq_len) each row continues its prefix (SeqGAN's Monte-Carlo rollouts); the prefix is returned
-        as the first t tokens. ``memory`` ``(Memory, lambda)``: each token from the kNN-LM mixture (``knn.py``)
-        instead of the LM alone, then warped as the LM's would be (not with ``gumbel`` or ``prefix``).
+        as the first t tokens. ``memory`` ``(Memory, lambda)``: each token from the kNN-LM mixture (``knn.py``; lambda
+        None: the memory's choice for each row) instead of the LM alone, then warped as the LM's would be (not with
+        ``gumbel`` or ``prefix``).
         """
         if memory is not None and (gumbel or prefix is not None):
             raise ValueError("sample: a memory applies to plain sampling only")

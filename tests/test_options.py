@@ -78,6 +78,11 @@ def test_layers_engine_recipe_preset_file_flags(tmp_path):
     losses = registry().losses
     assert resolve(image, losses).train.steps == 7500  # the recipe over the engine's 2000
     assert resolve(image, losses, preset="quick").train.steps == 400  # the preset over the recipe
+    for name in ("image", "audio", "text"):  # every built-in domain has a smoke-run preset of the same name
+        assert "quick" in registry().domain(name).all_presets()
+    audio = registry().domain("audio")
+    quick = resolve(audio, losses, preset="quick")  # over the built-in digits' 1,500 steps
+    assert (quick.train.steps, quick.train.eval_every, quick.options.model) == (200, 0, "specgan")
     cfg_file = tmp_path / "c.toml"
     cfg_file.write_text('preset = "quick"\n[train]\nsteps = 7\n[image]\ng_width = 12\n')
     from_file = resolve(image, losses, file=cfg_file)

@@ -46,7 +46,6 @@ MAX_KEYS = 300_000
 KS = (16, 64, 256, 1024)
 TEMPERATURES = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0)
 LAMBDAS = tuple(round(0.05 * i, 2) for i in range(1, 19))  # 0.05 .. 0.9
-BUCKETS = 4  # lambda's groups by the nearest key's distance (--knn-buckets; 1: one constant lambda, the paper's)
 QUERY_BYTES = 200e6  # the distance matrix of one chunk of queries
 
 

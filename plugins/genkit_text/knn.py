@@ -199,7 +199,6 @@ def choose(generator, train_ids: torch.Tensor, check_ids: torch.Tensor, never: l
     best["keys"] = float(len(memory.keys))
     if not math.isfinite(best["nll_knn"]):
         best["lambda"] = 0.0
-        best.pop("edges", None), best.pop("lambdas", None)
     return best
 
 

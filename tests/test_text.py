@@ -716,8 +716,8 @@ def test_recipes_for_a_corpus_the_oracle_and_a_pretrained_model(tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text('[text]\nmodel = "smollm2"\n')
     assert resolve(text, losses, file=cfg).train.batch_size == 16  # a --config value counts as given
-    # sampling: nucleus 0.9 for a corpus; the full distribution for the oracle (NLL_oracle) and a pretrained model
-    assert (corpus.options.top_p, oracle.options.top_p, pretrained.options.top_p) == (0.9, 1.0, 1.0)
+    # sampling: nucleus 0.925 for a corpus; the full distribution for the oracle (NLL_oracle) and a pretrained model
+    assert (corpus.options.top_p, oracle.options.top_p, pretrained.options.top_p) == (0.925, 1.0, 1.0)
     assert resolve(text, losses, data="my.txt", flags={"top_p": 1.0}).options.top_p == 1.0
     # averaged MLE weights for a corpus only: the oracle and a pretrained model keep their measured recipes
     assert (corpus.options.mle_ema, oracle.options.mle_ema, pretrained.options.mle_ema) == (0.995, 0.0, 0.0)

@@ -3,6 +3,7 @@ WAV I/O, folder loading, the embedded spoken-digit corpus, and tiny end-to-end r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -16,7 +17,7 @@ from safetensors.torch import load_file
 
 from genkit import GenkitError
 from genkit.checkpoint import load_state
-from genkit_audio import AudioDomain
+from genkit_audio import AudioDomain, AudioOptions, shift
 from genkit_audio import data as audata
 from genkit_audio.io import read_wav, spectrogram_grid, write_wav
 from genkit_audio.wavegan import PhaseShuffle, WaveGANConfig, WaveGANDiscriminator, WaveGANGenerator
@@ -943,3 +944,54 @@ def test_48_khz_files_say_their_own_rate_and_specgan_gives_no_warning_about_a_ra
     data = dom.load_data(str(root), dom.Options(model="wavegan"), cache_dir=tmp_path / "c")
     assert data.extra["sample_rate"] == 44100 and "2 clips at 44100 Hz from 48000 Hz files" in data.source
     assert f"{root}: 48000 Hz is not a supported rate; resampling to 44100 Hz" in capsys.readouterr().err
+
+
+def test_lead_moves_the_models_view_of_each_clip_and_is_cut_off_every_generated_clip(tmp_path, use_shared_cache):
+    """--lead 0.125 of a 16,384-sample clip: the model trains on each clip 2,048 samples later (silence before it),
+    the data stays as recorded (evaluations compare with it), and every generated clip comes back with those 2,048
+    samples taken off."""
+    import torch
+
+    from genkit.run import cache_dir
+    from genkit_audio import specgan
+
+    rs = np.random.RandomState(0)
+    for take in range(3):
+        _write(tmp_path / "d" / f"1_spk_{take}.wav", rs.uniform(0.1, 0.5, 4000).astype(np.float32), 8000)
+        _write(tmp_path / "d" / f"2_spk_{take}.wav", -rs.uniform(0.1, 0.5, 4000).astype(np.float32), 8000)
+    audio = AudioDomain()
+    plain = audio.load_data(str(tmp_path / "d"), AudioOptions(model="wavegan"), cache_dir=cache_dir())
+    led = audio.load_data(str(tmp_path / "d"), AudioOptions(model="wavegan", lead=0.125), cache_dir=cache_dir())
+    x = led.train.tensors[0]
+    assert x.shape[-1] == 16384 and torch.equal(x, plain.train.tensors[0]) and (x[..., :10] != 0).all()
+    seen = led.transform(x)
+    assert (seen[..., :2048] == 0).all() and torch.equal(seen[..., 2048:], plain.transform(x)[..., :-2048])
+    options = dataclasses.replace(AudioOptions(model="wavegan", lead=0.125), sample_rate=8000, length=16384)
+    out = audio.generate(lambda z, cond: torch.ones(len(z), 1, 16384), torch.zeros(2, 100), None, options)
+    assert out.shape == (2, 1, 16384) and (out[..., :-2048] == 1).all() and (out[..., -2048:] == 0).all()
+    # SpecGAN (8,192 samples at 8 kHz): the normalisation statistics are those of what the model sees
+    spec = audio.load_data(str(tmp_path / "d"), AudioOptions(model="specgan", lead=0.125), cache_dir=cache_dir())
+    view = specgan.spectrogram(shift(spec.train.tensors[0], 1024).float() / 32768.0)[:, 0]
+    assert torch.allclose(spec.state["spec_mean"], view.mean(dim=(0, 2)))
+    assert torch.allclose(spec.transform(spec.train.tensors[0]),
+                          specgan.normalise(view.unsqueeze(1), spec.state["spec_mean"], spec.state["spec_std"]))
+
+
+def test_a_folder_of_recordings_gets_a_lead_and_the_built_in_digits_papers_and_older_runs_do_not():
+    from genkit.config import from_saved, resolve
+    from genkit.plugins import registry
+
+    reg = registry()
+    audio = reg.domains["audio"]
+    assert resolve(audio, reg.losses, data="../fsdd").options.lead == 0.2
+    assert resolve(audio, reg.losses, data="../fsdd", preset="quick").options.lead == 0.2
+    for data in ("espeak-digits", None):  # its clips already start at random offsets
+        assert resolve(audio, reg.losses, data=data).options.lead == 0.0
+    for preset in ("paper", "specgan-paper"):
+        assert resolve(audio, reg.losses, data="../fsdd", preset=preset).options.lead == 0.0
+    assert resolve(audio, reg.losses, data="../fsdd", flags={"condition": "image"}).options.lead == 0.0
+    assert resolve(audio, reg.losses, data="../fsdd", flags={"lead": 0.05}).options.lead == 0.05
+    import tomllib
+
+    old = tomllib.loads((Path(__file__).parent / "fixtures" / "runs-f4f44c4" / "audio" / "config.toml").read_text())
+    assert "lead" not in old["audio"] and from_saved(old, audio, "config.toml").options.lead == 0.0

@@ -49,6 +49,10 @@ class AudioOptions:
                                         "semi-supervised discriminator of Salimans et al. 2016), learnt on D's fakes "
                                         "at this weight relative to the real clips' term (0 = off: as measured, "
                                         "within the seed noise, at a higher FD).", ge=0)
+    lead: float = option(0.0, "Silence put before every clip in the model's view of the data and cut off every clip "
+                              "it generates, as a fraction of the clip (0.2: about 0.2 s of a one-second clip), so "
+                              "that a word that starts its recording is not drawn at the edge of the model's grid (0 = "
+                              "none, the papers'; the default recipe's is 0.2 for a --data folder).", ge=0, lt=0.5)
     candidates: int = option(1, "Clips the generator makes for each clip kept: the one the discriminator's "
                                 "AC-GAN classifier (--aux-class) most believes to be of its class is kept "
                                 "(1 = off; labelled data only).", ge=1, le=64, resumable=True)
@@ -101,7 +105,7 @@ def auto_rate_cap(model: str) -> int | None:
 
 # The CPU recipe's small-data additions, which the papers' presets switch off again.
 NOT_IN_THE_PAPER = {"augment": "", "aux_class": 0.0, "lecam": 0.0, "mismatch": 0.0, "standing_stats": 0,
-                    "candidates": 1}
+                    "candidates": 1, "lead": 0.0}
 
 
 class AudioDomain(Domain):
@@ -115,7 +119,8 @@ class AudioDomain(Domain):
     # Weights files before genkit 0.2 held SpecGAN's statistics; they are the domain's state now.
     legacy_weight_keys = ("spec_mean", "spec_std")
     # Runs before sample rates were an option were at 16 kHz.
-    legacy_defaults = {"sample_rate": 16000, "aux_class": 0.0, "candidates": 1}
+    # Runs before --lead put each clip at the start of the model's grid.
+    legacy_defaults = {"sample_rate": 16000, "aux_class": 0.0, "candidates": 1, "lead": 0.0}
     best_metric = ("refnet_fd", "min")  # checkpoints/best names the checkpoint with the lowest refnet FD
     vector_condition = True  # a TARGET of --condition SOURCE (docs/cross-modal.md): with data.cond_dim > 0 the models
     # take a (B, cond_dim) embedding (concatenated to z in G, a projection term in D); and a SOURCE (condition_encoder)
@@ -143,7 +148,7 @@ class AudioDomain(Domain):
               "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999, "model_size": 8, "upsample": "nn", "g_norm": "batch",
               "d_norm": "spectral", "checkpoint_every": 500, "sample_every": 250, "log_every": 50, "eval_every": 500,
               "standing_stats": 32, "augment": "translation,timemask,freqmask", "aux_class": 1.0, "lecam": 0.3,
-              "mismatch": 0.5, "candidates": 16, "channels_last": True}
+              "mismatch": 0.5, "candidates": 16, "channels_last": True, "lead": 0.2}
     presets = {
         # The authors' WaveGAN exactly (train_wavegan.py): d = 64, WGAN-GP (lambda 10 is wgan-gp's default),
         # 5 critic updates per generator update, Adam 1e-4 / (0.5, 0.9), batch 64. A GPU run of days.
@@ -194,7 +199,7 @@ class AudioDomain(Domain):
         data = Data(train=TensorDataset(x, labels), conditional=conditional,
                     num_classes=len(names) if conditional else 0, class_names=names, source=source,
                     extra={"labelled": labelled, "sample_rate": rate, "length": length})
-        return _with_transform(data, x, options.model)
+        return _with_transform(data, x, options.model, lead_samples(options.lead, length))
 
     def load_examples(self, values, labels, class_names, options: AudioOptions, *, cache_dir: Path) -> Data:
         """The TARGET's examples of a ``--pairs`` manifest: ``values`` are audio files (WAV, FLAC, OGG; absolute
@@ -230,7 +235,7 @@ class AudioDomain(Domain):
         data = Data(train=TensorDataset(x, y), conditional=True, num_classes=len(class_names),
                     class_names=list(class_names), source=f"{len(x)} listed clips at {rate} Hz",
                     extra={"labelled": True, "sample_rate": rate, "length": length})
-        return _with_transform(data, x, options.model)
+        return _with_transform(data, x, options.model, lead_samples(options.lead, length))
 
     # Cross-modal runs (--condition SOURCE): the discriminator learns the condition encoder from scratch besides the
     # audio, and at 1,000 steps the generator barely follows the condition (eSpeak digits: text -> audio 0.10,
@@ -241,7 +246,7 @@ class AudioDomain(Domain):
     # It keeps the recipe it was measured with: no augmentation, no LeCam (AC-GAN needs class labels).
     crossmodal_recipe = {"steps": 3000, "eval_every": 1000, "checkpoint_every": 1000, "condition_gain": 1.0,
                          "augment": "", "aux_class": 0.0, "lecam": 0.0, "mismatch": 0.0,
-                         "candidates": 1}
+                         "candidates": 1, "lead": 0.0}
 
     # The built-in digits (2,000 clips of many synthetic voices) train for 1,500 steps: from step 1,000 to 1,500 the
     # label was followed more at 5 of 6 GPU runs and all 5 CPU runs and FD fell at most (GPU means: FD 180 -> 130, IS / real
@@ -250,7 +255,8 @@ class AudioDomain(Domain):
     # A class of its own for generated clips in their AC-GAN classifier (--aux-fake-class 0.25) was measured and
     # left off: over seven seeds it covered 8.6 digits against 8.4 and followed the label in 0.77 of clips against
     # 0.76, within the seed noise, at an FD of 151 against 125 (docs/audio.md).
-    data_recipes = {"espeak-digits": {"steps": 1500}}
+    # Its clips already start at a random offset of up to 0.15 s, so it gets no --lead.
+    data_recipes = {"espeak-digits": {"steps": 1500, "lead": 0.0}}
 
     def recipe_for(self, data, given):
         """The recipe of a named data set (the built-in digits' also when ``--data`` is not given), and a longer one
@@ -390,13 +396,13 @@ class AudioDomain(Domain):
 
     def generate(self, generator, z, cond, options):
         out = generator(z, cond)
-        if options.model == "wavegan":
-            return out
-        from .specgan import invert
+        if options.model == "specgan":
+            from .specgan import invert
 
-        # The statistics were copied into the generator from the run's state when it was built.
-        return invert(out, generator.spec_mean, generator.spec_std, n_iter=options.griffin_lim_iters,
-                      length=options.length)
+            # The statistics were copied into the generator from the run's state when it was built.
+            out = invert(out, generator.spec_mean, generator.spec_std, n_iter=options.griffin_lim_iters,
+                         length=options.length)
+        return shift(out, -lead_samples(options.lead, options.length))
 
     def snapshot_size(self, options):
         return 20 if options.conditional else 16
@@ -450,11 +456,28 @@ def genkit_register_domains(register):
     register(AudioDomain())
 
 
-def _with_transform(data: Data, x, model: str) -> Data:
-    """The training transform for ``x`` (int16 clips): SpecGAN's normalised spectrograms, whose per-frequency-bin
-    moments of the training set's log-magnitudes go into the run's state, or WaveGAN's floats."""
+def lead_samples(lead: float, length: int) -> int:
+    """``--lead`` (a fraction of the clip) as samples of a ``length``-sample clip."""
+    return round(lead * length)
+
+
+def shift(x, n: int):
+    """(..., T) clips moved ``n`` samples later (``n`` < 0: earlier), silence (zeros) coming in, the far end cut."""
+    import torch
+
+    if n == 0:
+        return x
+    pad = torch.zeros_like(x[..., :abs(n)])
+    return torch.cat([pad, x[..., :-n]], dim=-1) if n > 0 else torch.cat([x[..., -n:], pad], dim=-1)
+
+
+def _with_transform(data: Data, x, model: str, lead: int = 0) -> Data:
+    """The training transform for ``x`` (int16 clips): each clip moved ``lead`` samples later (``--lead``; the data
+    itself is left as it is, so that evaluations compare generated clips, whose lead is cut off, with the clips as
+    recorded), then SpecGAN's normalised spectrograms, whose per-frequency-bin moments of the training set's
+    log-magnitudes go into the run's state, or WaveGAN's floats."""
     if model == "wavegan":
-        data.transform = _int16_to_float
+        data.transform = _int16_to_float if not lead else (lambda batch: _int16_to_float(shift(batch, lead)))
         return data
     import torch
 
@@ -463,9 +486,10 @@ def _with_transform(data: Data, x, model: str) -> Data:
     stats = []
     with torch.no_grad():
         for chunk in x.split(256):
-            stats.append(specgan.spectrogram(chunk.float() / 32768.0)[:, 0])
+            stats.append(specgan.spectrogram(shift(chunk, lead).float() / 32768.0)[:, 0])
     logmag = torch.cat(stats)  # (N, 128, 128)
     data.state["spec_mean"] = logmag.mean(dim=(0, 2))
     data.state["spec_std"] = logmag.transpose(0, 1).reshape(128, -1).std(dim=1).clamp_min(1e-3)
-    data.transform = _spectrogram_transform(data.state["spec_mean"], data.state["spec_std"])
+    transform = _spectrogram_transform(data.state["spec_mean"], data.state["spec_std"])
+    data.transform = transform if not lead else (lambda batch: transform(shift(batch, lead)))
     return data

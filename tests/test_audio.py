@@ -978,6 +978,8 @@ def test_lead_moves_the_models_view_of_each_clip_and_is_cut_off_every_generated_
 
 
 def test_a_folder_of_recordings_gets_a_lead_and_the_built_in_digits_papers_and_older_runs_do_not():
+    import tomllib
+
     from genkit.config import from_saved, resolve
     from genkit.plugins import registry
 
@@ -991,7 +993,5 @@ def test_a_folder_of_recordings_gets_a_lead_and_the_built_in_digits_papers_and_o
         assert resolve(audio, reg.losses, data="../fsdd", preset=preset).options.lead == 0.0
     assert resolve(audio, reg.losses, data="../fsdd", flags={"condition": "image"}).options.lead == 0.0
     assert resolve(audio, reg.losses, data="../fsdd", flags={"lead": 0.05}).options.lead == 0.05
-    import tomllib
-
     old = tomllib.loads((Path(__file__).parent / "fixtures" / "runs-f4f44c4" / "audio" / "config.toml").read_text())
     assert "lead" not in old["audio"] and from_saved(old, audio, "config.toml").options.lead == 0.0

@@ -477,7 +477,7 @@ def _with_transform(data: Data, x, model: str, lead: int = 0) -> Data:
     recorded), then SpecGAN's normalised spectrograms, whose per-frequency-bin moments of the training set's
     log-magnitudes go into the run's state, or WaveGAN's floats."""
     if model == "wavegan":
-        data.transform = _int16_to_float if not lead else (lambda batch: _int16_to_float(shift(batch, lead)))
+        data.transform = lambda batch: _int16_to_float(shift(batch, lead))  # shift by 0 returns the batch itself
         return data
     import torch
 
@@ -491,5 +491,5 @@ def _with_transform(data: Data, x, model: str, lead: int = 0) -> Data:
     data.state["spec_mean"] = logmag.mean(dim=(0, 2))
     data.state["spec_std"] = logmag.transpose(0, 1).reshape(128, -1).std(dim=1).clamp_min(1e-3)
     transform = _spectrogram_transform(data.state["spec_mean"], data.state["spec_std"])
-    data.transform = transform if not lead else (lambda batch: transform(shift(batch, lead)))
+    data.transform = lambda batch: transform(shift(batch, lead))
     return data

@@ -778,8 +778,9 @@ def test_aux_fake_class_teaches_d_to_tell_fakes_from_every_class_and_g_to_leave_
 
 
 def test_the_cpu_recipe_regularises_for_small_data_and_the_papers_presets_do_not():
-    """The default trains with DiffAugment, AC-GAN, LeCam and the matching-aware D (docs/audio.md); the authors'
-    presets and a cross-modal run (measured without them) do not, and a flag still overrides the recipe."""
+    """The default trains with DiffAugment, AC-GAN, LeCam and the matching-aware D and samples from EMA weights
+    (docs/audio.md); the authors' presets and a cross-modal run (measured without them) do not, and a flag still
+    overrides the recipe."""
     from genkit.config import resolve
     from genkit.plugins import registry
 
@@ -787,14 +788,18 @@ def test_the_cpu_recipe_regularises_for_small_data_and_the_papers_presets_do_not
     audio = reg.domains["audio"]
     cfg = resolve(audio, reg.losses, data="../fsdd")
     assert (cfg.options.augment, cfg.options.aux_class, cfg.train.lecam) == ("translation,timemask,freqmask", 1.0, 0.3)
-    for data in ("../fsdd", "espeak-digits", None):  # the matching-aware discriminator on both spoken-digit sets
-        assert resolve(audio, reg.losses, data=data).train.mismatch == 0.5
+    for data in ("../fsdd", "espeak-digits", None):  # the matching-aware D and EMA samples on both spoken-digit sets
+        cfg = resolve(audio, reg.losses, data=data)
+        assert (cfg.train.mismatch, cfg.train.ema) == (0.5, 0.995)
     for preset in ("paper", "specgan-paper"):
         cfg = resolve(audio, reg.losses, preset=preset)
         assert (cfg.options.augment, cfg.options.aux_class, cfg.train.lecam, cfg.train.standing_stats,
-                cfg.train.mismatch) == ("", 0.0, 0.0, 0, 0.0)
+                cfg.train.mismatch, cfg.train.ema) == ("", 0.0, 0.0, 0, 0.0, 0.0)
     cfg = resolve(audio, reg.losses, flags={"condition": "image"})
-    assert (cfg.options.augment, cfg.train.lecam, cfg.train.mismatch, cfg.train.steps) == ("", 0.0, 0.0, 3000)
+    assert (cfg.options.augment, cfg.train.lecam, cfg.train.mismatch, cfg.train.steps, cfg.train.ema) == \
+        ("", 0.0, 0.0, 3000, 0.0)
+    assert resolve(audio, reg.losses, flags={"ema": 0.0}).train.ema == 0.0
+    assert resolve(audio, reg.losses, data="../fsdd", preset="quick").train.ema == 0.0  # 200 steps: too few to average
     assert resolve(audio, reg.losses, flags={"mismatch": 0.0}).train.mismatch == 0.0
     # the generated class of D's classifier (measured, within the seed noise): off unless asked for
     for data in ("../fsdd", "espeak-digits", None):

@@ -965,7 +965,7 @@ def test_lead_moves_the_models_view_of_each_clip_and_is_cut_off_every_generated_
         _write(tmp_path / "d" / f"1_spk_{take}.wav", rs.uniform(0.1, 0.5, 4000).astype(np.float32), 8000)
         _write(tmp_path / "d" / f"2_spk_{take}.wav", -rs.uniform(0.1, 0.5, 4000).astype(np.float32), 8000)
     audio = AudioDomain()
-    plain = audio.load_data(str(tmp_path / "d"), AudioOptions(model="wavegan"), cache_dir=cache_dir())
+    plain = audio.load_data(str(tmp_path / "d"), AudioOptions(model="wavegan", lead=0.0), cache_dir=cache_dir())
     led = audio.load_data(str(tmp_path / "d"), AudioOptions(model="wavegan", lead=0.125), cache_dir=cache_dir())
     x = led.train.tensors[0]
     assert x.shape[-1] == 16384 and torch.equal(x, plain.train.tensors[0]) and (x[..., :10] != 0).all()
@@ -982,16 +982,18 @@ def test_lead_moves_the_models_view_of_each_clip_and_is_cut_off_every_generated_
                           specgan.normalise(view.unsqueeze(1), spec.state["spec_mean"], spec.state["spec_std"]))
 
 
-def test_a_folder_of_recordings_gets_a_lead_and_the_built_in_digits_papers_and_older_runs_do_not():
+def test_a_folder_of_recordings_gets_an_automatic_lead_and_the_built_in_digits_papers_and_older_runs_none():
     import tomllib
 
     from genkit.config import from_saved, resolve
+    from genkit.options import AUTO
     from genkit.plugins import registry
 
     reg = registry()
     audio = reg.domains["audio"]
-    assert resolve(audio, reg.losses, data="../fsdd").options.lead == 0.2
-    assert resolve(audio, reg.losses, data="../fsdd", preset="quick").options.lead == 0.2
+    assert resolve(audio, reg.losses, data="../fsdd").options.lead is None  # auto: decided from the clips
+    assert resolve(audio, reg.losses, data="../fsdd", preset="quick").options.lead is None
+    assert resolve(audio, reg.losses, data="../fsdd", flags={"lead": AUTO}).options.lead is None
     for data in ("espeak-digits", None):  # its clips already start at random offsets
         assert resolve(audio, reg.losses, data=data).options.lead == 0.0
     for preset in ("paper", "specgan-paper"):
@@ -1000,3 +1002,46 @@ def test_a_folder_of_recordings_gets_a_lead_and_the_built_in_digits_papers_and_o
     assert resolve(audio, reg.losses, data="../fsdd", flags={"lead": 0.05}).options.lead == 0.05
     old = tomllib.loads((Path(__file__).parent / "fixtures" / "runs-f4f44c4" / "audio" / "config.toml").read_text())
     assert "lead" not in old["audio"] and from_saved(old, audio, "config.toml").options.lead == 0.0
+
+
+def _words(tmp_path: Path, name: str, starts: list[float], seconds: float = 0.3, rate: int = 8000) -> Path:
+    """A folder of two labelled 1.02 s (8,192-sample) clips per start: a tone burst of ``seconds`` at each start
+    (seconds into the clip), silence elsewhere."""
+    root = tmp_path / name
+    t = np.arange(round(seconds * rate)) / rate
+    for i, start in enumerate(starts):
+        for label in ("1", "2"):
+            wave = np.zeros(8192, np.float32)
+            at = round(start * rate)
+            burst = (0.5 * np.sin(2 * np.pi * 300 * int(label) * t)).astype(np.float32)[: 8192 - at]
+            wave[at:at + len(burst)] = burst
+            _write(root / f"{label}_spk_{i}.wav", wave, rate)
+    return root
+
+
+def test_the_automatic_lead_is_for_clips_trimmed_to_the_word_and_never_cuts_their_ends(tmp_path, use_shared_cache):
+    """--lead auto (a folder's default): 0.2 for recordings that start with their word and end in silence (FSDD's);
+    0 where the words already start later (SC09's one-second clips); at most the quiet end the clips have; resolved
+    to the number in the run's settings."""
+    from genkit.run import cache_dir
+
+    audio = AudioDomain()
+
+    def lead_of(root: Path) -> float:
+        data = audio.load_data(str(root), AudioOptions(model="specgan"), cache_dir=cache_dir())
+        return audio.resolve_options(AudioOptions(model="specgan"), data).lead
+
+    trimmed = _words(tmp_path, "trimmed", [0.0, 0.0, 0.01])
+    assert lead_of(trimmed) == 0.2
+    assert lead_of(_words(tmp_path, "later", [0.2, 0.3, 0.4])) == 0.0  # the words do not start their clips
+    # 0.3 s words at the start of clips that end 0.1 s after them: a lead of 0.1 at most (rounded down to 0.01)
+    tight = _words(tmp_path, "tight", [0.0, 0.0], seconds=0.92)
+    x = audio.load_data(str(tight), AudioOptions(model="specgan"), cache_dir=cache_dir()).train.tensors[0]
+    onset, tail = audata.word_edges(x, 8000)
+    assert (onset == 0).all() and torch.allclose(tail, torch.full_like(tail, 0.098), atol=0.011)
+    assert 0.08 <= lead_of(tight) <= 0.1
+    # a number given is used as it is, and a silent clip leaves no room for a lead
+    assert audio.resolve_options(AudioOptions(model="specgan", lead=0.05),
+                                 audio.load_data(str(trimmed), AudioOptions(model="specgan", lead=0.05),
+                                                 cache_dir=cache_dir())).lead == 0.05
+    assert audata.auto_lead(torch.zeros(4, 1, 8192, dtype=torch.int16), 8000) == 0.0

@@ -11,6 +11,9 @@ metrics.jsonl, which leaves out data loading and evaluation) is scored with ``ge
     python benchmarks/quality_curve.py                      # image and audio, marks 1 2 5 10 (about 45 minutes)
     python benchmarks/quality_curve.py --domains image --minutes 0.5 1
     python benchmarks/quality_curve.py --out docs/images/quality-curve.png --json results.json
+    python benchmarks/quality_curve.py --domains audio --previous docs/images/quality-curve.json \
+        --json docs/images/quality-curve.json --out docs/images/quality-curve.png   # audio again, image rows kept
+    python benchmarks/quality_curve.py --domains audio --variants default --previous ...   # one arm again
 
 Prints one table (markdown) and writes one PNG plot (FD against minutes, log scale). Run it on an idle
 machine: the clock is the measurement. It is a benchmark, not a test.
@@ -108,25 +111,47 @@ def plot(results: dict, path: Path) -> None:
     line_plot(panels, path, "training minutes", "refnet FD")
 
 
+def _previous(path: Path, running: list[tuple[str, str]]) -> dict:
+    """The rows of an earlier ``--json`` for the (domain, variant) arms not in ``running``, keyed as ``results``."""
+    try:
+        rows = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"--previous {path}: not a quality-curve JSON file ({exc.__class__.__name__})") from None
+    kept = {}
+    for key, value in rows.items():
+        domain, _, variant = key.partition("/")
+        if (domain, variant) not in running:
+            kept[(domain, variant)] = value
+    return kept
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--domains", nargs="+", default=["image", "audio"])
+    ap.add_argument("--variants", nargs="+", default=["default", "plain"], choices=["default", "plain"])
     ap.add_argument("--minutes", nargs="+", type=float, default=[1, 2, 5, 10])
     ap.add_argument("--audio-data", default=None, help="--data for the audio runs (default: the domain's own)")
     ap.add_argument("--out", type=Path, default=Path("quality-curve.png"), help="the plot (PNG)")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
     ap.add_argument("--keep", type=Path, default=None, help="keep the run directories here")
+    ap.add_argument("--previous", type=Path, default=None,
+                    help="an earlier --json: its rows of the arms not run now join the table and the plot")
     args = ap.parse_args()
+    running = [(d, v) for d in args.domains for v in args.variants]
+    earlier = _previous(args.previous, running) if args.previous else {}
     os.environ.setdefault("GENKIT_CACHE", str(Path(tempfile.gettempdir()) / "genkit-bench-cache"))
     work = args.keep or Path(tempfile.mkdtemp(prefix="quality-curve-"))
-    results: dict = {}
+    results: dict = dict(earlier)
     for domain in args.domains:
-        for variant in ("default", "plain"):
+        for variant in args.variants:
             run = work / f"{domain}-{variant}"
             data = args.audio_data if domain == "audio" else None
             print(f"{domain} {variant}: training {max(args.minutes):g} min -> {run}", file=sys.stderr)
             train_for(domain, variant, data, max(args.minutes) * 60, EVERY[(domain, variant)], run)
             results[(domain, variant)] = score_marks(run, args.minutes)
+    variants = ("default", "plain")  # the same colour for the same arm in every panel
+    domains = list(dict.fromkeys(d for d, _ in results))
+    results = {k: results[k] for k in sorted(results, key=lambda k: (domains.index(k[0]), variants.index(k[1])))}
     print("| domain | recipe | " + " | ".join(f"{m:g} min: FD / IS (step)" for m in args.minutes) + " |")
     print("| --- | --- | " + " | ".join("---" for _ in args.minutes) + " |")
     for (domain, variant), rows in results.items():

@@ -1034,7 +1034,7 @@ def test_the_automatic_lead_is_for_clips_trimmed_to_the_word_and_never_cuts_thei
     trimmed = _words(tmp_path, "trimmed", [0.0, 0.0, 0.01])
     assert lead_of(trimmed) == 0.2
     assert lead_of(_words(tmp_path, "later", [0.2, 0.3, 0.4])) == 0.0  # the words do not start their clips
-    # 0.3 s words at the start of clips that end 0.1 s after them: a lead of 0.1 at most (rounded down to 0.01)
+    # 0.92 s words at the start of 1.02 s clips, 0.1 s of quiet after them: a lead of 0.1 at most (rounded down)
     tight = _words(tmp_path, "tight", [0.0, 0.0], seconds=0.92)
     x = audio.load_data(str(tight), AudioOptions(model="specgan"), cache_dir=cache_dir()).train.tensors[0]
     onset, tail = audata.word_edges(x, 8000)

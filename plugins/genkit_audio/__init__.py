@@ -202,7 +202,6 @@ class AudioDomain(Domain):
                                                            lambda r: default_length(options.model, r),
                                                            {"model": options.model}, auto_rate_cap(options.model))
             length = x.shape[-1]
-        lead = options.lead if options.lead is not None else audata.auto_lead(x, rate)
         labelled = y is not None and len(names) >= 2
         conditional = labelled if options.conditional is None else options.conditional
         if conditional and not labelled:
@@ -210,8 +209,8 @@ class AudioDomain(Domain):
         labels = y if y is not None else torch.zeros(len(x), dtype=torch.int64)
         data = Data(train=TensorDataset(x, labels), conditional=conditional,
                     num_classes=len(names) if conditional else 0, class_names=names, source=source,
-                    extra={"labelled": labelled, "sample_rate": rate, "length": length, "lead": lead})
-        return _with_transform(data, x, options.model, lead_samples(lead, length))
+                    extra={"labelled": labelled, "sample_rate": rate, "length": length})
+        return _with_transform(data, x, options.model, options.lead)
 
     def load_examples(self, values, labels, class_names, options: AudioOptions, *, cache_dir: Path) -> Data:
         """The TARGET's examples of a ``--pairs`` manifest: ``values`` are audio files (WAV, FLAC, OGG; absolute
@@ -244,11 +243,10 @@ class AudioDomain(Domain):
         length = options.length or default_length(options.model, rate)
         x = audata.to_clips(read, rate, length, name="--pairs")
         y = torch.as_tensor(labels, dtype=torch.int64)
-        lead = options.lead if options.lead is not None else audata.auto_lead(x, rate)
         data = Data(train=TensorDataset(x, y), conditional=True, num_classes=len(class_names),
                     class_names=list(class_names), source=f"{len(x)} listed clips at {rate} Hz",
-                    extra={"labelled": True, "sample_rate": rate, "length": length, "lead": lead})
-        return _with_transform(data, x, options.model, lead_samples(lead, length))
+                    extra={"labelled": True, "sample_rate": rate, "length": length})
+        return _with_transform(data, x, options.model, options.lead)
 
     # Cross-modal runs (--condition SOURCE): the discriminator learns the condition encoder from scratch besides the
     # audio, and at 1,000 steps the generator barely follows the condition (eSpeak digits: text -> audio 0.10,
@@ -285,7 +283,7 @@ class AudioDomain(Domain):
         """``sample_rate``, ``length``, ``conditional`` and ``lead`` as loaded (config.toml records 8000, 8192, true
         and 0.2 for the Free Spoken Digit Dataset)."""
         return dataclasses.replace(options, sample_rate=data.extra["sample_rate"], length=data.extra["length"],
-                                   conditional=data.conditional, lead=data.extra.get("lead", options.lead))
+                                   conditional=data.conditional, lead=data.extra["lead"])
 
     # -- models -------------------------------------------------------------------------------------
     def build_models(self, options, data):
@@ -484,11 +482,18 @@ def shift(x, n: int):
     return torch.cat([pad, x[..., :-n]], dim=-1) if n > 0 else torch.cat([x[..., -n:], pad], dim=-1)
 
 
-def _with_transform(data: Data, x, model: str, lead: int = 0) -> Data:
-    """The training transform for ``x`` (int16 clips): each clip moved ``lead`` samples later (``--lead``; the data
-    itself is left as it is, so that evaluations compare generated clips, whose lead is cut off, with the clips as
-    recorded), then SpecGAN's normalised spectrograms, whose per-frequency-bin moments of the training set's
-    log-magnitudes go into the run's state, or WaveGAN's floats."""
+def _with_transform(data: Data, x, model: str, lead: float | None) -> Data:
+    """The training transform for ``x`` (int16 clips): each clip moved ``lead`` of its length later (``--lead``; None:
+    ``data.auto_lead`` of the clips, recorded in ``data.extra["lead"]`` either way; the data itself is left as it is,
+    so that evaluations compare generated clips, whose lead is cut off, with the clips as recorded), then SpecGAN's
+    normalised spectrograms, whose per-frequency-bin moments of the training set's log-magnitudes go into the run's
+    state, or WaveGAN's floats."""
+    if lead is None:
+        from .data import auto_lead
+
+        lead = auto_lead(x, data.extra["sample_rate"])
+    data.extra["lead"] = lead
+    lead = lead_samples(lead, data.extra["length"])
     if model == "wavegan":
         data.transform = lambda batch: _int16_to_float(shift(batch, lead))  # shift by 0 returns the batch itself
         return data

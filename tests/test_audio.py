@@ -1045,3 +1045,111 @@ def test_the_automatic_lead_is_for_clips_trimmed_to_the_word_and_never_cuts_thei
                                  audio.load_data(str(trimmed), AudioOptions(model="specgan", lead=0.05),
                                                  cache_dir=cache_dir())).lead == 0.05
     assert audata.auto_lead(torch.zeros(4, 1, 8192, dtype=torch.int16), 8000) == 0.0
+
+
+# -- the discriminator's mel view (--d-view) ----------------------------------------------------------
+def test_the_mel_warp_gives_low_frequencies_more_rows_and_puts_each_tone_at_its_mel():
+    """``mel_warp`` resamples the spectrogram's 128 linear bins at 128 points evenly spaced in mel: each row a
+    weighted average of neighbouring bins (rows sum to 1), below 1 kHz about three rows a bin at 16 kHz (16 bins
+    there become 45 rows), and a tone lands on the row of its own mel at either rate."""
+    from genkit_audio import specgan
+
+    def mel(f):
+        return 2595 * math.log10(1 + f / 700)
+
+    for rate, length in ((16000, 16384), (8000, 8192)):
+        W = specgan.mel_warp(rate)
+        assert W.shape == (128, 128) and torch.allclose(W.sum(1), torch.ones(128)) and bool((W >= 0).all())
+        centre = (W * torch.arange(128.0)).sum(1) * rate / 256  # each row's frequency, Hz
+        assert bool((centre[1:] > centre[:-1]).all()) and centre[0] == 0
+        top = 127 * rate / 256
+        assert (centre <= 1000).sum() == pytest.approx(128 * mel(1000) / mel(top), abs=1.5)
+        t = torch.arange(length) / rate
+        for hz in (500, 3000):
+            x = specgan.spectrogram((0.5 * torch.sin(2 * math.pi * hz * t)).view(1, 1, -1))
+            row = int(torch.einsum("fk,bckt->bcft", W, x)[0, 0, :, 64].argmax())
+            assert abs(row - 127 * mel(hz) / mel(top)) <= 1.5, (rate, hz, row)
+    assert (specgan.mel_warp(16000)[:, :16] > 0).any(dim=1).sum() >= 45  # the first kHz's 16 bins feed 45+ rows
+
+
+def test_the_discriminator_reads_the_view_it_is_given():
+    """--d-view: ``linear`` (the paper) convolves the spectrogram as it is, ``mel`` its mel-warped copy, ``both`` each
+    in its own branch with one head over both. A change in the fine high-frequency detail that the warp averages
+    away (a vector in its null space) moves a linear or two-view D's logit and leaves a mel-only D's unchanged."""
+    from genkit_audio.specgan import SpecGANConfig, SpecGANDiscriminator, mel_warp
+
+    torch.manual_seed(0)
+    x = torch.rand(4, 1, 128, 128) * 2 - 1
+    y = torch.arange(4)
+    _, s, vh = torch.linalg.svd(mel_warp(16000).double())
+    null = vh[-1].float()  # in the warp's null space: fine detail across neighbouring bins above 2 kHz
+    assert s[-1] < 1e-6 and float(null[:32].abs().max()) < 1e-4 < float(null[32:].abs().max())
+    nudged = x + 0.5 * null.view(1, 1, 128, 1) / null.abs().max()
+    moved = {}
+    for view in ("linear", "mel", "both"):
+        cfg = SpecGANConfig(d=2, num_classes=4, d_norm="spectral", aux_class=1.0, d_view=view)
+        D = SpecGANDiscriminator(cfg).eval()
+        names = {k.split(".")[0] for k in D.state_dict()}
+        assert ("convs" in names) == (view != "mel") and ("mel_convs" in names) == (view != "linear")
+        assert D.aux_classifier.in_features == (2 if view == "both" else 1) * 16 * 32
+        with torch.no_grad():
+            moved[view] = float((D(nudged, y) - D(x, y)).abs().max())
+    assert moved["mel"] < 1e-5 and moved["linear"] > 1e-3 and moved["both"] > 1e-3, moved
+
+
+def test_a_folder_gets_the_automatic_view_and_the_built_in_digits_papers_cross_modal_and_older_runs_the_linear_one():
+    """--d-view auto for a folder of recordings (--preset quick too); the built-in digits' 1,500 steps with both views
+    would take 11 minutes (docs/audio.md), so they keep the linear view, as do the papers' presets, cross-modal runs
+    (measured without it) and runs saved before the option; a flag decides over all of them."""
+    import tomllib
+
+    from genkit.config import from_saved, resolve
+    from genkit.plugins import registry
+
+    reg = registry()
+    audio = reg.domains["audio"]
+    assert resolve(audio, reg.losses, data="../fsdd").options.d_view is None  # auto: decided by the data's rate
+    assert resolve(audio, reg.losses, data="../fsdd", preset="quick").options.d_view is None
+    for data in ("espeak-digits", None):
+        assert resolve(audio, reg.losses, data=data).options.d_view == "linear"
+    for preset in ("paper", "specgan-paper"):
+        assert resolve(audio, reg.losses, data="../fsdd", preset=preset).options.d_view == "linear"
+    assert resolve(audio, reg.losses, data="../fsdd", flags={"condition": "image"}).options.d_view == "linear"
+    assert resolve(audio, reg.losses, flags={"d_view": "both"}).options.d_view == "both"
+    assert resolve(audio, reg.losses, data="../fsdd", flags={"d_view": "mel"}).options.d_view == "mel"
+    old = tomllib.loads((Path(__file__).parent / "fixtures" / "runs-f4f44c4" / "audio" / "config.toml").read_text())
+    assert "d_view" not in old["audio"] and from_saved(old, audio, "config.toml").options.d_view == "linear"
+
+
+def test_the_automatic_view_is_both_at_16_khz_and_linear_at_8_khz_and_a_run_records_it(tmp_path, use_shared_cache):
+    """auto gives SpecGAN both views at 16 kHz, where the first kHz is 16 rows of the linear axis, and the linear
+    view at 8 kHz (32 rows); WaveGAN has no views. config.toml records the view, so samples and resumes read it."""
+    import tomllib
+
+    import genkit
+
+    kw = dict(model_size=2, batch_size=6, steps=1, eval_every=0, sample_every=0, checkpoint_every=1, standing_stats=0,
+              candidates=1, device="cpu")
+    folder = _tone_folder(tmp_path / "tones16", per_class=4)  # 16 kHz
+    run = genkit.train("audio", data=str(folder), out=tmp_path / "r16", **kw)
+    assert tomllib.loads(run.config_path.read_text())["audio"]["d_view"] == "both"
+    assert any(k.startswith("mel_convs.") for k in run.load().discriminator.state_dict())
+    run = genkit.train("audio", data=str(folder), out=tmp_path / "r8", sample_rate=8000, **kw)
+    assert tomllib.loads(run.config_path.read_text())["audio"]["d_view"] == "linear"
+    run = genkit.train("audio", data=str(folder), out=tmp_path / "rw", model="wavegan", **kw)
+    assert tomllib.loads(run.config_path.read_text())["audio"]["d_view"] == "linear"
+
+
+def test_a_two_view_run_records_its_view_samples_and_resumes(cli, tmp_path):
+    import tomllib
+
+    out = tmp_path / "run"
+    cli("run", "audio", *TINY, "--model", "specgan", "--griffin-lim-iters", "2", "--d-view", "both", "--out", out)
+    assert tomllib.loads((out / "config.toml").read_text())["audio"]["d_view"] == "both"
+    disc = load_file(str(out / "checkpoints" / "step-00000002" / "discriminator.safetensors"))
+    assert any(k.startswith("mel_convs.") for k in disc) and any(k.startswith("convs.") for k in disc)
+    assert not any("warp" in k for k in disc)  # the warp is computed from the rate, not saved
+    cli("sample", out, "-n", "2", "--out", tmp_path / "s")
+    assert len(list((tmp_path / "s").glob("*.wav"))) == 2
+    cli("run", "audio", "--resume", out, "--steps", "3", "--quiet")
+    assert (out / "checkpoints" / "step-00000003").is_dir()

@@ -12,12 +12,15 @@ GriffinLim (16 iterations, as the authors).
 Departures: torchaudio's STFT is centred (the authors' pads the end), so the frame grid is shifted by
 half a window; GriffinLim starts from torchaudio's random phase; a clip it returns past full scale is scaled
 down to peak 0.99, not clipped (``invert``). ``num_classes > 0`` is genkit's
-conditional variant, as in WaveGAN. Other clip lengths keep the 128 x 128 grid and the 256-sample window
-and scale the hop: 8192 samples (about 1 s at 8 kHz) are framed every 64 samples.
+conditional variant, as in WaveGAN. ``d_view`` "mel" / "both" (genkit's) give the discriminator the spectrogram
+resampled on the mel scale (``mel_warp``), alone or beside the linear one in a second stack of convolutions.
+Other clip lengths keep the 128 x 128 grid and the 256-sample window and scale the hop: 8192 samples (about 1 s
+at 8 kHz) are framed every 64 samples.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -47,6 +50,8 @@ class SpecGANConfig:
     aux_class: float = 0.0  # > 0 (conditional): AC-GAN's auxiliary classifier in D, this weight (a genkit addition)
     aux_fake_class: float = 0.0  # > 0: the classifier's K + 1-th class, generated clips, this weight (genkit)
     cond_dim: int = 0  # > 0: conditioned on a (B, cond_dim) vector, another domain's embedding (--condition)
+    d_view: str = "linear"  # D reads the spectrogram as it is, "mel"-warped, or "both" in two branches (genkit)
+    sample_rate: int = 16000  # the clips' rate: where the mel warp puts each frequency bin
 
 
 def hop_of(length: int) -> int:
@@ -86,6 +91,21 @@ def invert(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, n_iter: int =
     gl = torchaudio.transforms.GriffinLim(n_fft=N_FFT, n_iter=n_iter, hop_length=hop_of(length), power=1.0,
                                           length=length).to(x.device)
     return fit_range(gl(mag).unsqueeze(1))
+
+
+def mel_warp(sample_rate: int, bins: int = FRAMES) -> torch.Tensor:
+    """A (bins, bins) matrix that resamples the spectrogram's linear frequency axis (bin k at k x rate / 256 Hz) at
+    ``bins`` points evenly spaced in mel (HTK's 2595 log10(1 + f / 700)): rows below about 1 kHz interpolate
+    between neighbouring bins (about 2.8 rows per bin at 16 kHz), rows at the top average up to 3 bins with a
+    triangle. Each row sums to 1, so it applies to normalised log magnitudes as they are."""
+    width = sample_rate / N_FFT
+    top = (bins - 1) * width
+    mel = torch.linspace(0.0, 2595.0 * math.log10(1.0 + top / 700.0), bins, dtype=torch.float64)
+    centre = 700.0 * (10.0 ** (mel / 2595.0) - 1.0) / width  # in bins
+    half = torch.gradient(centre)[0].clamp_min(1.0)
+    k = torch.arange(bins, dtype=torch.float64)
+    w = (1.0 - (k.view(1, -1) - centre.view(-1, 1)).abs() / half.view(-1, 1)).clamp_min(0.0)
+    return (w / w.sum(dim=1, keepdim=True)).float()
 
 
 def fit_range(waves: torch.Tensor, peak: float = PEAK) -> torch.Tensor:
@@ -163,20 +183,36 @@ class SpecGANDiscriminator(ProjectionCritic):
         super().__init__()
         self.cfg = cfg
         ch = [1] + [cfg.d * 2**i for i in range(5)]
-        self.convs = nn.ModuleList(Conv2dSame(ch[i], ch[i + 1], cfg.kernel) for i in range(5))
-        self.norms = nn.ModuleList(_norm(cfg.d_norm, ch[i + 1]) if i else nn.Identity() for i in range(5))
+        self.linear = cfg.d_view in ("linear", "both")
+        self.mel = cfg.d_view in ("mel", "both")
+        if self.linear:
+            self.convs = nn.ModuleList(Conv2dSame(ch[i], ch[i + 1], cfg.kernel) for i in range(5))
+            self.norms = nn.ModuleList(_norm(cfg.d_norm, ch[i + 1]) if i else nn.Identity() for i in range(5))
+        if self.mel:  # the same stack on the mel-warped copy; with both, the head reads both branches' features
+            self.mel_convs = nn.ModuleList(Conv2dSame(ch[i], ch[i + 1], cfg.kernel) for i in range(5))
+            self.mel_norms = nn.ModuleList(_norm(cfg.d_norm, ch[i + 1]) if i else nn.Identity() for i in range(5))
+            self.register_buffer("warp", mel_warp(cfg.sample_rate), persistent=False)
         # The auxiliary classifier (--aux-class) gets no spectral norm: it is not part of the logit, whose
         # Lipschitz bound spectral norm is for, and a unit-norm classifier of these features could barely be sure.
-        self._head(16 * ch[-1], cfg.num_classes, cfg.aux_class, cfg.cond_dim, cfg.aux_fake_class)
+        self._head((self.linear + self.mel) * 16 * ch[-1], cfg.num_classes, cfg.aux_class, cfg.cond_dim, cfg.aux_fake_class)
         if cfg.d_norm == "spectral":
-            for m in [*self.convs, self.out] + [m for m in (self.embed, self.project) if m is not None]:
+            convs = [*(self.convs if self.linear else []), *(self.mel_convs if self.mel else [])]
+            for m in [*convs, self.out] + [m for m in (self.embed, self.project) if m is not None]:
                 nn.utils.parametrizations.spectral_norm(m)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         h = augment(x, self.cfg.augment) if self.cfg.augment and self.training else x
-        for conv, norm in zip(self.convs, self.norms):
-            h = F.leaky_relu(norm(conv(h)), 0.2)
-        return self._logit(h, y, x)
+        feats = [_stack(h, self.convs, self.norms)] if self.linear else []
+        if self.mel:
+            feats.append(_stack(torch.einsum("fk,bckt->bcft", self.warp.to(h.dtype), h), self.mel_convs,
+                                self.mel_norms))
+        return self._logit(torch.cat([f.flatten(1) for f in feats], dim=1), y, x)
+
+
+def _stack(h: torch.Tensor, convs: nn.ModuleList, norms: nn.ModuleList) -> torch.Tensor:
+    for conv, norm in zip(convs, norms):
+        h = F.leaky_relu(norm(conv(h)), 0.2)
+    return h
 
 
 def _norm(kind: str, channels: int) -> nn.Module:

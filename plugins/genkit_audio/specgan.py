@@ -186,11 +186,9 @@ class SpecGANDiscriminator(ProjectionCritic):
         self.linear = cfg.d_view in ("linear", "both")
         self.mel = cfg.d_view in ("mel", "both")
         if self.linear:
-            self.convs = nn.ModuleList(Conv2dSame(ch[i], ch[i + 1], cfg.kernel) for i in range(5))
-            self.norms = nn.ModuleList(_norm(cfg.d_norm, ch[i + 1]) if i else nn.Identity() for i in range(5))
-        if self.mel:  # the same stack on the mel-warped copy; with both, the head reads both branches' features
-            self.mel_convs = nn.ModuleList(Conv2dSame(ch[i], ch[i + 1], cfg.kernel) for i in range(5))
-            self.mel_norms = nn.ModuleList(_norm(cfg.d_norm, ch[i + 1]) if i else nn.Identity() for i in range(5))
+            self.convs, self.norms = _stack_layers(ch, cfg)
+        if self.mel:  # the same stack on the mel-warped copy; with both, the head reads both stacks' features
+            self.mel_convs, self.mel_norms = _stack_layers(ch, cfg)
             self.register_buffer("warp", mel_warp(cfg.sample_rate), persistent=False)
         # The auxiliary classifier (--aux-class) gets no spectral norm: it is not part of the logit, whose
         # Lipschitz bound spectral norm is for, and a unit-norm classifier of these features could barely be sure.
@@ -207,6 +205,12 @@ class SpecGANDiscriminator(ProjectionCritic):
             feats.append(_stack(torch.einsum("fk,bckt->bcft", self.warp.to(h.dtype), h), self.mel_convs,
                                 self.mel_norms))
         return self._logit(torch.cat([f.flatten(1) for f in feats], dim=1), y, x)
+
+
+def _stack_layers(ch: list[int], cfg: SpecGANConfig) -> tuple[nn.ModuleList, nn.ModuleList]:
+    """Five stride-2 convolutions (``cfg.kernel`` square) ``ch[0] -> ... -> ch[5]``, norms after all but the first."""
+    convs = nn.ModuleList(Conv2dSame(ch[i], ch[i + 1], cfg.kernel) for i in range(5))
+    return convs, nn.ModuleList(_norm(cfg.d_norm, ch[i + 1]) if i else nn.Identity() for i in range(5))
 
 
 def _stack(h: torch.Tensor, convs: nn.ModuleList, norms: nn.ModuleList) -> torch.Tensor:

@@ -95,9 +95,9 @@ def invert(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, n_iter: int =
 
 def mel_warp(sample_rate: int, bins: int = FRAMES) -> torch.Tensor:
     """A (bins, bins) matrix that resamples the spectrogram's linear frequency axis (bin k at k x rate / 256 Hz) at
-    ``bins`` points evenly spaced in mel (HTK's 2595 log10(1 + f / 700)): rows below about 1 kHz interpolate
-    between neighbouring bins (about 2.8 rows per bin at 16 kHz), rows at the top average up to 3 bins with a
-    triangle. Each row sums to 1, so it applies to normalised log magnitudes as they are."""
+    ``bins`` points evenly spaced in mel (HTK's 2595 log10(1 + f / 700)): at 16 kHz rows below about 2.5 kHz
+    interpolate between neighbouring bins (about 2.8 rows per bin in the first kHz), rows above average up to 3
+    bins with a triangle. Each row sums to 1, so it applies to normalised log magnitudes as they are."""
     width = sample_rate / N_FFT
     top = (bins - 1) * width
     mel = torch.linspace(0.0, 2595.0 * math.log10(1.0 + top / 700.0), bins, dtype=torch.float64)

@@ -124,6 +124,39 @@ def test_nn_upsampling_and_post_filter_are_real():
     assert filtered.post.weight.grad is not None and filtered.post.weight.grad.abs().sum() > 0
 
 
+
+def test_specgan_one_channel_nn_layer_is_the_doubled_3x3_convolution_in_polyphase_form():
+    """The generator's last layer (one channel, ``nn``) is computed without doubling its input; it must be the
+    same function of the same 3 x 3 parameters, with the same gradients, as nearest doubling and a 3 x 3 conv."""
+    from genkit_audio.specgan import SpecGANConfig, SpecGANGenerator, UpConv2d
+
+    torch.manual_seed(0)
+    layer = UpConv2d(6, 1, 5, "nn")
+    assert layer.polyphase and layer.conv.weight.shape == (1, 6, 3, 3)
+    assert not UpConv2d(6, 2, 5, "nn").polyphase and not UpConv2d(6, 1, 5, "zeros").polyphase
+    with torch.no_grad():
+        layer.conv.bias.fill_(0.3)
+    x = torch.randn(2, 6, 5, 7, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_()
+    out = layer(x)
+    ref = torch.nn.functional.conv2d(torch.nn.functional.interpolate(x_ref, scale_factor=2, mode="nearest"),
+                                     layer.conv.weight, layer.conv.bias, padding=1)
+    assert out.shape == (2, 1, 10, 14)
+    torch.testing.assert_close(out, ref)
+    grad_out = torch.randn_like(out)
+    g_poly = torch.autograd.grad(out, [x, layer.conv.weight, layer.conv.bias], grad_out)
+    g_ref = torch.autograd.grad(ref, [x_ref, layer.conv.weight, layer.conv.bias], grad_out)
+    for a, b in zip(g_poly, g_ref):
+        torch.testing.assert_close(a, b)
+    # In the generator: its last layer only, and the output is what the doubled form gives.
+    G = SpecGANGenerator(SpecGANConfig(d=2, upsample="nn")).eval()
+    assert [up.polyphase for up in G.ups] == [False] * 4 + [True]
+    z = torch.rand(3, 100) * 2 - 1
+    with torch.no_grad():
+        fast = G(z)
+        G.ups[-1].polyphase = False
+        torch.testing.assert_close(G(z), fast)
+
 # -- phase shuffle --------------------------------------------------------------------------------------
 def test_phase_shuffle_reflect_padding_values():
     x = torch.arange(10.0).view(1, 1, 10)

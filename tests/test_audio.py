@@ -1130,10 +1130,36 @@ def test_the_discriminator_reads_the_view_it_is_given():
     assert moved["mel"] < 1e-5 and moved["linear"] > 1e-3 and moved["both"] > 1e-3, moved
 
 
-def test_a_folder_gets_the_automatic_view_and_the_built_in_digits_papers_cross_modal_and_older_runs_the_linear_one():
-    """--d-view auto for a folder of recordings (--preset quick too); the built-in digits' 1,500 steps with both views
-    would take 11 minutes (docs/audio.md), so they keep the linear view, as do the papers' presets, cross-modal runs
-    (measured without it) and runs saved before the option; a flag decides over all of them."""
+def test_d_kernel_gives_the_discriminator_its_kernel_with_the_same_alignment_and_leaves_the_generator_as_it_was():
+    """--d-kernel 3: every convolution of D's stacks (both views) is 3 x 3, aligned as TensorFlow's 'same' (output i
+    reads inputs 2i .. 2i + 2), the 4 x 4 grid under the head as with 5 x 5; G is the same model."""
+    from genkit_audio.specgan import Conv2dSame, SpecGANConfig, SpecGANDiscriminator, SpecGANGenerator
+
+    base = SpecGANConfig(d=2, num_classes=4, upsample="nn", d_norm="spectral", aux_class=1.0, d_view="both")
+    small = dataclasses.replace(base, d_kernel=3)
+    D5, D3 = SpecGANDiscriminator(base), SpecGANDiscriminator(small)
+    assert {c.kernel_size for c in [*D5.convs, *D5.mel_convs]} == {(5, 5)}
+    assert {c.kernel_size for c in [*D3.convs, *D3.mel_convs]} == {(3, 3)}
+    assert D3.aux_classifier.in_features == D5.aux_classifier.in_features == 2 * 16 * 32
+    x, y = torch.rand(2, 1, 128, 128) * 2 - 1, torch.tensor([0, 3])
+    assert D3(x, y).shape == D5(x, y).shape
+    g5, g3 = SpecGANGenerator(base).state_dict(), SpecGANGenerator(small).state_dict()
+    assert {k: v.shape for k, v in g5.items()} == {k: v.shape for k, v in g3.items()}
+    conv = Conv2dSame(1, 1, 3)
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+        conv.bias.zero_()
+        for p in range(8):
+            impulse = torch.zeros(1, 1, 8, 8)
+            impulse[0, 0, p, p] = 1.0
+            rows = conv(impulse)[0, 0].sum(dim=1).nonzero().flatten().tolist()
+            assert rows == [i for i in range(4) if 2 * i <= p <= 2 * i + 2], (p, rows)
+
+def test_a_folder_gets_the_automatic_view_the_built_in_digits_both_views_at_3x3_and_papers_and_older_runs_linear():
+    """--d-view auto for a folder of recordings (--preset quick too), with the paper's 5 x 5 kernels; the built-in
+    digits both views with 3 x 3 kernels (the two views at 5 x 5 took 11 minutes; docs/audio.md); the papers'
+    presets, cross-modal runs (measured without it) and runs saved before the options the linear view at 5 x 5; a
+    flag decides over all of them."""
     import tomllib
 
     from genkit.config import from_saved, resolve
@@ -1141,17 +1167,28 @@ def test_a_folder_gets_the_automatic_view_and_the_built_in_digits_papers_cross_m
 
     reg = registry()
     audio = reg.domains["audio"]
-    assert resolve(audio, reg.losses, data="../fsdd").options.d_view is None  # auto: decided by the data's rate
-    assert resolve(audio, reg.losses, data="../fsdd", preset="quick").options.d_view is None
+
+    def view(**kw):
+        options = resolve(audio, reg.losses, **kw).options
+        return options.d_view, options.d_kernel
+
+    assert view(data="../fsdd") == (None, 5)  # auto: decided by the data's rate
+    assert view(data="../fsdd", preset="quick") == (None, 5)
     for data in ("espeak-digits", None):
-        assert resolve(audio, reg.losses, data=data).options.d_view == "linear"
+        assert view(data=data) == ("both", 3)
     for preset in ("paper", "specgan-paper"):
-        assert resolve(audio, reg.losses, data="../fsdd", preset=preset).options.d_view == "linear"
-    assert resolve(audio, reg.losses, data="../fsdd", flags={"condition": "image"}).options.d_view == "linear"
-    assert resolve(audio, reg.losses, flags={"d_view": "both"}).options.d_view == "both"
-    assert resolve(audio, reg.losses, data="../fsdd", flags={"d_view": "mel"}).options.d_view == "mel"
+        assert view(data="../fsdd", preset=preset) == ("linear", 5)
+        assert view(preset=preset) == ("linear", 5)
+    assert view(data="../fsdd", flags={"condition": "image"}) == ("linear", 5)
+    assert view(flags={"condition": "image"}) == ("linear", 5)
+    assert view(flags={"model": "wavegan"}) == ("linear", 5)  # WaveGAN has no views: its runs record the paper's
+    assert view(flags={"d_view": "linear"}) == ("linear", 3)
+    assert view(flags={"d_kernel": 5}) == ("both", 5)
+    assert view(data="../fsdd", flags={"d_view": "mel", "d_kernel": 3}) == ("mel", 3)
     old = tomllib.loads((Path(__file__).parent / "fixtures" / "runs-f4f44c4" / "audio" / "config.toml").read_text())
-    assert "d_view" not in old["audio"] and from_saved(old, audio, "config.toml").options.d_view == "linear"
+    assert "d_view" not in old["audio"] and "d_kernel" not in old["audio"]
+    saved = from_saved(old, audio, "config.toml").options
+    assert (saved.d_view, saved.d_kernel) == ("linear", 5)
 
 
 def test_the_automatic_view_is_both_at_16_khz_and_linear_at_8_khz_and_a_run_records_it(tmp_path, use_shared_cache):

@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -354,6 +356,22 @@ def test_spoken_digit_corpus_is_cached_and_varied(shared_cache):
     x2, *_ = audata.espeak_digits(shared_cache, 32768)
     assert cache.stat().st_mtime_ns == mtime  # read from the cache, not synthesised again
     assert x2.shape == (len(x), 1, 32768) and torch.equal(x2[:, :, :16384], x)
+
+
+def test_spoken_digit_corpus_is_the_same_clip_for_clip_in_every_synthesis():
+    # eSpeak seeds its noise from the clock and carries state from word to word: unseeded, or rendered after other
+    # words, the same recipe gave another corpus (and so another refnet) on every machine
+    clips, labels = audata.synthesise_digits(clips_per_digit=3)
+    again, labels_again = audata.synthesise_digits(clips_per_digit=3)
+    assert labels == labels_again == list(range(10)) * 3
+    assert all(np.array_equal(a, b) for a, b in zip(clips, again, strict=True))
+    assert len({len(c) for c in clips}) > 20  # still thirty different utterances, not one clip repeated
+
+
+def test_spoken_digit_synthesis_that_fails_is_one_error_line(monkeypatch):
+    monkeypatch.setattr(sys, "executable", shutil.which("false"))
+    with pytest.raises(GenkitError, match=r"eSpeak NG could not synthesise the spoken digits \(exit status 1\)"):
+        audata.synthesise_digits(clips_per_digit=1)
 
 
 # -- the command line ----------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga"}
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
 # eSpeak NG corpus recipe. Changing anything here changes the corpus: bump CORPUS_VERSION.
-CORPUS_VERSION = 1
+CORPUS_VERSION = 2  # 2: eSpeak's noise seeded for each clip, the same corpus on every machine (1 varied by process)
 CLIPS_PER_DIGIT = 200  # 2,000 clips: about 0.6 h of SC09's 18,620 but plenty for a CPU run
 ACCENTS = ["en", "en-us", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc", "en-gb-x-gbclan",
            "en-gb-x-gbcwmd"]
@@ -55,12 +55,18 @@ class _ESpeak:
 
     _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
 
-    def __init__(self) -> None:
+    @staticmethod
+    def check_installed() -> None:
         try:
-            import espeakng_loader
+            import espeakng_loader  # noqa: F401
         except ImportError:
             raise GenkitError("the default audio data needs the espeakng-loader package "
                               "(pip install espeakng-loader), or pass --data FOLDER") from None
+
+    def __init__(self) -> None:
+        self.check_installed()
+        import espeakng_loader
+
         lib = ctypes.CDLL(espeakng_loader.get_library_path())
         lib.espeak_Initialize.restype = ctypes.c_int
         lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
@@ -73,6 +79,11 @@ class _ESpeak:
             raise GenkitError("eSpeak NG failed to initialise (espeakng-loader's library or voice data is broken)")
         self.rate = rate
         self.lib = lib
+        # eSpeak's noise (breath, frication) comes from its own generator, which it seeds from the clock: unseeded,
+        # the same words render differently in every process. say() seeds it before every word.
+        self._seed = getattr(lib, "espeak_ng_SetRandSeed", None)  # eSpeak NG 1.52+
+        if self._seed is not None:
+            self._seed.argtypes, self._seed.restype = [ctypes.c_long], None
         self._chunks: list[np.ndarray] = []
         self._cb = self._CALLBACK(self._collect)  # keep a reference: eSpeak holds the pointer
         lib.espeak_SetSynthCallback(self._cb)
@@ -82,18 +93,19 @@ class _ESpeak:
             self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
         return 0
 
-    def say(self, word: str, voice: str, rate: int, pitch: int, pitch_range: int) -> np.ndarray:
+    def say(self, word: str, voice: str, rate: int, pitch: int, pitch_range: int, seed: int = 1) -> np.ndarray:
+        """``word`` as int16 samples at ``self.rate``. eSpeak also carries state from word to word (its pitch
+        flutter's phase...): the same words in the same order from a fresh start render the same samples."""
         if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
             raise GenkitError(f"eSpeak NG has no voice {voice!r}")
         for param, value in ((1, rate), (3, pitch), (4, pitch_range)):  # espeakRATE, espeakPITCH, espeakRANGE
             self.lib.espeak_SetParameter(param, value, 0)
+        if self._seed is not None:
+            self._seed(seed)
         self._chunks = []
         text = word.encode()
         self.lib.espeak_Synth(text, len(text) + 1, 0, 1, 0, 0, None, None)  # 1 = POS_CHARACTER
         return np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
-
-
-_espeak: _ESpeak | None = None
 
 
 def _trim_silence(x: np.ndarray, threshold: float = 0.02) -> np.ndarray:
@@ -113,24 +125,50 @@ def fft_resample(x: np.ndarray, rate: int, new_rate: int) -> np.ndarray:
 
 def synthesise_digits(clips_per_digit: int = CLIPS_PER_DIGIT, seed: int = 0,
                       rate: int = SAMPLE_RATE) -> tuple[list[np.ndarray], list[int]]:
-    """Render ``clips_per_digit`` varied utterances of each digit; float32 clips at ``rate``, peak 0.5-0.95."""
-    global _espeak
-    if _espeak is None:
-        _espeak = _ESpeak()
+    """Render ``clips_per_digit`` varied utterances of each digit; float32 clips at ``rate``, peak 0.5-0.95.
+
+    In a fresh Python process, so that eSpeak starts from its initial state (it carries some from word to word)
+    and the corpus is the same whatever this process said before: on every machine, in every call. A plain child
+    process (not multiprocessing's spawn, which would import the caller's main script again)."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    _ESpeak.check_installed()
+    with tempfile.TemporaryDirectory(prefix="genkit-espeak-") as tmp:
+        out = Path(tmp) / "clips.npz"
+        code = (f"from {__name__} import _synthesise_here; _synthesise_here("
+                f"{int(clips_per_digit)}, {int(seed)}, {int(rate)}, {str(out)!r})")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        if done.returncode != 0 or not out.is_file():
+            last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+            raise GenkitError(f"eSpeak NG could not synthesise the spoken digits ({last.split('Error: ')[-1]}); "
+                              "reinstall espeakng-loader, or pass --data FOLDER")
+        with np.load(out) as npz:
+            flat, ends, labels = npz["audio"], npz["ends"], npz["labels"]
+    return np.split(flat, ends[:-1]), labels.tolist()
+
+
+def _synthesise_here(clips_per_digit: int, seed: int, rate: int, out: str) -> None:
+    """synthesise_digits in this process, written to ``out`` (npz: the clips end to end, their ends, labels)."""
+    espeak = _ESpeak()
     rs = np.random.RandomState(seed)
     clips, labels = [], []
-    for _ in range(clips_per_digit):
+    for i in range(clips_per_digit):
         for label, word in enumerate(DIGITS):
             voice = f"{ACCENTS[rs.randint(len(ACCENTS))]}+{VARIANTS[rs.randint(len(VARIANTS))]}"
-            raw = _espeak.say(word, voice, rate=int(rs.randint(110, 231)), pitch=int(rs.randint(15, 86)),
-                              pitch_range=int(rs.randint(20, 91)))
-            x = _trim_silence(fft_resample(raw.astype(np.float32) / 32768.0, _espeak.rate, rate))
+            raw = espeak.say(word, voice, rate=int(rs.randint(110, 231)), pitch=int(rs.randint(15, 86)),
+                             pitch_range=int(rs.randint(20, 91)), seed=1 + 10 * i + label + 100_003 * seed)
+            x = _trim_silence(fft_resample(raw.astype(np.float32) / 32768.0, espeak.rate, rate))
             if len(x) == 0:
                 continue
             x = x / np.abs(x).max() * rs.uniform(0.5, 0.95)
             clips.append(x.astype(np.float32))
             labels.append(label)
-    return clips, labels
+    with open(out, "wb") as f:
+        np.savez(f, audio=np.concatenate(clips), ends=np.cumsum([len(c) for c in clips]), labels=np.array(labels))
 
 
 def espeak_digits(cache_dir: Path, length: int,

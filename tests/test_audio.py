@@ -573,8 +573,8 @@ def test_refnet_scores_real_clips_far_better_than_noise(tmp_path):
 
 
 def test_refnet_trains_the_same_classifier_whatever_the_callers_threads(tmp_path):
-    """refnet trains on one CPU thread, so a run at --threads 1 and one at 2 are scored by the same classifier
-    (thread counts change the order of floating-point sums); the caller's setting is restored."""
+    """refnet trains on two CPU threads whatever the caller's setting, so a run at --threads 1 and one at 2 are
+    scored by the same classifier (thread counts change the order of floating-point sums); the setting is restored."""
     from genkit_audio import metrics
 
     x, y, names, source, _ = audata.load_folder(_tone_folder(tmp_path / "tones"), 16384, 16000)

@@ -79,8 +79,8 @@ class _ESpeak:
             raise GenkitError("eSpeak NG failed to initialise (espeakng-loader's library or voice data is broken)")
         self.rate = rate
         self.lib = lib
-        # eSpeak's noise (breath, frication) comes from its own generator, which it seeds from the clock: unseeded,
-        # the same words render differently in every process. say() seeds it before every word.
+        # eSpeak's noise (breath, frication) comes from its own generator, which starts from a different state in every
+        # process: unseeded, the same words render differently on every machine. say() seeds it before every word.
         self._seed = getattr(lib, "espeak_ng_SetRandSeed", None)  # eSpeak NG 1.52+
         if self._seed is not None:
             self._seed.argtypes, self._seed.restype = [ctypes.c_long], None

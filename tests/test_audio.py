@@ -359,8 +359,8 @@ def test_spoken_digit_corpus_is_cached_and_varied(shared_cache):
 
 
 def test_spoken_digit_corpus_is_the_same_clip_for_clip_in_every_synthesis():
-    # eSpeak's noise starts from another state in every process, and eSpeak carries state from word to word: unseeded, or rendered after other
-    # words, the same recipe gave another corpus (and so another refnet) on every machine
+    # eSpeak's noise starts from another state in every process, and eSpeak carries state from word to word:
+    # unseeded, or rendered after other words, the same recipe gave another corpus (and refnet) on every machine
     clips, labels = audata.synthesise_digits(clips_per_digit=3)
     again, labels_again = audata.synthesise_digits(clips_per_digit=3)
     assert labels == labels_again == list(range(10)) * 3

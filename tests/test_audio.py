@@ -1173,6 +1173,7 @@ def test_d_kernel_gives_the_discriminator_its_kernel_with_the_same_alignment_and
             rows = conv(impulse)[0, 0].sum(dim=1).nonzero().flatten().tolist()
             assert rows == [i for i in range(4) if 2 * i <= p <= 2 * i + 2], (p, rows)
 
+
 def test_a_folder_gets_the_automatic_view_the_built_in_digits_both_views_at_3x3_and_papers_and_older_runs_linear():
     """--d-view auto for a folder of recordings (--preset quick too), with the paper's 5 x 5 kernels; the built-in
     digits both views with 3 x 3 kernels (the two views at 5 x 5 took 11 minutes; docs/audio.md); the papers'

@@ -22,6 +22,10 @@ from __future__ import annotations
 
 import ctypes
 import math
+import os
+import subprocess
+import sys
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -130,11 +134,6 @@ def synthesise_digits(clips_per_digit: int = CLIPS_PER_DIGIT, seed: int = 0,
     In a fresh Python process, so that eSpeak starts from its initial state (it carries some from word to word)
     and the corpus is the same whatever this process said before: on every machine, in every call. A plain child
     process (not multiprocessing's spawn, which would import the caller's main script again)."""
-    import os
-    import subprocess
-    import sys
-    import tempfile
-
     _ESpeak.check_installed()
     with tempfile.TemporaryDirectory(prefix="genkit-espeak-") as tmp:
         out = Path(tmp) / "clips.npz"

@@ -9,7 +9,7 @@ from __future__ import annotations
 __version__ = "0.3.0"
 
 from .api import train
-from .domain import Data, Domain, NoOptions, Option, Phase, PhaseControl, StepContext
+from .domain import Data, Domain, NoOptions, Option, Phase, PhaseControl, StepContext, labels_are_classes
 from .errors import GenkitError, warn
 from .hookspecs import hookimpl
 from .losses import Loss
@@ -31,4 +31,4 @@ def __getattr__(name: str):
 
 
 __all__ = ["__version__", "Data", "Domain", "GenkitError", "Loss", "NoOptions", "Option", "Phase", "PhaseControl",
-           "Run", "StepContext", "hookimpl", "option", "progress_bar", "train", "warn"]
+           "Run", "StepContext", "hookimpl", "labels_are_classes", "option", "progress_bar", "train", "warn"]

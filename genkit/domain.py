@@ -331,6 +331,29 @@ class Domain:
         return {s.name: s.default for s in settings(self.Options)}
 
 
+def labels_are_classes(labels: Sequence[int], names: Sequence[str], source: str = "") -> bool:
+    """Whether the labels a loader read from the data's names (sub-folders, ``label_`` file-name prefixes) look
+    like classes: at least two, and at most half of them given to a single example. Names that are one a file
+    (a recorder's take numbers, Freesound's ``12345__user__title.wav``, time stamps) are identifiers, not
+    classes: a class-conditional model of them would learn one class an example. For such names a warning
+    naming ``source`` says that the data is treated as unlabelled, and False is returned; a domain keeps them
+    when the user asks for ``--conditional``."""
+    counts: dict[int, int] = {}
+    for label in labels:
+        counts[int(label)] = counts.get(int(label), 0) + 1
+    if len(names) < 2:
+        return False
+    single = sum(1 for n in counts.values() if n == 1)
+    if single * 2 > len(names):
+        from .errors import warn
+
+        warn(f"{source or 'the data'}: {single} of its {len(names)} names from sub-folders or file-name prefixes "
+             "hold one example each: identifiers, not classes, so the data is treated as unlabelled "
+             "(--conditional to use them as classes; put each class in its own sub-folder to label it)")
+        return False
+    return True
+
+
 def _jsonable(value: Any) -> bool:
     try:
         json.dumps(value)

@@ -343,6 +343,31 @@ def test_load_folder_label_prefix_and_errors(tmp_path, monkeypatch):
         dom.load_data(str(plain), dom.Options(conditional=True), cache_dir=tmp_path)
 
 
+def test_a_folder_whose_file_name_prefixes_are_identifiers_is_unlabelled_unless_asked(tmp_path, capsys):
+    """Freesound's ``12345__user__title.wav``, a recorder's take numbers: one name a file are not classes."""
+    root = tmp_path / "takes"
+    tone = (0.2 * np.sin(np.arange(3000) / 5)).astype(np.float32)
+    for i in range(6):
+        _write(root / f"{1000 + i}__someone__door.wav", tone, 8000)
+    dom = AudioDomain()
+    data = dom.load_data(str(root), dom.Options(), cache_dir=tmp_path)
+    assert not data.conditional and data.num_classes == 0 and data.class_names == []
+    assert not data.extra["labelled"]  # so no refnet is trained on six one-clip "classes"
+    assert data.source == f"{root} (6 clips at 8000 Hz, unlabelled: identifiers in file-name prefixes)"
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{root}: 6 of its 6 names" in err and "treated as unlabelled" in err
+    asked = dom.load_data(str(root), dom.Options(conditional=True), cache_dir=tmp_path)  # the user's call
+    assert asked.conditional and asked.num_classes == 6
+    for i in range(9):  # words in sub-folders: classes, though one of the three has a single take
+        _write(root / ("yes" if i < 5 else "no") / f"{i}.wav", tone, 8000)
+    for p in root.glob("*.wav"):
+        p.unlink()
+    _write(root / "maybe" / "0.wav", tone, 8000)
+    labelled = dom.load_data(str(root), dom.Options(), cache_dir=tmp_path)
+    assert labelled.conditional and labelled.class_names == ["maybe", "no", "yes"]
+    assert "treated as unlabelled" not in capsys.readouterr().err
+
+
 def test_spoken_digit_corpus_is_cached_and_varied(shared_cache):
     x, y, names, source = audata.espeak_digits(shared_cache, 16384)
     assert names == audata.DIGITS and len(x) == 10 * audata.CLIPS_PER_DIGIT

@@ -93,6 +93,18 @@ def test_folder_with_labels_and_a_broken_file(cache, tmp_path, capsys):
     assert f"{root}: no readable image in sub-folder(s) birds; left out of the classes" in capsys.readouterr().err
 
 
+def test_folder_of_one_image_a_sub_folder_is_unlabelled_unless_asked(cache, tmp_path, capsys):
+    root = tmp_path / "album"
+    for i in range(4):  # a camera's dated folders, one picture each: identifiers, not classes
+        write_png(root / f"2024-05-0{i + 1}" / "img.png")
+    data = domain().load_data(str(root), opts(size=32), cache_dir=cache)
+    assert not data.conditional and data.class_names == [] and data.extra["labels"] is None
+    assert data.source == f"{root} (4 images, unlabelled: identifiers in sub-folders)"
+    assert f"genkit: warning: {root}: 4 of its 4 names" in capsys.readouterr().err
+    asked = domain().load_data(str(root), opts(size=32, conditional=True), cache_dir=cache)
+    assert asked.conditional and asked.num_classes == 4
+
+
 def test_folder_grayscale_conversion_and_default_size(cache, tmp_path):
     root = tmp_path / "flat"
     write_png(root / "a.png", size=(100, 80))

@@ -126,6 +126,15 @@ def test_step_context_in_evaluate_holds_the_sampling_generator(ema, ring, cache,
     assert (seen["eval"] is seen["step"]) == (ema == 0.0) and seen["training"] is False
 
 
+def test_labels_are_classes_unless_most_names_hold_one_example(capsys):
+    assert genkit.labels_are_classes([0, 0, 1, 1, 2], ["a", "b", "c"], "digits")  # one class of one example: fine
+    assert "warning" not in capsys.readouterr().err
+    assert not genkit.labels_are_classes([0, 0, 0], ["a"], "one")  # a single class: nothing to condition on
+    assert not genkit.labels_are_classes([0, 1, 2, 3, 3], ["a", "b", "c", "d"], "ids")  # three of four single
+    err = capsys.readouterr().err
+    assert err.startswith("genkit: warning: ids: 3 of its 4 names") and err.count("\n") == 1
+
+
 def test_warn_is_one_line_on_stderr(capsys):
     genkit.warn("file x.wav is empty; skipped")
     out = capsys.readouterr()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from genkit import Data, Domain, GenkitError, hookimpl, option
+from genkit import Data, Domain, GenkitError, hookimpl, labels_are_classes, option
 
 
 @dataclass(frozen=True)
@@ -218,6 +218,10 @@ class AudioDomain(Domain):
                                                            {"model": options.model}, auto_rate_cap(options.model))
             length = x.shape[-1]
         labelled = y is not None and len(names) >= 2
+        from_names = spec != "espeak-digits"  # a folder: labels read from sub-folder or file names
+        if from_names and labelled and not options.conditional and not labels_are_classes(y.tolist(), names, str(spec)):
+            y, names, labelled = None, [], False  # identifiers, not classes (the warning says so)
+            source = source.replace(", labels from", ", unlabelled: identifiers in")
         conditional = labelled if options.conditional is None else options.conditional
         if conditional and not labelled:
             raise GenkitError(f"--data {spec}: --conditional needs class labels (sub-folders or label_ file-name prefixes)")

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from genkit import Data, Domain, GenkitError, hookimpl, option
+from genkit import Data, Domain, GenkitError, hookimpl, labels_are_classes, option
 
 NATIVE_SIZE = {"mnist5k": 28, "mnist": 28, "fashion-mnist": 28, "cifar10": 32}
 POLICIES = ("color", "translation", "cutout")  # DiffAugment's (augment.py)
@@ -122,6 +123,10 @@ class ImageDomain(Domain):
         if len(x) == 0:
             raise GenkitError(f"--data {spec}: no images")
         labelled = y is not None and len(names) >= 2
+        from_names = Path(spec).expanduser().is_dir()  # labels read from sub-folder names, not given with the data
+        if from_names and labelled and not options.conditional and not labels_are_classes(y.tolist(), names, str(spec)):
+            y, names, labelled = None, [], False  # identifiers, not classes (the warning says so)
+            source = re.sub(r", \d+ classes from", ", unlabelled: identifiers in", source)
         conditional = labelled if options.conditional is None else options.conditional
         if conditional and not labelled:
             raise GenkitError(f"--data {spec}: --conditional needs class labels (sub-folders, or labels in the .npz)")

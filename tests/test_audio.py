@@ -864,6 +864,9 @@ def test_the_cpu_recipe_regularises_for_small_data_and_the_papers_presets_do_not
     audio = reg.domains["audio"]
     cfg = resolve(audio, reg.losses, data="../fsdd")
     assert (cfg.options.augment, cfg.options.aux_class, cfg.train.lecam) == ("translation,timemask,freqmask", 1.0, 0.3)
+    for data in ("espeak-digits", None):  # the built-in digits without the time mask (docs/audio.md)
+        assert resolve(audio, reg.losses, data=data).options.augment == "translation,freqmask"
+    assert resolve(audio, reg.losses, data="espeak-digits", flags={"augment": "timemask"}).options.augment == "timemask"
     for data in ("../fsdd", "espeak-digits", None):  # the matching-aware D and EMA samples on both spoken-digit sets
         cfg = resolve(audio, reg.losses, data=data)
         assert (cfg.train.mismatch, cfg.train.ema) == (0.5, 0.995)

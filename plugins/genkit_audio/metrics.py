@@ -75,7 +75,7 @@ def reference_classifier(x: torch.Tensor, y: torch.Tensor, num_classes: int, sou
     threads): on its held-out tenth, accuracy 0.995 against 0.955-0.97 on the eSpeak digits and 0.953 against
     0.907-0.933 on three FSDD speakers; real clips classified with confidence > 0.9 rose from 0.86 and 0.59 to
     0.97 and 0.87 (docs/audio.md). Version 3 is version 2 on two threads: 0.6 x the time (eSpeak 108 -> 62 s,
-    FSDD 91 -> 51 s), accuracy 0.990 and 0.960 against 0.990 and 0.947. Files of earlier versions are not read.
+    FSDD 91 -> 51 s), accuracy 0.990 and 0.953 against 0.990 and 0.947. Files of earlier versions are not read.
     """
     tag = "v3" if sample_rate == SAMPLE_RATE else f"v3-{sample_rate}Hz"  # the mel transform follows the rate
     return refnet.reference_classifier(x, y, lambda: RefNet(num_classes, sample_rate), _float, source, cache_dir,

@@ -333,8 +333,8 @@ class Domain:
 
 def labels_are_classes(labels: Sequence[int], names: Sequence[str], source: str = "") -> bool:
     """Whether the labels a loader read from the data's names (sub-folders, ``label_`` file-name prefixes) look
-    like classes: at least two, and at most half of them given to a single example. Names that are one a file
-    (a recorder's take numbers, Freesound's ``12345__user__title.wav``, time stamps) are identifiers, not
+    like classes: at least two, and at most half of them given to a single example. Names that each go with one
+    file (a recorder's take numbers, Freesound's ``12345__user__title.wav``, time stamps) are identifiers, not
     classes: a class-conditional model of them would learn one class an example. For such names a warning
     naming ``source`` says that the data is treated as unlabelled, and False is returned; a domain keeps them
     when the user asks for ``--conditional``."""

@@ -21,6 +21,7 @@ import torch inside.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -338,12 +339,9 @@ def labels_are_classes(labels: Sequence[int], names: Sequence[str], source: str 
     classes: a class-conditional model of them would learn one class an example. For such names a warning
     naming ``source`` says that the data is treated as unlabelled, and False is returned; a domain keeps them
     when the user asks for ``--conditional``."""
-    counts: dict[int, int] = {}
-    for label in labels:
-        counts[int(label)] = counts.get(int(label), 0) + 1
     if len(names) < 2:
         return False
-    single = sum(1 for n in counts.values() if n == 1)
+    single = sum(1 for n in Counter(int(label) for label in labels).values() if n == 1)
     if single * 2 > len(names):
         from .errors import warn
 

@@ -218,7 +218,7 @@ class AudioDomain(Domain):
                                                            {"model": options.model}, auto_rate_cap(options.model))
             length = x.shape[-1]
         labelled = y is not None and len(names) >= 2
-        from_names = spec != "espeak-digits"  # a folder: labels read from sub-folder or file names
+        from_names = spec not in self.data_names  # a folder: labels read from sub-folder or file names
         if from_names and labelled and not options.conditional and not labels_are_classes(y.tolist(), names, str(spec)):
             y, names, labelled = None, [], False  # identifiers, not classes (the warning says so)
             source = source.replace(", labels from", ", unlabelled: identifiers in")

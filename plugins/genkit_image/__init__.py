@@ -100,6 +100,7 @@ class ImageDomain(Domain):
         from . import data as imdata
 
         size, channels = options.size, options.channels
+        from_names = False  # labels read from sub-folder names, not given with the data
         if spec == "mnist5k":
             x, y, names, source = imdata.mnist5k()
         elif spec in imdata.TORCHVISION:
@@ -111,6 +112,7 @@ class ImageDomain(Domain):
                                   f"{', '.join(imdata.TORCHVISION)})")
             if path.is_dir():
                 x, y, names, source = imdata.load_folder(path, size or 64, channels or 3)
+                from_names = True
             elif path.suffix.lower() == ".npz":
                 x, y, names, source = imdata.load_npz(path)
             else:
@@ -123,7 +125,6 @@ class ImageDomain(Domain):
         if len(x) == 0:
             raise GenkitError(f"--data {spec}: no images")
         labelled = y is not None and len(names) >= 2
-        from_names = Path(spec).expanduser().is_dir()  # labels read from sub-folder names, not given with the data
         if from_names and labelled and not options.conditional and not labels_are_classes(y.tolist(), names, str(spec)):
             y, names, labelled = None, [], False  # identifiers, not classes (the warning says so)
             source = re.sub(r", \d+ classes from", ", unlabelled: identifiers in", source)

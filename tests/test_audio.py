@@ -368,6 +368,45 @@ def test_a_folder_whose_file_name_prefixes_are_identifiers_is_unlabelled_unless_
     assert "treated as unlabelled" not in capsys.readouterr().err
 
 
+def test_labels_from_the_file_name_where_each_folder_holds_one_speaker_and_from_the_folder_where_it_is_the_word(
+        tmp_path, capsys):
+    """AudioMNIST's ``01/7_01_32.wav`` (a folder of each speaker's digits) is labelled by the digit at the start of
+    the name, Speech Commands' ``seven/0a7c2a8d_nohash_0.wav`` by the folder; --labels decides over both, a file the
+    asked scheme cannot label is one error line naming it, the run records the scheme, and a run saved before the
+    option keeps the sub-folder labels it trained with."""
+    tone = (0.2 * np.sin(np.arange(3000) / 5)).astype(np.float32)
+    speakers = tmp_path / "by-speaker"
+    for spk in ("01", "02", "03"):
+        for digit in range(4):
+            for take in range(2):
+                _write(speakers / spk / f"{digit}_{spk}_{take}.wav", tone, 8000)
+    dom = AudioDomain()
+    data = dom.load_data(str(speakers), dom.Options(), cache_dir=tmp_path)
+    assert data.class_names == ["0", "1", "2", "3"] and data.conditional
+    assert torch.bincount(data.train.tensors[1]).tolist() == [6, 6, 6, 6]
+    assert "labels from file-name prefixes" in data.source
+    assert dom.resolve_options(dom.Options(), data).labels == "prefix"
+    by_folder = dom.load_data(str(speakers), dom.Options(labels="folder"), cache_dir=tmp_path)
+    assert by_folder.class_names == ["01", "02", "03"]
+    assert dom.resolve_options(dom.Options(labels="folder"), by_folder).labels == "folder"
+    assert dom.load_data(str(speakers), dom.Options(labels="none"), cache_dir=tmp_path).class_names == []
+    saved = dom.upgrade_options({"model": "specgan"}, {"source": f"{speakers} (24 clips at 8000 Hz, labels from sub-folders)"})
+    assert saved["labels"] == "folder"
+    assert dom.upgrade_options({"model": "specgan"}, {"source": "spoken digits"}).get("labels") is None
+    words = tmp_path / "by-word"
+    for word in ("seven", "yes"):
+        for who in ("0a7c2a8d", "1b2c3d4e"):
+            _write(words / word / f"{who}_nohash_0.wav", tone, 8000)
+    assert dom.load_data(str(words), dom.Options(), cache_dir=tmp_path).class_names == ["seven", "yes"]
+    _write(words / "yes" / "plain.wav", tone, 8000)
+    with pytest.raises(GenkitError) as err:
+        dom.load_data(str(words), dom.Options(labels="prefix"), cache_dir=tmp_path)
+    assert str(err.value) == f"{words / 'yes' / 'plain.wav'}: --labels prefix, but the file has no label_ prefix in its name"
+    with pytest.raises(GenkitError, match="built-in digits are labelled"):
+        dom.load_data("espeak-digits", dom.Options(labels="folder"), cache_dir=tmp_path)
+    assert "Traceback" not in capsys.readouterr().err
+
+
 def test_spoken_digit_corpus_is_cached_and_varied(shared_cache):
     x, y, names, source = audata.espeak_digits(shared_cache, 16384)
     assert names == audata.DIGITS and len(x) == 10 * audata.CLIPS_PER_DIGIT

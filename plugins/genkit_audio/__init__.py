@@ -56,6 +56,13 @@ class AudioOptions:
              "kHz, where the first kHz already has 32 rows")
     d_kernel: Literal[3, 5] = option(5, "SpecGAN: the discriminator's square convolution kernel (paper: 5); 3 takes "
                                         "about half the time, which pays for a second view (--d-view both).")
+    labels: Literal["folder", "prefix", "none"] | None = option(
+        None, "Where a folder's class labels are read: its first-level sub-folders' names (folder), the label_ start "
+              "of each file name (prefix, the Free Spoken Digit Dataset's 7_jackson_32.wav) or nowhere (none). A "
+              "scheme asked for is used as it is; a file it cannot label is an error.",
+        auto="sub-folders when every file is in one, else prefixes when every name has one; with both, prefixes when "
+             "each file's folder is a later field of its name (AudioMNIST's 01/7_01_32.wav: a folder per speaker), "
+             "else sub-folders; names that are identifiers rather than classes are left unlabelled, with a warning")
     lead: float | None = option(None, "Silence put before every clip in the model's view of the data and cut off "
                                       "every clip it generates, as a fraction of the clip (0.2: about 0.2 s of a "
                                       "one-second clip), so that a word that starts its recording is not drawn at "
@@ -206,21 +213,26 @@ class AudioDomain(Domain):
         if spec == "espeak-digits":
             rate = rate or audata.SAMPLE_RATE
             length = length or default_length(options.model, rate)
+            if options.labels is not None:
+                raise GenkitError(f"--labels {options.labels}: for a folder's file names; the built-in digits are "
+                                  "labelled", exit_code=2)
             x, y, names, source = audata.espeak_digits(cache_dir, length, rate)
+            scheme = None
         else:
             path = Path(spec).expanduser()
             if not path.exists():
                 raise GenkitError(f"--data {spec}: no such folder (built-in: {', '.join(self.data_names)})")
             if not path.is_dir():
                 raise GenkitError(f"--data {spec}: expected a folder of WAV/FLAC/OGG files")
-            x, y, names, source, rate = audata.load_folder(path, length, rate,
-                                                           lambda r: default_length(options.model, r),
-                                                           {"model": options.model}, auto_rate_cap(options.model))
+            scheme = audata.label_scheme(path, audata.audio_files(path), options.labels)
+            x, y, names, source, rate = audata.load_folder(path, length, rate, lambda r: default_length(options.model, r),
+                                                           {"model": options.model}, auto_rate_cap(options.model),
+                                                           labels=scheme)
             length = x.shape[-1]
         labelled = y is not None and len(names) >= 2
-        from_names = spec not in self.data_names  # a folder: labels read from sub-folder or file names
-        if from_names and labelled and not options.conditional and not labels_are_classes(y.tolist(), names, str(spec)):
-            y, names, labelled = None, [], False  # identifiers, not classes (the warning says so)
+        guessed = spec not in self.data_names and options.labels is None  # a folder's labels, read by --labels auto
+        if guessed and labelled and not options.conditional and not labels_are_classes(y.tolist(), names, str(spec)):
+            y, names, labelled, scheme = None, [], False, "none"  # identifiers, not classes (the warning says so)
             source = source.replace(", labels from", ", unlabelled: identifiers in")
         conditional = labelled if options.conditional is None else options.conditional
         if conditional and not labelled:
@@ -228,7 +240,7 @@ class AudioDomain(Domain):
         labels = y if y is not None else torch.zeros(len(x), dtype=torch.int64)
         data = Data(train=TensorDataset(x, labels), conditional=conditional,
                     num_classes=len(names) if conditional else 0, class_names=names, source=source,
-                    extra={"labelled": labelled, "sample_rate": rate, "length": length})
+                    extra={"labelled": labelled, "sample_rate": rate, "length": length, "labels": scheme})
         return _with_transform(data, x, options.model, options.lead)
 
     def load_examples(self, values, labels, class_names, options: AudioOptions, *, cache_dir: Path) -> Data:
@@ -311,12 +323,24 @@ class AudioDomain(Domain):
         return recipe
 
     def resolve_options(self, options: AudioOptions, data: Data) -> AudioOptions:
-        """``sample_rate``, ``length``, ``conditional``, ``lead`` and ``d_view`` as loaded (config.toml records 8000,
-        8192, true, 0.2 and "linear" for the Free Spoken Digit Dataset)."""
+        """``sample_rate``, ``length``, ``conditional``, ``lead``, ``d_view`` and a folder's ``labels`` as loaded
+        (config.toml records 8000, 8192, true, 0.2, "linear" and "prefix" for the Free Spoken Digit Dataset)."""
         rate = data.extra["sample_rate"]
         view = options.d_view or ("both" if options.model == "specgan" and rate >= 16000 else "linear")
         return dataclasses.replace(options, sample_rate=rate, length=data.extra["length"],
-                                   conditional=data.conditional, lead=data.extra["lead"], d_view=view)
+                                   conditional=data.conditional, lead=data.extra["lead"], d_view=view,
+                                   labels=data.extra.get("labels"))
+
+    def upgrade_options(self, saved, data_meta):
+        """``legacy_defaults``, and a folder's ``labels`` as the run's data.json says they were read: before
+        ``--labels``, sub-folders won wherever every file was in one (AudioMNIST's speaker folders too)."""
+        upgraded = super().upgrade_options(saved, data_meta)
+        if "labels" not in saved:
+            source = str(data_meta.get("source", ""))
+            for scheme, said in (("folder", ", labels from sub-folders"), ("prefix", ", labels from file-name prefixes")):
+                if said in source:
+                    upgraded["labels"] = scheme
+        return upgraded
 
     # -- models -------------------------------------------------------------------------------------
     def build_models(self, options, data):

@@ -15,7 +15,9 @@ batch by batch.
   I/O), mixed to mono, resampled with torchaudio to the asked rate (by default the rate most of the files
   have), trimmed or zero-padded to ``length``. Class
   labels come from first-level sub-folder names, else from a ``label_`` file-name prefix (the Free
-  Spoken Digit Dataset's ``7_jackson_32.wav``). Bad files are skipped with a warning naming each one.
+  Spoken Digit Dataset's ``7_jackson_32.wav``); where both are there and each file's folder is one of its
+  name's later fields (AudioMNIST's ``01/7_01_32.wav``: a folder per speaker), from the prefix (``label_scheme``;
+  ``--labels`` decides instead). Bad files are skipped with a warning naming each one.
 """
 
 from __future__ import annotations
@@ -206,6 +208,33 @@ def _label_of(path: Path, root: Path, scheme: str) -> str:
     return path.name.split("_", 1)[0]
 
 
+def label_scheme(root: Path, files: list[Path], asked: str | None = None) -> str:
+    """Where the labels of a folder's ``files`` are read: "folder" (first-level sub-folder names), "prefix" (the
+    ``label_`` start of each file name) or "none". ``asked`` (``--labels``) decides when given; a file it cannot
+    label is a one-line error naming it. Auto: sub-folders when every file is in one, else prefixes when every
+    name has one; where both are there, prefixes when every file's folder is one of its name's later fields
+    (AudioMNIST's ``01/7_01_32.wav``, a folder of each speaker's recordings of every digit: the folder repeats
+    what the name says), sub-folders otherwise (Speech Commands' ``seven/0a7c2a8d_nohash_0.wav``)."""
+    rel = [p.relative_to(root) for p in files]
+    nested = [len(r.parts) > 1 for r in rel]
+    prefixed = ["_" in r.name and bool(r.name.split("_", 1)[0]) for r in rel]
+    if asked == "none":
+        return "none"
+    if asked in ("folder", "prefix"):
+        ok = nested if asked == "folder" else prefixed
+        if not all(ok):
+            bad = rel[ok.index(False)]
+            what = "is not in a sub-folder" if asked == "folder" else "has no label_ prefix in its name"
+            raise GenkitError(f"{root / bad}: --labels {asked}, but the file {what}", exit_code=2)
+        return asked
+    if all(nested) and all(prefixed):
+        repeats = all(r.parts[0] in Path(r.name).stem.split("_")[1:] for r in rel)
+        return "prefix" if repeats else "folder"
+    if all(nested):
+        return "folder"
+    return "prefix" if all(prefixed) else "none"
+
+
 def fit_length(x: torch.Tensor, length: int) -> torch.Tensor:
     """Trim or zero-pad the last dimension to ``length`` samples (keeps the start)."""
     if x.shape[-1] >= length:
@@ -222,32 +251,36 @@ def read_audio(path: Path) -> tuple[torch.Tensor, int]:
 
 
 def load_folder(root: Path, length: int | None, rate: int | None, choose_length=None,
-                cache_params: dict | None = None,
-                max_rate: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None, list[str], str, int]:
-    """Every readable audio file under ``root`` as int16 (N, 1, length) at ``rate`` Hz, with labels if the names
-    carry them. ``rate=None``: the rate most files have (others are resampled to it), at most ``max_rate``;
-    ``length=None``: ``choose_length(rate)``. Returns (clips, labels or None, class names, a description, rate).
-    Decoded once: later runs read it from the decoded-data cache (genkit.datacache), keyed also by
-    ``cache_params`` (what ``choose_length`` depends on)."""
+                cache_params: dict | None = None, max_rate: int | None = None,
+                labels: str | None = None) -> tuple[torch.Tensor, torch.Tensor | None, list[str], str, int]:
+    """Every readable audio file under ``root`` as int16 (N, 1, length) at ``rate`` Hz, with labels where
+    ``label_scheme`` finds them (``labels``: ``--labels``, None = auto). ``rate=None``: the rate most files have
+    (others are resampled to it), at most ``max_rate``; ``length=None``: ``choose_length(rate)``. Returns (clips,
+    labels or None, class names, a description, rate). Decoded once: later runs read it from the decoded-data cache
+    (genkit.datacache), keyed also by ``cache_params`` (what ``choose_length`` depends on)."""
     from genkit.datacache import cached
 
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
-    if not files:
-        raise GenkitError(f"{root}: no audio files found (looked for {', '.join(sorted(AUDIO_EXTENSIONS))}, recursively)")
+    files = audio_files(root)
+    scheme = label_scheme(root, files, labels)
     x, y, classes, source, rate = cached("audio-folder", root, files,
-                                         {"length": length, "rate": rate, "max_rate": max_rate,
+                                         {"length": length, "rate": rate, "max_rate": max_rate, "labels": scheme,
                                           **(cache_params or {})},
-                                         lambda: _decode_folder(root, files, length, rate, choose_length, max_rate))
+                                         lambda: _decode_folder(root, files, length, rate, choose_length, max_rate,
+                                                                scheme))
     return x, y, list(classes), source, int(rate)
 
 
+def audio_files(root: Path) -> list[Path]:
+    """The audio files under ``root``, recursively and sorted; none is a one-line error."""
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+    if not files:
+        raise GenkitError(f"{root}: no audio files found (looked for {', '.join(sorted(AUDIO_EXTENSIONS))}, recursively)")
+    return files
+
+
 def _decode_folder(root: Path, files: list[Path], length: int | None, rate: int | None, choose_length,
-                   max_rate: int | None = None):
-    scheme = ""
-    if all(len(p.relative_to(root).parts) > 1 for p in files):
-        scheme = "folder"
-    elif all("_" in p.name and p.name.split("_", 1)[0] for p in files):
-        scheme = "prefix"
+                   max_rate: int | None = None, scheme: str = "none"):
+    scheme = "" if scheme == "none" else scheme
     read, names, bad = [], [], 0
     for p in files:
         try:

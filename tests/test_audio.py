@@ -1241,6 +1241,67 @@ def test_d_kernel_gives_the_discriminator_its_kernel_with_the_same_alignment_and
             assert rows == [i for i in range(4) if 2 * i <= p <= 2 * i + 2], (p, rows)
 
 
+def test_g_cond_film_starts_as_the_input_only_generator_and_gives_each_class_its_own_gains_and_biases():
+    """--g-cond film: the same initial weights and output as the label at the input only (the per-layer terms start
+    at zero and draw no random numbers); a class's gains and biases move that class's clips and no other's, and
+    learn only from that class's clips; no terms without a label; runs saved before the option are input-only."""
+    import tomllib
+
+    from genkit.config import from_saved
+    from genkit.plugins import registry
+    from genkit_audio.specgan import SpecGANConfig, SpecGANGenerator
+
+    base = SpecGANConfig(d=2, num_classes=4, upsample="nn", g_norm="batch")
+    film = dataclasses.replace(base, g_cond="film")
+    torch.manual_seed(0)
+    G0 = SpecGANGenerator(base).eval()
+    torch.manual_seed(0)
+    G1 = SpecGANGenerator(film).eval()
+    shared = G0.state_dict()
+    assert all(torch.equal(v, G1.state_dict()[k]) for k, v in shared.items())
+    assert [tuple(p.shape) for p in G1.film] == [(4, 2 * c) for c in (32, 16, 8, 4, 2)]
+    z, y = torch.rand(8, 100) * 2 - 1, torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
+    with torch.no_grad():
+        assert torch.equal(G0(z, y), G1(z, y))
+        before = G1(z, y)
+        G1.film[2][2].fill_(0.5)  # class 2's gains and biases in the third layer
+        after = G1(z, y)
+    moved = (after - before).abs().flatten(1).amax(dim=1)
+    assert (moved[y == 2] > 1e-3).all() and (moved[y != 2] == 0).all(), moved
+    G1.train()
+    G1(z[y == 1], y[y == 1]).square().mean().backward()
+    for p in G1.film:
+        rows = p.grad.abs().sum(dim=1)
+        assert rows[1] > 0 and (rows[[0, 2, 3]] == 0).all()
+    assert SpecGANGenerator(dataclasses.replace(film, num_classes=0)).film is None
+    old = tomllib.loads((Path(__file__).parent / "fixtures" / "runs-f4f44c4" / "audio" / "config.toml").read_text())
+    assert "g_cond" not in old["audio"]
+    assert from_saved(old, registry().domains["audio"], "config.toml").options.g_cond == "input"
+
+
+def test_a_folder_gives_the_generator_film_and_the_built_in_digits_papers_cross_modal_and_wavegan_the_input_label():
+    """--g-cond: film in the CPU recipe for a folder (--preset quick too); the built-in digits (even there), the papers'
+    presets, cross-modal runs (measured without it) and WaveGAN (no SpecGAN layers) keep the label at G's input only,
+    as runs saved before the option do (the film test above); a flag decides over all of them."""
+    from genkit.config import resolve
+    from genkit.plugins import registry
+
+    reg = registry()
+    audio = reg.domains["audio"]
+
+    def g_cond(**kw):
+        return resolve(audio, reg.losses, **kw).options.g_cond
+
+    assert g_cond(data="../fsdd") == g_cond(data="../fsdd", preset="quick") == "film"
+    assert g_cond() == g_cond(data="espeak-digits") == "input"
+    assert g_cond(flags={"g_cond": "film"}) == "film"
+    for preset in ("paper", "specgan-paper"):
+        assert g_cond(preset=preset) == "input"
+    assert g_cond(flags={"condition": "image"}) == g_cond(flags={"model": "wavegan"}) == "input"
+    assert g_cond(flags={"g_cond": "input"}) == "input"
+    assert g_cond(flags={"condition": "image", "g_cond": "film"}) == "film"
+
+
 def test_a_folder_gets_the_automatic_view_the_built_in_digits_both_views_at_3x3_and_papers_and_older_runs_linear():
     """--d-view auto for a folder of recordings (--preset quick too), with the paper's 5 x 5 kernels; the built-in
     digits both views with 3 x 3 kernels (the two views at 5 x 5 took 11 minutes; docs/audio.md); the papers'

@@ -15,6 +15,7 @@ down to peak 0.99, not clipped (``invert``). ``num_classes > 0`` is genkit's
 conditional variant, as in WaveGAN. ``d_view`` "mel" / "both" (genkit's) give the discriminator the spectrogram
 resampled on the mel scale (``mel_warp``), alone or beside the linear one in a second stack of convolutions;
 ``d_kernel`` 3 (genkit's) gives the discriminator 3 x 3 kernels, about half the time of the paper's 5 x 5.
+``g_cond`` "film" (genkit's) gives each of the generator's hidden layers a gain and a bias of the label.
 Other clip lengths keep the 128 x 128 grid and the 256-sample window and scale the hop: 8192 samples (about 1 s
 at 8 kHz) are framed every 64 samples.
 """
@@ -54,6 +55,8 @@ class SpecGANConfig:
     cond_dim: int = 0  # > 0: conditioned on a (B, cond_dim) vector, another domain's embedding (--condition)
     d_view: str = "linear"  # D reads the spectrogram as it is, "mel"-warped, or "both" in two branches (genkit)
     sample_rate: int = 16000  # the clips' rate: where the mel warp puts each frequency bin
+    g_cond: str = "input"  # the label joins z at G's input ("input"), or also sets a gain and a bias of every
+    # hidden layer ("film": conditional batch norm); both genkit's, as the conditional model is
 
 
 def hop_of(length: int) -> int:
@@ -184,6 +187,13 @@ class SpecGANGenerator(nn.Module):
         batch = cfg.g_norm == "batch"
         self.norms = nn.ModuleList(nn.BatchNorm2d(c) if batch else nn.Identity() for c in ch[:5])
         glorot_(self)
+        # --g-cond film: each hidden layer's channels scaled by 1 + gamma(c) and shifted by beta(c) after its norm,
+        # where c is the one-hot label (or another domain's embedding) and gamma, beta are linear maps of it that
+        # start at zero, so that the model starts as the input-only one (conditional batch norm: de Vries et al.,
+        # "Modulating early visual processing by language", NeurIPS 2017; Miyato & Koyama 2018's generator).
+        width = cfg.num_classes or cfg.cond_dim
+        self.film = nn.ParameterList(nn.Parameter(torch.zeros(width, 2 * c)) for c in ch[:5]) \
+            if cfg.g_cond == "film" and width else None
         # The training set's per-bin statistics, needed to turn spectrograms into audio. They are the audio
         # domain's per-run state (saved with each checkpoint, not with the weights): set_statistics copies them
         # here when the models are built, as non-persistent buffers so that they follow the module's device.
@@ -196,15 +206,25 @@ class SpecGANGenerator(nn.Module):
         self.spec_std.copy_(torch.as_tensor(std, dtype=torch.float32))
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        c = None
         if self.cfg.num_classes:
-            z = torch.cat([z, F.one_hot(y.long(), self.cfg.num_classes).to(z.dtype)], dim=1)
+            c = F.one_hot(y.long(), self.cfg.num_classes).to(z.dtype)
         elif self.cfg.cond_dim:  # another domain's embedding, concatenated to z like the one-hot label
-            z = torch.cat([z, y.to(z.dtype)], dim=1)
-        h = F.relu(self.norms[0](self.dense(z).view(z.shape[0], -1, 4, 4)))
+            c = y.to(z.dtype)
+        if c is not None:
+            z = torch.cat([z, c], dim=1)
+        h = F.relu(self._norm(0, self.dense(z).view(z.shape[0], -1, 4, 4), c))
         for i, up in enumerate(self.ups):
             h = up(h)
-            h = torch.tanh(h) if i == len(self.ups) - 1 else F.relu(self.norms[i + 1](h))
+            h = torch.tanh(h) if i == len(self.ups) - 1 else F.relu(self._norm(i + 1, h, c))
         return h  # (B, 1, 128, 128)
+
+    def _norm(self, i: int, h: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+        h = self.norms[i](h)
+        if self.film is None:
+            return h
+        gamma, beta = (c @ self.film[i].to(c.dtype)).unsqueeze(-1).unsqueeze(-1).chunk(2, dim=1)
+        return h * (1.0 + gamma) + beta
 
 
 class SpecGANDiscriminator(ProjectionCritic):

@@ -369,7 +369,7 @@ def test_a_folder_whose_file_name_prefixes_are_identifiers_is_unlabelled_unless_
 
 
 def test_labels_from_the_file_name_where_each_folder_holds_one_speaker_and_from_the_folder_where_it_is_the_word(
-        tmp_path, capsys):
+        tmp_path, capsys, shared_cache):
     """AudioMNIST's ``01/7_01_32.wav`` (a folder of each speaker's digits) is labelled by the digit at the start of
     the name, Speech Commands' ``seven/0a7c2a8d_nohash_0.wav`` by the folder; --labels decides over both, a file the
     asked scheme cannot label is one error line naming it, the run records the scheme, and a run saved before the
@@ -404,6 +404,9 @@ def test_labels_from_the_file_name_where_each_folder_holds_one_speaker_and_from_
     assert str(err.value) == f"{words / 'yes' / 'plain.wav'}: --labels prefix, but the file has no label_ prefix in its name"
     with pytest.raises(GenkitError, match="built-in digits are labelled"):
         dom.load_data("espeak-digits", dom.Options(labels="folder"), cache_dir=tmp_path)
+    digits = dom.load_data("espeak-digits", dom.Options(), cache_dir=shared_cache)  # labelled by the corpus
+    assert digits.conditional and dom.resolve_options(dom.Options(), digits).labels == "none"
+    assert dom.load_data("espeak-digits", dom.Options(labels="none"), cache_dir=shared_cache).conditional  # as recorded
     assert "Traceback" not in capsys.readouterr().err
 
 

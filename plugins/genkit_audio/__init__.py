@@ -62,8 +62,9 @@ class AudioOptions:
                                         "about half the time, which pays for a second view (--d-view both).")
     labels: Literal["folder", "prefix", "none"] | None = option(
         None, "Where a folder's class labels are read: its first-level sub-folders' names (folder), the label_ start "
-              "of each file name (prefix, the Free Spoken Digit Dataset's 7_jackson_32.wav) or nowhere (none). A "
-              "scheme asked for is used as it is; a file it cannot label is an error.",
+              "of each file name (prefix, the Free Spoken Digit Dataset's 7_jackson_32.wav) or nowhere (none; "
+              "the built-in digits, labelled by their corpus, record none). A scheme asked for is used as it is; a "
+              "file it cannot label is an error.",
         auto="sub-folders when every file is in one, else prefixes when every name has one; with both, prefixes when "
              "each file's folder is a later field of its name (AudioMNIST's 01/7_01_32.wav: a folder per speaker), "
              "else sub-folders; names that are identifiers rather than classes are left unlabelled, with a warning")
@@ -220,11 +221,11 @@ class AudioDomain(Domain):
         if spec == "espeak-digits":
             rate = rate or audata.SAMPLE_RATE
             length = length or default_length(options.model, rate)
-            if options.labels is not None:
+            if options.labels in ("folder", "prefix"):
                 raise GenkitError(f"--labels {options.labels}: for a folder's file names; the built-in digits are "
                                   "labelled", exit_code=2)
             x, y, names, source = audata.espeak_digits(cache_dir, length, rate)
-            scheme = None
+            scheme = "none"  # no label is read from a name: the corpus has its own (config.toml records "none")
         else:
             path = Path(spec).expanduser()
             if not path.exists():

@@ -232,10 +232,11 @@ class AudioDomain(Domain):
                 raise GenkitError(f"--data {spec}: no such folder (built-in: {', '.join(self.data_names)})")
             if not path.is_dir():
                 raise GenkitError(f"--data {spec}: expected a folder of WAV/FLAC/OGG files")
-            scheme = audata.label_scheme(path, audata.audio_files(path), options.labels)
+            files = audata.audio_files(path)  # listed once, for the label scheme and the decoding
+            scheme = audata.label_scheme(path, files, options.labels)
             x, y, names, source, rate = audata.load_folder(path, length, rate, lambda r: default_length(options.model, r),
                                                            {"model": options.model}, auto_rate_cap(options.model),
-                                                           labels=scheme)
+                                                           labels=scheme, files=files)
             length = x.shape[-1]
         labelled = y is not None and len(names) >= 2
         guessed = spec not in self.data_names and options.labels is None  # a folder's labels, read by --labels auto

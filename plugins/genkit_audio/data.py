@@ -252,15 +252,17 @@ def read_audio(path: Path) -> tuple[torch.Tensor, int]:
 
 def load_folder(root: Path, length: int | None, rate: int | None, choose_length=None,
                 cache_params: dict | None = None, max_rate: int | None = None,
-                labels: str | None = None) -> tuple[torch.Tensor, torch.Tensor | None, list[str], str, int]:
+                labels: str | None = None,
+                files: list[Path] | None = None) -> tuple[torch.Tensor, torch.Tensor | None, list[str], str, int]:
     """Every readable audio file under ``root`` as int16 (N, 1, length) at ``rate`` Hz, with labels where
     ``label_scheme`` finds them (``labels``: ``--labels``, None = auto). ``rate=None``: the rate most files have
     (others are resampled to it), at most ``max_rate``; ``length=None``: ``choose_length(rate)``. Returns (clips,
     labels or None, class names, a description, rate). Decoded once: later runs read it from the decoded-data cache
-    (genkit.datacache), keyed also by ``cache_params`` (what ``choose_length`` depends on)."""
+    (genkit.datacache), keyed also by ``cache_params`` (what ``choose_length`` depends on). ``files``: the folder's
+    ``audio_files`` when the caller has listed them already."""
     from genkit.datacache import cached
 
-    files = audio_files(root)
+    files = audio_files(root) if files is None else files
     scheme = label_scheme(root, files, labels)
     x, y, classes, source, rate = cached("audio-folder", root, files,
                                          {"length": length, "rate": rate, "max_rate": max_rate, "labels": scheme,

@@ -344,11 +344,17 @@ class Trainer:
             with torch.no_grad(), self._autocast():
                 fake = dom.fake(G, z, cond, ctx)
             with self._autocast():
-                d_real, d_fake = D(real, cond).float(), D(fake, cond).float()
-                loss_d = loss.discriminator(d_real, d_fake)
+                d_real = D(real, cond).float()
                 rows = mismatched_rows(cond, self.rng) if cfg.mismatch else None
-                if rows is not None:  # real examples under other examples' classes, on the fake side
-                    d_mis = D(real[rows], cond).float()
+                relabel = getattr(D, "relabel", None) if rows is not None else None
+                # Real examples under other examples' classes, on the fake side. A discriminator with relabel()
+                # scores them from the features of the pass just made on the same examples (one pass, not two).
+                d_mis = relabel(rows, cond).float() if callable(relabel) else None
+                d_fake = D(fake, cond).float()
+                loss_d = loss.discriminator(d_real, d_fake)
+                if rows is not None:
+                    if d_mis is None:
+                        d_mis = D(real[rows], cond).float()
                     loss_d = (1 - cfg.mismatch) * loss_d + cfg.mismatch * loss.discriminator(d_real, d_mis)
             penalty = torch.zeros((), device=self.device)
             if (cfg.gp or cfg.r1 or loss.penalty is not None) and not real.is_floating_point():

@@ -1373,3 +1373,42 @@ def test_a_two_view_run_records_its_view_samples_and_resumes(cli, tmp_path):
     assert len(list((tmp_path / "s").glob("*.wav"))) == 2
     cli("run", "audio", "--resume", out, "--steps", "3", "--quiet")
     assert (out / "checkpoints" / "step-00000003").is_dir()
+
+
+@pytest.mark.parametrize("model", ["specgan", "wavegan"])
+def test_relabel_scores_rows_of_the_last_pass_as_a_second_pass_would(model):
+    """The matching-aware term's mismatched reals: ``D.relabel(rows, y)`` after ``D(x, c)`` gives the logits
+    ``D(x[rows], y)`` would, and the same gradients for D's weights, from one pass over ``x`` instead of two
+    (no augmentation, spectral norm or phase shuffle here, which draw anew at each pass)."""
+    from genkit_audio.specgan import SpecGANConfig, SpecGANDiscriminator
+
+    torch.manual_seed(0)
+    if model == "specgan":
+        D = SpecGANDiscriminator(SpecGANConfig(d=2, num_classes=3, upsample="nn", aux_class=1.0, d_view="both"))
+        x = torch.rand(6, 1, 128, 128) * 2 - 1
+    else:
+        D = WaveGANDiscriminator(WaveGANConfig(length=16384, d=2, num_classes=3, aux_class=1.0, phase_shuffle=0))
+        x = torch.rand(6, 1, 16384) * 2 - 1
+    c, y = torch.tensor([0, 1, 2, 0, 1, 2]), torch.tensor([1, 2, 0, 2, 0, 1])
+    rows = torch.tensor([1, 2, 0, 4, 5, 3])
+
+    def grads(loss):
+        D.zero_grad()
+        loss.backward()
+        return [p.grad.clone() for p in D.parameters() if p.grad is not None]
+
+    d_real = D(x, c)
+    shared = D.relabel(rows, y)
+    two_pass = D(x[rows], y)
+    torch.testing.assert_close(shared, two_pass)
+    torch.testing.assert_close(D(x, c), d_real)  # relabel changed nothing of D's state that scoring reads
+    one = grads(D(x, c).sum() + D.relabel(rows, y).sum())
+    with pytest.raises(RuntimeError, match="relabel"):  # each pass is relabelled once at most
+        D.relabel(rows, y)
+    two = grads(D(x, c).sum() + D(x[rows], y).sum())
+    for a, b in zip(one, two, strict=True):
+        torch.testing.assert_close(a, b)
+    with torch.no_grad():
+        D(x, c)
+    with pytest.raises(RuntimeError, match="relabel"):  # an evaluation pass keeps nothing
+        D.relabel(rows, y)

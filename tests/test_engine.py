@@ -348,6 +348,37 @@ def test_mismatch_off_or_unconditional_adds_no_discriminator_call(ring, tmp_path
         assert len(calls) == 3  # D's update: real, fake; G's update: fake
 
 
+def test_mismatch_uses_the_discriminators_relabel_instead_of_a_second_pass(ring, tmp_path):
+    """A discriminator with ``relabel(rows, cond)`` (docs/plugins.md) scores the mismatched reals from the real pass
+    it has just made: D's update makes two passes (real, fake), not three, and the loss is built from relabel's
+    logits."""
+    t = make_trainer(tmp_path, conditional=True, loss="hinge", mismatch=0.5, steps=1)
+    events = []
+    forward = t.D.forward
+
+    def spy(x, cond=None):
+        out = forward(x, cond)
+        if torch.is_grad_enabled() and any(p.requires_grad for p in t.D.parameters()):  # D's update only
+            events.append(("pass", x.detach().clone(), cond.clone(), out.detach().float()))
+        return out
+
+    def relabel(rows, cond):
+        _, x, own, _ = events[-1]
+        assert bool((own[rows] != cond).all())  # every real example under another class's label
+        out = forward(x[rows], cond)
+        events.append(("relabel", rows, cond.clone(), out.detach().float()))
+        return out
+
+    t.D.forward, t.D.relabel = spy, relabel
+    stats = t.train_step()
+    assert [e[0] for e in events] == ["pass", "relabel", "pass"]  # real, its relabelling, fake
+    (_, real, cond, d_real), (_, _, mis_cond, d_mis), (_, _, fake_cond, d_fake) = events
+    assert torch.equal(mis_cond, cond) and torch.equal(fake_cond, cond)
+    hinge = t.loss.discriminator
+    expected = 0.5 * hinge(d_real, d_fake) + 0.5 * hinge(d_real, d_mis)
+    assert stats[0].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
 def test_mismatch_teaches_d_to_score_real_examples_lower_under_a_wrong_label(ring, tmp_path):
     """D's mean score of real points under their own mode minus under another mode, after 600 steps with and without
     the term (the same seed): on a ring of 8 modes the gap widens at each seed (measured 0.6 -> 2.2, 4.4 -> 6.1)."""

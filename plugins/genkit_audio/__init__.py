@@ -164,7 +164,8 @@ class AudioDomain(Domain):
     # The matching-aware discriminator (--mismatch 0.5, Reed et al. 2016, the engine's): half of D's fake side is real
     # clips under another digit's label. At nine paired seeds (FSDD 1-5, eSpeak 1-4) the label was followed more at
     # all nine (0.86 against 0.78 on FSDD), IS / real rose at all nine, a digit or two more was covered at six and none
-    # fewer; FD moved either way, worse on average (FSDD 287 against 207); training 1.04-1.10 x the time (docs/audio.md).
+    # fewer; FD moved either way, worse on average (FSDD 287 against 207) (docs/audio.md). Its mismatched real clips are
+    # scored from the features of D's pass over the real batch (ProjectionCritic.relabel), not in a pass of their own.
     # SpecGAN's 4-D weights and batches in channels-last memory order (--channels-last): the same arithmetic, and on
     # the CPU's oneDNN convolutions a training step takes 0.70 x the time (docs/audio.md). WaveGAN has no 4-D weights.
     # Samples come from an exponential moving average of G's weights (--ema 0.995, a horizon of about 200 steps; Yazici

@@ -276,6 +276,7 @@ class ProjectionCritic(nn.Module):
         self._aux_terms: list[torch.Tensor] = []  # the real batches' cross-entropies since the last auxiliary_loss
         self._aux_fake_terms: list[torch.Tensor] = []  # the fake batches', for the generated class
         self.class_logits: torch.Tensor | None = None  # the auxiliary classifier's logits of the last forward call
+        self._features: torch.Tensor | None = None  # the last training pass's features, for relabel()
 
     def mark_real(self, real: torch.Tensor | None) -> None:
         """Name the real batch of this discriminator update: its forward call adds the classification term."""
@@ -285,13 +286,27 @@ class ProjectionCritic(nn.Module):
         """Name the generated batch of this discriminator update (a K + 1 classifier learns it as its last class)."""
         self._aux_fake = fake if self.aux_fake_weight > 0 else None
 
-    def _logit(self, h: torch.Tensor, y: torch.Tensor | None, x: torch.Tensor | None = None) -> torch.Tensor:
-        h = h.flatten(1)
+    def _score(self, h: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         logit = self.out(h).squeeze(1)
         if self.embed is not None:
             logit = logit + (self.embed(y.long()) * h).sum(dim=1)
         elif self.project is not None:
             logit = logit + (self.project(y.to(h.dtype)) * h).sum(dim=1)
+        return logit
+
+    def relabel(self, rows: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """The logits of examples ``rows`` of the last batch this discriminator scored while training, under the
+        labels ``y``, from that pass's features (the engine's matching-aware term: ``D(x[rows], y)`` without a
+        second pass over ``x``; the augmentation is the one that pass drew). Only the last pass is kept, once."""
+        h, self._features = self._features, None
+        if h is None:
+            raise RuntimeError("relabel() needs a forward pass in training mode just before it")
+        return self._score(h[rows], y)
+
+    def _logit(self, h: torch.Tensor, y: torch.Tensor | None, x: torch.Tensor | None = None) -> torch.Tensor:
+        h = h.flatten(1)
+        self._features = h if self.training and torch.is_grad_enabled() else None  # for relabel()
+        logit = self._score(h, y)
         if self.aux_classifier is not None:
             self.class_logits = self.aux_classifier(h)
             if x is not None and x is self._aux_real and y is not None and self.training and \

@@ -1412,3 +1412,7 @@ def test_relabel_scores_rows_of_the_last_pass_as_a_second_pass_would(model):
         D(x, c)
     with pytest.raises(RuntimeError, match="relabel"):  # an evaluation pass keeps nothing
         D.relabel(rows, y)
+    D.requires_grad_(False)
+    D(x.requires_grad_(True), c)
+    with pytest.raises(RuntimeError, match="relabel"):  # nor does the generator's update, with D frozen
+        D.relabel(rows, y)

@@ -305,7 +305,8 @@ class ProjectionCritic(nn.Module):
 
     def _logit(self, h: torch.Tensor, y: torch.Tensor | None, x: torch.Tensor | None = None) -> torch.Tensor:
         h = h.flatten(1)
-        self._features = h if self.training and torch.is_grad_enabled() else None  # for relabel()
+        # Kept for relabel() in D's update only: not from an evaluation, nor from G's update (D frozen).
+        self._features = h if self.training and torch.is_grad_enabled() and self.out.bias.requires_grad else None
         logit = self._score(h, y)
         if self.aux_classifier is not None:
             self.class_logits = self.aux_classifier(h)

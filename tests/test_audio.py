@@ -658,6 +658,74 @@ def test_refnet_trains_the_same_classifier_whatever_the_callers_threads(tmp_path
     assert all(torch.equal(a, b) for a, b in zip(one.state_dict().values(), two.state_dict().values()))
 
 
+class _Tiny(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.lin(x), x
+
+
+def test_refnet_loads_a_shipped_classifier_of_exactly_this_data_instead_of_training(tmp_path, monkeypatch):
+    from genkit import refnet
+
+    steps = []
+    adam_step = torch.optim.Adam.step
+    monkeypatch.setattr(torch.optim.Adam, "step", lambda self, *a, **k: (steps.append(1), adam_step(self, *a, **k))[1])
+    x, y = torch.randn(40, 4), torch.randint(0, 2, (40,))
+    train = dict(folder="t", tag="v9", epochs=2, batch=8, lr=1e-2)
+    trained, _, _ = refnet.reference_classifier(x, y, _Tiny, lambda t: t, "s", tmp_path / "a", **train)
+    assert steps
+    with torch.no_grad():
+        trained.lin.weight.mul_(-1)  # weights that training would not give: loaded ones are recognisable
+    shipped = refnet.ship(trained, tmp_path / "shipped" / "tiny.safetensors", "v9", x, y).parent
+    steps.clear()
+    net, acc, _ = refnet.reference_classifier(x, y, _Tiny, lambda t: t, "elsewhere", tmp_path / "b", shipped=shipped, **train)
+    assert not steps and torch.equal(net.lin.weight, trained.lin.weight) and torch.equal(net.lin.bias, trained.lin.bias)
+    copied = list((tmp_path / "b" / "t").glob("*.safetensors"))  # into the cache, where later runs load it
+    assert len(copied) == 1 and load_file(copied[0])["lin.weight"].equal(trained.lin.weight)
+    other_y = y.clone()
+    other_y[0] = 1 - other_y[0]  # one label differs: another data set, trained as before
+    other, _, _ = refnet.reference_classifier(x, other_y, _Tiny, lambda t: t, "s", tmp_path / "c", shipped=shipped, **train)
+    assert steps and not torch.equal(other.lin.weight, trained.lin.weight)
+    steps.clear()
+    refnet.reference_classifier(x, y, _Tiny, lambda t: t, "s", tmp_path / "d", shipped=shipped, **{**train, "tag": "v10"})
+    assert steps  # another version of the recipe: the shipped file is not its classifier
+
+
+def test_the_builtin_digits_refnet_is_shipped_and_loaded_on_a_fresh_machine(shared_cache, tmp_path, monkeypatch):
+    """A fresh machine's first evaluation of the built-in digits loads refnet from the package (a minute of training
+    saved). If this fails after a change of the corpus or of refnet's recipe, regenerate the file with
+    genkit_audio.metrics.ship_builtin (its docstring has the command)."""
+    from genkit_audio import metrics
+
+    x, y, names, source = audata.espeak_digits(shared_cache, 16384)
+    monkeypatch.setattr(torch.optim.Adam, "step", lambda *a, **k: pytest.fail("refnet was trained, not loaded"))
+    net, acc, test_idx = metrics.reference_classifier(x, y, len(names), source, tmp_path / "fresh")
+    assert acc >= 0.99 and len(test_idx) == 200  # version 3's accuracy on the held-out tenth of corpus version 2
+
+
+def test_refnet_scores_the_real_examples_once_per_classifier(tmp_path, monkeypatch):
+    from genkit import refnet
+
+    x, y = torch.randn(60, 4), torch.randint(0, 2, (60,))
+    net, acc, test_idx = refnet.reference_classifier(x, y, _Tiny, lambda t: t, "s", tmp_path, folder="t", epochs=1)
+    assert refnet.reference_classifier(x, y, _Tiny, lambda t: t, "s", tmp_path, folder="t", epochs=1)[0] is net
+    seen = []
+    features = refnet.features
+    monkeypatch.setattr(refnet, "features", lambda n, t, *a: (seen.append(len(t)), features(n, t, *a))[1])
+    real, train, fake = x[test_idx], x[:40], torch.randn(8, 4)
+    first = refnet.score(net, acc, real, fake, lambda t: t, train=train)
+    assert seen == [8, len(real), 40]
+    seen.clear()
+    again = refnet.score(net, acc, real.clone(), fake, lambda t: t, train=train)
+    assert json.dumps(again, sort_keys=True) == json.dumps(first, sort_keys=True)  # equal, NaN (no spread) included
+    assert seen == [8]  # the same real examples (by content): only the new samples are scored
+    refnet.score(net, acc, real + 1, fake, lambda t: t, train=train)
+    assert seen == [8, 8, len(real)]  # other real examples are scored
+
+
 def test_refnet_cosine_schedule_decays_the_rate_over_every_update(tmp_path, monkeypatch):
     from torch import nn
 

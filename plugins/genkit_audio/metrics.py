@@ -30,6 +30,10 @@ from genkit import refnet
 
 SAMPLE_RATE = 16000
 N_MELS = 64
+# Classifiers shipped for the built-in data (genkit.refnet.ship): the eSpeak digits' refnet, version 3, trained on
+# corpus version 2 at 16 kHz, which a fresh machine would otherwise spend a minute training (the same weights: the
+# data and the recipe are the same on every machine). Regenerate with ship_builtin() when either version changes.
+SHIPPED = Path(__file__).with_name("refnets")
 
 
 class RefNet(nn.Module):
@@ -77,11 +81,28 @@ def reference_classifier(x: torch.Tensor, y: torch.Tensor, num_classes: int, sou
     0.97 and 0.87 (docs/audio.md). Version 3 is version 2 on two threads: 0.6 x the time (eSpeak 108 -> 62 s,
     FSDD 91 -> 51 s), accuracy 0.990 and 0.953 against 0.990 and 0.947. Files of earlier versions are not read.
     """
-    tag = "v3" if sample_rate == SAMPLE_RATE else f"v3-{sample_rate}Hz"  # the mel transform follows the rate
     return refnet.reference_classifier(x, y, lambda: RefNet(num_classes, sample_rate), _float, source, cache_dir,
-                                       folder="audio-refnet", tag=tag, epochs=epochs, min_updates=min_updates, batch=batch,
-                                       lr=2e-3, min_test=2, min_batch=2, feature_batch=256,  # batch norm: 2 a batch
-                                       cosine=True, threads=2)
+                                       folder="audio-refnet", tag=version(sample_rate), epochs=epochs,
+                                       min_updates=min_updates, batch=batch, lr=2e-3, min_test=2,
+                                       min_batch=2, feature_batch=256,  # batch norm: 2 a batch
+                                       cosine=True, threads=2, shipped=SHIPPED)
+
+
+def version(sample_rate: int = SAMPLE_RATE) -> str:
+    """refnet's version tag at ``sample_rate`` (the mel transform follows the rate)."""
+    return "v3" if sample_rate == SAMPLE_RATE else f"v3-{sample_rate}Hz"
+
+
+def ship_builtin(cache_dir: Path, folder: Path = SHIPPED) -> Path:
+    """Train (or load from ``cache_dir``) refnet on the built-in eSpeak digits and write it into ``folder`` as the
+    shipped classifier (genkit.refnet.ship); for a maintainer, after a change of the corpus or of refnet's recipe:
+    ``python -c "from genkit_audio.metrics import ship_builtin; ship_builtin('/tmp/cache')"``."""
+    from .data import CORPUS_VERSION, DIGITS, espeak_digits
+
+    x, y, names, source = espeak_digits(Path(cache_dir), 16384, SAMPLE_RATE)
+    net, _, _ = reference_classifier(x, y, len(DIGITS), source, Path(cache_dir))
+    return refnet.ship(net, Path(folder) / f"espeak-digits-v{CORPUS_VERSION}-refnet-{version()}.safetensors",
+                       version(), x, y)
 
 
 def features(net: RefNet, x: torch.Tensor, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:

@@ -301,7 +301,11 @@ class ProjectionCritic(nn.Module):
         h, self._features = self._features, None
         if h is None:
             raise RuntimeError("relabel() needs a forward pass in training mode just before it")
-        return self._score(h[rows], y)
+        # Rows repeat (each is drawn among the other classes'). Picked by a product with their one-hot rows, not
+        # h[rows]: the backward of indexing adds the repeats' gradients in parallel on the CPU, in an order that
+        # changed from run to run (the same seed trained other weights at two threads); a product's does not.
+        pick = torch.nn.functional.one_hot(rows, len(h)).to(h.dtype)
+        return self._score(pick @ h, y)
 
     def _logit(self, h: torch.Tensor, y: torch.Tensor | None, x: torch.Tensor | None = None) -> torch.Tensor:
         h = h.flatten(1)

@@ -1008,6 +1008,9 @@ def test_the_built_in_digits_train_longer_than_a_folder_of_recordings():
     assert resolve(audio, reg.losses).train.steps == 1500
     assert resolve(audio, reg.losses, data="espeak-digits").train.steps == 1500
     assert resolve(audio, reg.losses, data="../fsdd").train.steps == 1000
+    # evaluated midway and at the end either way
+    assert resolve(audio, reg.losses).train.eval_every == 750
+    assert resolve(audio, reg.losses, data="../fsdd").train.eval_every == 500
     assert resolve(audio, reg.losses, flags={"condition": "image"}).train.steps == 3000
     assert resolve(audio, reg.losses, flags={"steps": 700}).train.steps == 700
     assert resolve(audio, reg.losses, preset="paper").train.steps == 100000

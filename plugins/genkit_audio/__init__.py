@@ -322,7 +322,10 @@ class AudioDomain(Domain):
     # The label at G's input only (--g-cond input): gains and biases of it in every layer were even on the built-in
     # digits (the same digits at five seeds, IS / real, FD and the label followed a little lower on average), where
     # they won on real speech (docs/audio.md, Gains and biases of the label in every layer of the generator).
-    data_recipes = {"espeak-digits": {"steps": 1500, "lead": 0.0, "d_view": "both", "d_kernel": 3,
+    # Evaluated midway and at the end (--eval-every 750), as a folder's 1,000 steps are: a third evaluation, at step
+    # 500 (500 clips of 16 candidates each, about 21 s, 3.5 % of the 10-minute budget), told little (FD 300-400
+    # there) (docs/audio.md, A fresh machine's minute).
+    data_recipes = {"espeak-digits": {"steps": 1500, "eval_every": 750, "lead": 0.0, "d_view": "both", "d_kernel": 3,
                                       "augment": "translation,freqmask", "g_cond": "input"}}
 
     def recipe_for(self, data, given):

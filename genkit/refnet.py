@@ -112,8 +112,8 @@ def reference_classifier(x: torch.Tensor, y: torch.Tensor, make: Callable[[], Ne
     caller's setting (1: the same weights whether the run used ``--threads 1`` or 2, since threads change the
     order of floating-point sums). ``shipped``: a folder of classifiers that :func:`ship` wrote; on a cache miss,
     the one of this ``tag`` and exactly this data is copied into the cache instead of training. Returns the
-    classifier (eval mode; the same object again in this process while its cache file is unchanged), its accuracy
-    on the held-out samples, and their indices.
+    classifier (eval mode; the same object again in this process while its cache file is unchanged, so use it for
+    inference only), its accuracy on the held-out samples, and their indices.
     """
     g = torch.Generator().manual_seed(0)
     perm = torch.randperm(len(x), generator=g)
